@@ -1,0 +1,750 @@
+"""SIP messages: parse, inspect lazily, edit, and re-emit by splicing (RFC 3261 sections 7, 18.3, 20, 25).
+
+Theory of operation
+-------------------
+:func:`parse_message` does one pass over the header section: it splits lines, unfolds continuation lines,
+maps compact header names (``v``, ``i``, ``m`` ...) to their long form and stores every header as a
+:class:`Header` holding the canonical lower-case name, the unfolded value text and the *original line*. Nothing
+else is parsed until somebody asks: ``msg.top_via``, ``msg.cseq``, ``msg.from_tag`` ... parse the one value they
+need and cache it.
+
+When a header is changed through the editing methods its original line is dropped and the header is rebuilt
+from ``name: value`` on output; headers nobody touched are written back byte for byte (the "lump" idea of
+Kamailio's forwarding). A proxy therefore pays only for the headers it edits: the Via it adds, Max-Forwards,
+Route and Record-Route.
+
+Header text is decoded as latin-1 so that every byte maps to one character and back, losslessly, whatever
+charset the peer used; structure in SIP is all ASCII.
+
+Call next: :func:`validate_request` (or :func:`validate_response`) before acting on a message; both raise
+:class:`SipParseError` with the status to answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from leansip.sip.errors import SipParseError
+from leansip.sip.uri import (
+    URI,
+    NameAddr,
+    SipURI,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_comma,
+)
+
+__all__ = [
+    "Header",
+    "Message",
+    "Request",
+    "Response",
+    "SipParseError",
+    "parse_message",
+    "validate_request",
+    "validate_response",
+    "REASONS",
+    "canonical_name",
+    "display_name",
+]
+
+# RFC 3261 7.3.3 and the IANA registry of compact forms.
+COMPACT_FORMS = {
+    "i": "call-id",
+    "m": "contact",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",
+    "r": "refer-to",
+    "u": "allow-events",
+    "a": "accept-contact",
+    "b": "referred-by",
+    "d": "request-disposition",
+    "j": "reject-contact",
+    "x": "session-expires",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+_SPECIAL_DISPLAY = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+# Headers whose values are comma-separated lists (RFC 3261 7.3.1). Others (From, To, Call-ID,
+# WWW-Authenticate, Date ...) may contain commas that are not separators.
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-encoding",
+        "content-language",
+        "in-reply-to",
+        "allow-events",
+        "path",
+        "service-route",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "warning",
+    }
+)
+
+# Headers that may appear at most once (RFC 3261 20; RFC 4475 3.3.9 "multi01" must get 400).
+SINGLE_HEADERS = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length"})
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_WS = " \t"
+_MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
+
+
+def canonical_name(name: str) -> str:
+    """Lower-case long form of a header name (``V`` -> ``via``)."""
+    lname = name.lower()
+    return COMPACT_FORMS.get(lname, lname)
+
+
+def display_name(name: str) -> str:
+    """The conventional spelling of a canonical header name, for headers leansip writes itself."""
+    special = _SPECIAL_DISPLAY.get(name)
+    if special is not None:
+        return special
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+class Header:
+    """One header line: canonical name, unfolded value, and the original line (``None`` once edited)."""
+
+    __slots__ = ("name", "value", "raw")
+
+    def __init__(self, name: str, value: str, raw: str | None = None) -> None:
+        self.name = name
+        self.value = value
+        self.raw = raw
+
+    def line(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        return f"{display_name(self.name)}: {self.value}"
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
+
+
+class Message:
+    """Common part of requests and responses. Use :func:`parse_message` or the constructors of the subclasses."""
+
+    __slots__ = ("headers", "body", "_cache", "_start")
+
+    def __init__(self, headers: Iterable[Header] = (), body: bytes = b"") -> None:
+        self.headers: list[Header] = list(headers)
+        self.body = body
+        self._cache: dict[str, object] = {}
+        self._start: str | None = None
+
+    # ----------------------------------------------------------------- reading
+    def header(self, name: str) -> str | None:
+        """Value of the first header called ``name`` (any case, compact forms accepted), or None."""
+        key = canonical_name(name) if len(name) == 1 or not name.islower() else name
+        for h in self.headers:
+            if h.name == key:
+                return h.value
+        return None
+
+    def has(self, name: str) -> bool:
+        return self.header(name) is not None
+
+    def header_lines(self, name: str) -> list[str]:
+        """Values of every header line called ``name``, in order, without splitting at commas."""
+        key = canonical_name(name)
+        return [h.value for h in self.headers if h.name == key]
+
+    def header_values(self, name: str) -> list[str]:
+        """All values of a list header (RFC 3261 7.3.1): every line, split at commas outside quotes and <>."""
+        key = canonical_name(name)
+        out: list[str] = []
+        for h in self.headers:
+            if h.name == key:
+                out.extend(split_comma(h.value))
+        return out
+
+    # ----------------------------------------------------------------- editing
+    def _touch(self) -> None:
+        if self._cache:
+            self._cache.clear()
+
+    def add_header(self, name: str, value: str, *, first: bool = False) -> None:
+        """Append (or, with ``first``, put before the first header of that name, or at the top)."""
+        key = canonical_name(name)
+        header = Header(key, value)
+        if first:
+            for i, h in enumerate(self.headers):
+                if h.name == key:
+                    self.headers.insert(i, header)
+                    break
+            else:
+                self.headers.insert(0, header)
+        else:
+            self.headers.append(header)
+        self._touch()
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace the first header of that name (dropping later ones) or append it."""
+        key = canonical_name(name)
+        found = False
+        kept: list[Header] = []
+        for h in self.headers:
+            if h.name == key:
+                if found:
+                    continue
+                found = True
+                h = Header(key, value)
+            kept.append(h)
+        if not found:
+            kept.append(Header(key, value))
+        self.headers = kept
+        self._touch()
+
+    def remove_header(self, name: str) -> int:
+        key = canonical_name(name)
+        before = len(self.headers)
+        self.headers = [h for h in self.headers if h.name != key]
+        self._touch()
+        return before - len(self.headers)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove and return the first value of a list header (top Via, first Route), splitting a line that
+        holds several values and re-emitting only the remainder of that line."""
+        key = canonical_name(name)
+        for i, h in enumerate(self.headers):
+            if h.name == key:
+                values = split_comma(h.value)
+                if not values:
+                    del self.headers[i]
+                    continue
+                first = values[0]
+                if len(values) == 1:
+                    del self.headers[i]
+                else:
+                    self.headers[i] = Header(key, ", ".join(values[1:]))
+                self._touch()
+                return first
+        return None
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        self.body = body
+        if content_type is not None:
+            self.set_header("content-type", content_type)
+        self.set_header("content-length", str(len(body)))
+
+    # ----------------------------------------------------------------- lazy views
+    @property
+    def call_id(self) -> str:
+        value = self.header("call-id")
+        if value is None:
+            raise SipParseError("missing Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        cached = self._cache.get("cseq")
+        if cached is None:
+            value = self.header("cseq")
+            if value is None:
+                raise SipParseError("missing CSeq")
+            num, _, method = value.strip(_WS).partition(" ")
+            method = method.strip(_WS)
+            if not num.isdigit() or not method or not is_token(method):
+                raise SipParseError(f"bad CSeq {value[:40]!r}")
+            n = int(num)
+            if n > _MAX_CSEQ:
+                raise SipParseError("CSeq number too large")
+            cached = (n, method)
+            self._cache["cseq"] = cached
+        return cached  # type: ignore[return-value]
+
+    def _name_addr(self, name: str) -> NameAddr:
+        cached = self._cache.get(name)
+        if cached is None:
+            value = self.header(name)
+            if value is None:
+                raise SipParseError(f"missing {display_name(name)}")
+            cached = parse_name_addr(value)
+            self._cache[name] = cached
+        return cached  # type: ignore[return-value]
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._name_addr("from")
+
+    @property
+    def to(self) -> NameAddr:
+        return self._name_addr("to")
+
+    @property
+    def from_tag(self) -> str | None:
+        return self.from_.tag
+
+    @property
+    def to_tag(self) -> str | None:
+        return self.to.tag
+
+    @property
+    def vias(self) -> list[Via]:
+        cached = self._cache.get("vias")
+        if cached is None:
+            cached = [parse_via(v) for v in self.header_values("via")]
+            self._cache["vias"] = cached
+        return cached  # type: ignore[return-value]
+
+    @property
+    def top_via(self) -> Via:
+        cached = self._cache.get("top_via")
+        if cached is None:
+            value = self.header("via")
+            if value is None:
+                raise SipParseError("missing Via")
+            if "," in value:
+                value = split_comma(value)[0]
+            cached = parse_via(value)
+            self._cache["top_via"] = cached
+        return cached  # type: ignore[return-value]
+
+    @property
+    def branch(self) -> str | None:
+        return self.top_via.branch
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        cached = self._cache.get("contacts")
+        if cached is None:
+            cached = [parse_name_addr(v) for v in self.header_values("contact") if v.strip() != "*"]
+            self._cache["contacts"] = cached
+        return cached  # type: ignore[return-value]
+
+    def int_header(self, name: str, default: int | None = None, *, limit: int = 2**32 - 1) -> int | None:
+        value = self.header(name)
+        if value is None:
+            return default
+        value = value.strip(_WS)
+        if not value.isdigit() or len(value) > 10 or int(value) > limit:
+            raise SipParseError(f"bad {display_name(canonical_name(name))} value {value[:20]!r}")
+        return int(value)
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self.int_header("max-forwards", limit=2**31 - 1)
+
+    @property
+    def expires(self) -> int | None:
+        return self.int_header("expires")
+
+    # ----------------------------------------------------------------- output
+    def start_line(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize: untouched headers verbatim, edited ones rebuilt, then the body."""
+        lines = [self._start or self.start_line()]
+        lines.extend([h.raw if h.raw is not None else h.line() for h in self.headers])
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("latin-1") + self.body
+
+    __bytes__ = to_bytes
+
+
+class Request(Message):
+    """A SIP request. ``uri`` is the Request-URI text; ``ruri`` its parsed form (cached)."""
+
+    __slots__ = ("method", "_uri", "version", "_ruri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Iterable[Header] = (),
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self._uri = uri
+        self.version = version
+        self._ruri: URI | None = None
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: str) -> None:
+        self._uri = value
+        self._ruri = None
+        self._start = None
+
+    @property
+    def ruri(self) -> URI:
+        if self._ruri is None:
+            self._ruri = parse_uri(self._uri)
+        return self._ruri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self._uri} {self.version}"
+
+    def copy(self) -> Request:
+        """A shallow copy whose header list can be edited without touching this one (headers are shared
+        until edited: editing replaces Header objects, it never mutates them)."""
+        other = Request(self.method, self._uri, (), self.body, self.version)
+        other.headers = list(self.headers)
+        other._start = self._start
+        other._ruri = self._ruri
+        return other
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self._uri}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[Header] = (),
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        other = Response(self.status, self.reason, (), self.body, self.version)
+        other.headers = list(self.headers)
+        other._start = self._start
+        return other
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# --------------------------------------------------------------------- parsing
+
+
+def _split_head(data: bytes) -> tuple[str, bytes]:
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end].decode("latin-1"), data[end + 4 :]
+    end = data.find(b"\n\n")  # be liberal: bare LF line ends
+    if end >= 0:
+        return data[:end].decode("latin-1"), data[end + 2 :]
+    # A datagram whose header section never ends: every header is there, only the empty line is missing
+    # (RFC 4475 baddn.dat is archived that way). Treat the whole datagram as the header section.
+    text = data.decode("latin-1")
+    return text.rstrip("\r\n"), b""
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message from ``data`` (a whole datagram, or one framed message from a stream).
+
+    Leading CRLFs are skipped (RFC 3261 7.5). The body is cut at Content-Length; on a datagram a
+    Content-Length larger than what arrived is an error (RFC 3261 18.3), and bytes after the body are dropped
+    (RFC 4475 dblreq). Raises :class:`SipParseError`; nothing else.
+    """
+    if data[:2] == b"\r\n" or data[:1] == b"\n":
+        data = data.lstrip(b"\r\n")
+    if not data:
+        raise SipParseError("empty message", status=0)
+    head, rest = _split_head(data)
+    lines = head.split("\r\n") if "\r" in head else head.split("\n")
+    if "\n" in head and "\r" in head:
+        lines = [line.rstrip("\r") for line in head.replace("\r\n", "\n").split("\n")]
+    start = lines[0]
+    headers: list[Header] = []
+    append = headers.append
+    current: Header | None = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        first = line[0]
+        if first == " " or first == "\t":
+            # RFC 3261 7.3.1 folding: a continuation line joins the previous value with one SP
+            if current is None:
+                raise SipParseError("header section starts with a continuation line")
+            stripped = line.strip(_WS)
+            if stripped:
+                current.value = f"{current.value} {stripped}" if current.value else stripped
+            current.raw = f"{current.raw}\r\n{line}"
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(f"header line without a colon: {line[:40]!r}")
+        name = line[:colon].rstrip(_WS)
+        lname = name.lower()
+        if len(lname) == 1:
+            lname = COMPACT_FORMS.get(lname, lname)
+        elif not is_token(name):
+            raise SipParseError(f"bad header name {name[:40]!r}")
+        current = Header(lname, line[colon + 1 :].strip(_WS), line)
+        append(current)
+
+    msg: Request | Response
+    if start.startswith("SIP/"):
+        msg = _parse_status_line(start, headers)
+    else:
+        msg = _parse_request_line(start, headers)
+    msg._start = start
+    msg.body = _body(msg, rest, stream)
+    return msg
+
+
+def _parse_request_line(start: str, headers: list[Header]) -> Request:
+    parts = start.split(" ")
+    if len(parts) != 3:
+        partial = Request("UNKNOWN", "sip:invalid", headers)
+        raise SipParseError("malformed request line", message=partial if len(parts) >= 2 else None)
+    method, uri, version = parts
+    msg = Request(method, uri, headers, b"", version)
+    if not is_token(method):
+        raise SipParseError(f"bad method {method[:20]!r}", message=None)
+    if version != "SIP/2.0":
+        if version.upper().startswith("SIP/") and version[4:5].isdigit():
+            if version.upper() != "SIP/2.0":
+                raise SipParseError(f"SIP version {version[:12]} not supported", status=505, message=msg)
+        else:
+            raise SipParseError(f"bad SIP version {version[:20]!r}", message=msg)
+    if uri.startswith("<"):
+        raise SipParseError("Request-URI must not be in <>", message=msg)
+    return msg
+
+
+def _parse_status_line(start: str, headers: list[Header]) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipParseError(f"malformed status line {start[:40]!r}", status=0)
+    return Response(int(code), reason, headers, b"", version)
+
+
+def _body(msg: Message, rest: bytes, stream: bool) -> bytes:
+    lengths = [h.value for h in msg.headers if h.name == "content-length"]
+    if not lengths:
+        return rest if not stream else b""
+    if len(lengths) > 1 and len({v.strip() for v in lengths}) > 1:
+        raise SipParseError("conflicting Content-Length headers", message=msg)
+    text = lengths[0].strip(_WS)
+    if not text.isdigit() or len(text) > 9:
+        raise SipParseError(f"bad Content-Length {text[:20]!r}", message=msg)
+    length = int(text)
+    if length > len(rest):
+        raise SipParseError("Content-Length larger than the message", message=msg)
+    return rest[:length]
+
+
+# --------------------------------------------------------------------- validation
+
+
+def validate_request(req: Request) -> None:
+    """Check what RFC 3261 8.2 and 16.3 require before a request may be acted on.
+
+    Mandatory headers present exactly once, CSeq well-formed with the request's method (RFC 4475
+    mismatch01), a parsable top Via and Request-URI. Raises :class:`SipParseError` carrying the request, so
+    the caller can answer 400 (or drop when no Via exists to answer to).
+    """
+    seen: dict[str, int] = {}
+    for h in req.headers:
+        if h.name in SINGLE_HEADERS:
+            seen[h.name] = seen.get(h.name, 0) + 1
+    try:
+        if "via" not in {h.name for h in req.headers}:
+            raise SipParseError("missing Via", status=0)
+        req.top_via  # noqa: B018 - parses and caches; a broken Via means no reply can be routed
+    except SipParseError as exc:
+        exc.status = 0
+        exc.message = None
+        raise
+    try:
+        for name in ("call-id", "cseq", "from", "to"):
+            count = seen.get(name, 0)
+            if count == 0:
+                raise SipParseError(f"missing {display_name(name)}")
+            if count > 1:
+                raise SipParseError(f"more than one {display_name(name)} header")
+        if seen.get("max-forwards", 0) > 1:
+            raise SipParseError("more than one Max-Forwards header")
+        num, method = req.cseq
+        if method != req.method:
+            raise SipParseError("CSeq method does not match the request method")
+        req.from_  # noqa: B018
+        req.to  # noqa: B018
+        req.max_forwards  # noqa: B018
+        req.ruri  # noqa: B018
+    except SipParseError as exc:
+        exc.message = req
+        raise
+
+
+def validate_response(resp: Response) -> None:
+    """A response needs a Via to be routed and a CSeq to be matched to its transaction; else drop it."""
+    try:
+        resp.top_via  # noqa: B018
+        resp.cseq  # noqa: B018
+        resp.call_id  # noqa: B018
+    except SipParseError as exc:
+        exc.status = 0
+        raise
+
+
+# --------------------------------------------------------------------- building
+
+
+def reason_phrase(status: int) -> str:
+    return REASONS.get(status, "Unknown")
+
+
+_RESPONSE_COPY = ("via", "from", "call-id", "cseq")
+
+
+def make_response(
+    req: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
+    """Build a response to ``req`` after RFC 3261 8.2.6.2: Via (all, in order), From, To (with our tag
+    added when the request had none and ``to_tag`` is given), Call-ID and CSeq copied, then extra headers and
+    Content-Length. Copied headers keep their original lines."""
+    out: list[Header] = []
+    to_done = False
+    for h in req.headers:
+        name = h.name
+        if name in _RESPONSE_COPY:
+            out.append(h)
+        elif name == "to" and not to_done:
+            to_done = True
+            if to_tag and status > 100 and "tag" not in _params_lower(h.value):
+                out.append(Header("to", f"{h.value};tag={to_tag}"))
+            else:
+                out.append(h)
+    for name, value in headers:
+        out.append(Header(canonical_name(name), value))
+    if content_type is not None:
+        out.append(Header("content-type", content_type))
+    out.append(Header("content-length", str(len(body))))
+    return Response(status, reason, out, body)
+
+
+def _params_lower(value: str) -> str:
+    # cheap "does To already carry a tag" test that is not fooled by a display name: look after the URI
+    gt = value.rfind(">")
+    tail = value[gt + 1 :] if gt >= 0 else value[value.find(";") :] if ";" in value else ""
+    return tail.replace(" ", "").lower().replace(";tag=", " tag ")
+
+
+def build_request(
+    method: str,
+    uri: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Request:
+    """A new request from ``(name, value)`` pairs; Content-Length is added."""
+    out = [Header(canonical_name(n), v) for n, v in headers]
+    if content_type is not None:
+        out.append(Header("content-type", content_type))
+    out.append(Header("content-length", str(len(body))))
+    return Request(method, uri, out, body)
+
+
+def is_sip_uri(uri: URI) -> bool:
+    return isinstance(uri, SipURI)

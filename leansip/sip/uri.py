@@ -1,0 +1,502 @@
+"""SIP and SIPS URIs, name-addr values, header parameters and Via values (RFC 3261 sections 19, 20, 25).
+
+These parsers are called lazily: the message layer keeps header values as text and only asks for a structured
+view when a decision needs it (the top Via for routing, the To URI for the registrar, ...). Every function here
+raises :class:`~leansip.sip.errors.SipParseError` on bad input and nothing else.
+
+URIs keep the text they were parsed from (``SipURI.text``) so that a forwarded message carries exactly the
+bytes the sender wrote unless leansip changed the URI on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from leansip.sip.errors import SipParseError
+
+# RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
+TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
+_IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+\Z")
+# user = 1*( unreserved / escaped / user-unreserved ); password similar. Kept liberal but excludes LWS, <, >, ", @.
+_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]#{}|^`\\]+\Z")
+_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*\Z")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_WS = " \t"
+
+DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is a non-empty RFC 3261 token."""
+    return _TOKEN_RE.match(text) is not None
+
+
+def unescape(text: str) -> str:
+    """Undo %-escaping (RFC 3261 19.1.4 compares URI parts after unescaping); keeps bytes as latin-1 chars."""
+    if "%" not in text:
+        return text
+    try:
+        return unquote_to_bytes(text).decode("latin-1")
+    except ValueError as exc:  # pragma: no cover - unquote_to_bytes is liberal
+        raise SipParseError(f"bad %-escape in {text!r}") from exc
+
+
+def valid_host(host: str) -> bool:
+    """A hostname, an IPv4 address or a bracketed IPv6 reference (RFC 3261 25.1 ``host``)."""
+    if not host:
+        return False
+    if host[0] == "[":
+        return host[-1] == "]" and host.count(":") >= 2 and _IPV6_RE.match(host[1:-1]) is not None
+    if _IPV4_RE.match(host):
+        return all(int(p) < 256 for p in host.split("."))
+    return _HOSTNAME_RE.match(host) is not None
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` where host may be a bracketed IPv6 reference."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError(f"junk after IPv6 reference in {text!r}")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.partition(":")
+        if not sep:
+            return host, None
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise SipParseError(f"bad port in {text!r}")
+    return host, int(port_text)
+
+
+def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` parameter lists, tolerating LWS around ``;`` and ``=`` (RFC 3261 7.3.1).
+
+    Names are lower-cased (parameter names are case-insensitive); values keep their case. Quoted values keep
+    their quotes, so a value can be re-emitted exactly.
+    """
+    params: dict[str, str | None] = {}
+    text = text.strip(_WS)
+    if not text:
+        return params
+    if text[0] != ";":
+        raise SipParseError(f"{what} parameters must start with ';': {text[:40]!r}")
+    for part in _split_outside_quotes(text[1:], ";"):
+        name, eq, value = part.partition("=")
+        name = name.strip(_WS)
+        if not name or not is_token(name):
+            raise SipParseError(f"bad {what} parameter {part.strip()[:40]!r}")
+        if eq:
+            value = value.strip(_WS)
+            if not value:
+                raise SipParseError(f"empty value for {what} parameter {name!r}")
+            if value[0] == '"':
+                _check_quoted(value)
+            elif not _param_value_ok(value):
+                raise SipParseError(f"bad value for {what} parameter {name!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def _param_value_ok(value: str) -> bool:
+    # gen-value = token / host / quoted-string; host covers IPv6 references with brackets and colons
+    # (RFC 5118 via-received-param-no-delim asks us to accept an unbracketed IPv6 received= too).
+    for ch in value:
+        if ch not in TOKEN_CHARS and ch not in "[]:/&$@?=":
+            return False
+    return True
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _check_quoted(value: str) -> None:
+    if len(value) < 2 or value[-1] != '"' or (len(value) > 2 and _quoted_end(value, 0) != len(value) - 1):
+        raise SipParseError(f"unbalanced quotes in {value[:40]!r}")
+
+
+def _quoted_end(text: str, start: int) -> int:
+    """Index of the closing quote of the quoted string starting at ``start`` (honours backslash escapes)."""
+    i = start + 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            return i
+        i += 1
+    raise SipParseError(f"unterminated quoted string in {text[start:start + 40]!r}")
+
+
+def unquote(text: str) -> str:
+    """The content of a quoted-string with backslash escapes removed, or ``text`` if it is not quoted."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        if "\\" not in inner:
+            return inner
+        return re.sub(r"\\(.)", r"\1", inner, flags=re.S)
+    return text
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
+    parts: list[str] = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i = _quoted_end(text, i) + 1
+            continue
+        if ch == sep:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def split_comma(value: str) -> list[str]:
+    """Split a comma-separated header value, respecting quoted strings and ``<...>`` (RFC 3261 7.3.1)."""
+    if "," not in value:
+        return [value.strip(_WS)] if value.strip(_WS) else []
+    parts: list[str] = []
+    start = 0
+    depth = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if ch == '"':
+            i = _quoted_end(value, i) + 1
+            continue
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(value[start:i].strip(_WS))
+            start = i + 1
+        i += 1
+    parts.append(value[start:].strip(_WS))
+    return parts
+
+
+@dataclass(slots=True)
+class SipURI:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1). ``user`` and ``password`` stay escaped as written."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: str | None = None
+    text: str = ""
+
+    @property
+    def host_lower(self) -> str:
+        return self.host.lower()
+
+    @property
+    def user_unescaped(self) -> str | None:
+        return None if self.user is None else unescape(self.user)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS.get(self.scheme, 5060)
+
+    @property
+    def transport(self) -> str:
+        t = self.params.get("transport")
+        if t:
+            return t.lower()
+        return "tls" if self.scheme == "sips" else "udp"
+
+    @property
+    def host_port(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def aor(self) -> str:
+        """The address-of-record key ``user@host`` (host lower-cased, user unescaped; RFC 3261 10.3 step 5)."""
+        user = self.user_unescaped
+        return f"{user}@{self.host.lower()}" if user is not None else self.host.lower()
+
+    def build(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        out.append(format_params(self.params))
+        if self.headers:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+    def __str__(self) -> str:
+        return self.text or self.build()
+
+    def with_changes(self, **changes: object) -> SipURI:
+        """A copy with some fields replaced and the text rebuilt."""
+        values = {
+            "scheme": self.scheme,
+            "user": self.user,
+            "password": self.password,
+            "host": self.host,
+            "port": self.port,
+            "params": dict(self.params),
+            "headers": self.headers,
+        }
+        values.update(changes)
+        uri = SipURI(**values)  # type: ignore[arg-type]
+        uri.text = uri.build()
+        return uri
+
+
+@dataclass(slots=True)
+class AbsoluteURI:
+    """Any other URI scheme (tel:, urn:, http: ...). Kept opaque: leansip routes only SIP URIs."""
+
+    scheme: str
+    rest: str
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+    def aor(self) -> str:
+        return self.text
+
+
+URI = SipURI | AbsoluteURI
+
+
+def parse_uri(text: str) -> URI:
+    """Parse a Request-URI or the addr-spec inside ``<...>``.
+
+    ``sip:user;par=u%40example.net@example.com`` is legal: ``;`` can be part of the user (RFC 4475 3.1.1.10), so
+    the user part ends at the last ``@`` before any ``?``.
+    """
+    if not text or any(ch in text for ch in " \t\r\n<>"):
+        raise SipParseError(f"bad URI {text[:60]!r}")
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME_RE.match(scheme):
+        raise SipParseError(f"URI without a scheme: {text[:60]!r}")
+    lscheme = scheme.lower()
+    if lscheme not in ("sip", "sips"):
+        if not rest:
+            raise SipParseError(f"empty {scheme}: URI")
+        return AbsoluteURI(lscheme, rest, text)
+    # '?' and ';' are legal in the user part (user-unreserved), '@' is legal in neither parameters nor headers:
+    # so the user part ends at the last '@', and only then do '?' and ';' mean headers and parameters.
+    at = rest.rfind("@")
+    user: str | None = None
+    password: str | None = None
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, pcolon, pw = userinfo.partition(":")
+        if pcolon:
+            password = pw
+        if not user or not _USER_RE.match(user) or (password is not None and password and not _USER_RE.match(password)):
+            raise SipParseError(f"bad user part in URI {text[:60]!r}")
+    rest, qmark, headers = rest.partition("?")
+    semi = rest.find(";")
+    if semi >= 0:
+        hostport, params = rest[:semi], parse_params(rest[semi:], what="URI")
+    else:
+        hostport, params = rest, {}
+    host, port = split_host_port(hostport)
+    if not valid_host(host):
+        raise SipParseError(f"bad host {host[:60]!r} in URI")
+    return SipURI(lscheme, user, password, host, port, params, headers if qmark else None, text)
+
+
+def uri_equal(a: URI, b: URI) -> bool:
+    """URI equality after RFC 3261 19.1.4 (used for Contact matching in the registrar)."""
+    if isinstance(a, AbsoluteURI) or isinstance(b, AbsoluteURI):
+        return str(a) == str(b)
+    if a.scheme != b.scheme or a.user_unescaped != b.user_unescaped or a.password != b.password:
+        return False
+    if a.host.lower() != b.host.lower() or a.port != b.port:
+        return False
+    for name in ("user", "ttl", "method", "maddr", "transport"):
+        va, vb = a.params.get(name), b.params.get(name)
+        if (name in a.params) != (name in b.params):
+            return False
+        if va is not None and vb is not None and va.lower() != vb.lower():
+            return False
+    for name, va in a.params.items():
+        if name in b.params:
+            vb = b.params[name]
+            if (va or "").lower() != (vb or "").lower():
+                return False
+    return (a.headers or "") == (b.headers or "")
+
+
+def uri_key(uri: URI) -> str:
+    """A string that is equal for equal URIs in the common cases (lower-case host, unescaped user, no
+    parameters except the ones RFC 3261 19.1.4 says must match). Used as a dictionary key for contacts."""
+    if isinstance(uri, AbsoluteURI):
+        return uri.text
+    key = [uri.scheme, ":"]
+    user = uri.user_unescaped
+    if user is not None:
+        key.append(user)
+        key.append("@")
+    key.append(uri.host.lower())
+    if uri.port is not None:
+        key.append(f":{uri.port}")
+    for name in ("transport", "user", "maddr", "ttl", "method"):
+        if name in uri.params:
+            key.append(f";{name}={(uri.params[name] or '').lower()}")
+    return "".join(key)
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """A To/From/Contact/Route style value: optional display name, URI, header parameters."""
+
+    display: str | None
+    uri_text: str
+    params: dict[str, str | None]
+    bracketed: bool = True
+    _uri: URI | None = None
+
+    @property
+    def uri(self) -> URI:
+        if self._uri is None:
+            self._uri = parse_uri(self.uri_text)
+        return self._uri
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def build(self) -> str:
+        head = f"{self.display} " if self.display else ""
+        return f"{head}<{self.uri_text}>{format_params(self.params)}"
+
+    __str__ = build
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """Parse ``[display-name] <addr-spec> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 20.10, 20.20).
+
+    In the addr-spec form the URI cannot carry parameters or headers: everything after the first ``;`` is a
+    header parameter, and a ``?`` or ``,`` in the URI is an error (RFC 3261 20: such URIs need ``<>``).
+    """
+    text = text.strip(_WS)
+    if not text:
+        raise SipParseError("empty name-addr")
+    display: str | None = None
+    rest = text
+    if rest[0] == '"':
+        end = _quoted_end(rest, 0)
+        display = rest[: end + 1]
+        rest = rest[end + 1 :].lstrip(_WS)
+        if not rest.startswith("<"):
+            raise SipParseError(f"quoted display name without <URI>: {text[:60]!r}")
+    lt = rest.find("<")
+    if lt >= 0:
+        if display is None:
+            raw_display = rest[:lt].strip(_WS)
+            if raw_display:
+                # unquoted display-name = *(token LWS); RFC 4475 3.3.8 (baddn) has ',' and other non-tokens
+                if not all(is_token(word) for word in raw_display.split()):
+                    raise SipParseError(f"display name must be tokens or quoted: {raw_display[:40]!r}")
+                display = raw_display
+        gt = rest.find(">", lt)
+        if gt < 0:
+            raise SipParseError(f"'<' without '>' in {text[:60]!r}")
+        uri_text = rest[lt + 1 : gt].strip(_WS)
+        params = parse_params(rest[gt + 1 :])
+        if not uri_text:
+            raise SipParseError("empty URI in <>")
+        return NameAddr(display, uri_text, params, True)
+    if display is not None:
+        raise SipParseError(f"display name without <URI> in {text[:60]!r}")
+    semi = rest.find(";")
+    uri_text = rest if semi < 0 else rest[:semi]
+    uri_text = uri_text.strip(_WS)
+    if "?" in uri_text or " " in uri_text:
+        raise SipParseError(f"URI with headers or spaces must be in <>: {uri_text[:60]!r}")
+    params = parse_params(rest[semi:]) if semi >= 0 else {}
+    return NameAddr(None, uri_text, params, False)
+
+
+_VIA_RE = re.compile(
+    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(.*)\Z",
+    re.S,
+)
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value (RFC 3261 20.42): ``SIP/2.0/UDP host:port;branch=...;received=...;rport``."""
+
+    protocol: str
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    text: str = ""
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def build(self) -> str:
+        return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
+
+    def __str__(self) -> str:
+        return self.text or self.build()
+
+
+def parse_via(text: str) -> Via:
+    m = _VIA_RE.match(text)
+    if m is None:
+        raise SipParseError(f"bad Via {text[:60]!r}")
+    name, version, transport, hostport, rest = m.groups()
+    host, port = split_host_port(hostport)
+    if not valid_host(host):
+        raise SipParseError(f"bad Via host {host[:60]!r}")
+    params = parse_params(rest, what="Via")
+    if "branch" in params and not params["branch"]:
+        raise SipParseError("Via branch without a value")
+    for numeric in ("ttl",):
+        value = params.get(numeric)
+        if value is not None and (not value.isdigit() or int(value) > 255):
+            raise SipParseError(f"bad Via {numeric}")
+    rport = params.get("rport")
+    if rport is not None and (not rport.isdigit() or int(rport) > 65535):
+        raise SipParseError("bad Via rport")
+    return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params, text.strip(_WS))
