@@ -1,0 +1,916 @@
+"""HTTP/SIP Digest authentication, sans-I/O (RFC 3261 sec. 22, RFC 2617, RFC 7616, RFC 8760).
+
+This module works on header *values* (the text after ``Authorization:``, ``WWW-Authenticate:`` ...)
+so it does not depend on the message parser, and it never reads the clock: every time-dependent
+call takes ``now`` (seconds, float, any epoch as long as it is the same one for ``challenge`` and
+``verify`` and non-negative).
+
+Theory of operation
+-------------------
+Server side (registrar, proxy)::
+
+    auth = DigestAuthenticator(secret, realm="example.com")
+    # request without credentials -> 401/407 with one header per value:
+    values = auth.challenge(now)
+    # request with credentials:
+    result = auth.verify(value, "REGISTER", lookup, now, request_uri=str(req.uri))
+    if result.kind is AuthKind.OK: ...             # result.username owns the AOR? else 403
+    elif result.kind is AuthKind.STALE: values = auth.challenge(now, stale=True)
+    else: ...                                      # FAIL: re-challenge, count it in ratelimit
+
+Nonces are stateless: ``base64url(ts || random || alg || HMAC(secret, realm, ts, random, alg))``,
+so a flood of unauthenticated requests costs no memory. Only nonces that *authenticated
+successfully* enter the bounded nonce-count table used for replay protection.
+
+Client side (phone, tests): :func:`choose_challenge` then :func:`build_authorization`.
+
+Errors: :class:`DigestError` for anything malformed in a peer's value (reply 400, or treat as an
+authentication failure); :class:`ValueError` for our own bad arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+__all__ = [
+    "ALGORITHMS",
+    "AuthKind",
+    "AuthResult",
+    "DigestAuthenticator",
+    "DigestError",
+    "DigestParams",
+    "Ha1Lookup",
+    "NonceCounter",
+    "NonceUse",
+    "UserCredentials",
+    "build_authorization",
+    "canonical_algorithm",
+    "choose_challenge",
+    "compute_ha1",
+    "compute_response",
+    "format_challenge",
+    "format_credentials",
+    "parse_digest",
+    "quote_string",
+    "users_lookup",
+]
+
+
+class DigestError(ValueError):
+    """A peer's digest header value is malformed or uses something we do not support.
+
+    ``status`` hints at the reply: 400 for syntax; the authenticator never raises it, it turns it
+    into a FAIL result instead.
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithms
+# --------------------------------------------------------------------------------------------
+
+# Canonical name -> (hashlib name, is "-sess"). The order is fixed forever: the index is bound
+# into our nonces. RFC 7616 sec. 6.1 registers the names; they are case-insensitive.
+_ALGORITHM_TABLE: dict[str, tuple[str, bool]] = {
+    "MD5": ("md5", False),
+    "MD5-sess": ("md5", True),
+    "SHA-256": ("sha256", False),
+    "SHA-256-sess": ("sha256", True),
+}
+ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHM_TABLE)
+_BY_UPPER = {name.upper(): name for name in ALGORITHMS}
+# Client preference, strongest first (RFC 8760 sec. 2.4: use the most preferred one we support).
+_CLIENT_PREFERENCE = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
+_HEX_LEN = {"md5": 32, "sha256": 64}
+
+
+def canonical_algorithm(name: str | None) -> str:
+    """Return the canonical spelling of a digest algorithm; a missing one means MD5 (RFC 2617).
+
+    Raises :class:`DigestError` for an algorithm we do not implement (the caller should then
+    ignore that challenge, RFC 7616 sec. 3.3).
+    """
+    if name is None:
+        return "MD5"
+    try:
+        return _BY_UPPER[name.upper()]
+    except KeyError:
+        raise DigestError(f"unsupported algorithm {name!r}") from None
+
+
+def _base_algorithm(algorithm: str) -> str:
+    """The algorithm whose H(user:realm:password) a ``-sess`` variant starts from."""
+    return algorithm.removesuffix("-sess")
+
+
+def _h(hash_name: str, data: str | bytes) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.new(hash_name, data).hexdigest()
+
+
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """H(username ":" realm ":" password), lowercase hex: the value a user store may keep.
+
+    For ``-sess`` algorithms this is the *stored* HA1 (the one of the base algorithm); the
+    session key H(HA1:nonce:cnonce) is derived inside :func:`compute_response`, because it
+    depends on per-request values. Strings are hashed as UTF-8 (RFC 7616 sec. 4).
+    """
+    hash_name, _ = _ALGORITHM_TABLE[canonical_algorithm(algorithm)]
+    return _h(hash_name, f"{username}:{realm}:{password}")
+
+
+def compute_response(
+    ha1: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    *,
+    algorithm: str = "MD5",
+    qop: str | None = None,
+    nc: str | None = None,
+    cnonce: str | None = None,
+    body: bytes = b"",
+) -> str:
+    """The ``response`` value of RFC 2617 sec. 3.2.2.1 / RFC 7616 sec. 3.4.1, lowercase hex.
+
+    ``ha1`` is :func:`compute_ha1`'s result. ``qop`` None is the RFC 2069 form
+    H(HA1:nonce:HA2); "auth" and "auth-int" need ``nc`` (8 hex digits) and ``cnonce``;
+    "auth-int" hashes ``body`` into A2 (RFC 3261 sec. 22.4: the message body, H("") if empty).
+    Raises ValueError for an impossible combination (our bug, not the peer's).
+    """
+    hash_name, sess = _ALGORITHM_TABLE[canonical_algorithm(algorithm)]
+    if sess:
+        if cnonce is None:
+            raise ValueError("-sess algorithms need a cnonce")
+        ha1 = _h(hash_name, f"{ha1}:{nonce}:{cnonce}")
+    if qop is None or qop == "auth":
+        a2 = f"{method}:{uri}"
+    elif qop == "auth-int":
+        a2 = f"{method}:{uri}:{_h(hash_name, body)}"
+    else:
+        raise ValueError(f"unknown qop {qop!r}")
+    ha2 = _h(hash_name, a2)
+    if qop is None:
+        return _h(hash_name, f"{ha1}:{nonce}:{ha2}")
+    if nc is None or cnonce is None:
+        raise ValueError("qop needs nc and cnonce")
+    return _h(hash_name, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and formatting
+# --------------------------------------------------------------------------------------------
+
+# RFC 7230 tchar; RFC 3261's token characters are a subset of these.
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_WS = " \t\r\n"
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NC_RE = re.compile(r"[0-9a-fA-F]{8}")
+# Far above any real header value; bounds the work a hostile value can cause.
+MAX_VALUE_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class DigestParams:
+    """A parsed Digest challenge or credentials value.
+
+    ``params`` maps lowercased parameter names to their unquoted values. Properties give the
+    common ones (None when absent); everything else is in ``params``.
+    """
+
+    scheme: str
+    params: Mapping[str, str]
+
+    def get(self, name: str) -> str | None:
+        return self.params.get(name.lower())
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+    @property
+    def nonce(self) -> str | None:
+        return self.params.get("nonce")
+
+    @property
+    def opaque(self) -> str | None:
+        return self.params.get("opaque")
+
+    @property
+    def algorithm(self) -> str | None:
+        return self.params.get("algorithm")
+
+    @property
+    def username(self) -> str | None:
+        return self.params.get("username")
+
+    @property
+    def uri(self) -> str | None:
+        return self.params.get("uri")
+
+    @property
+    def response(self) -> str | None:
+        return self.params.get("response")
+
+    @property
+    def cnonce(self) -> str | None:
+        return self.params.get("cnonce")
+
+    @property
+    def nc(self) -> str | None:
+        return self.params.get("nc")
+
+    @property
+    def qop(self) -> str | None:
+        """The raw qop: one value in credentials, a comma list in challenges."""
+        return self.params.get("qop")
+
+    @property
+    def qop_options(self) -> tuple[str, ...]:
+        """The challenge's qop list, lowercased, e.g. ("auth", "auth-int")."""
+        raw = self.params.get("qop")
+        if raw is None:
+            return ()
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+    @property
+    def stale(self) -> bool:
+        """RFC 2617: stale is TRUE (case-insensitive); anything else means false."""
+        return self.params.get("stale", "").lower() == "true"
+
+
+def _skip_ws(value: str, i: int) -> int:
+    n = len(value)
+    while i < n and value[i] in _WS:
+        i += 1
+    return i
+
+
+def _read_token(value: str, i: int) -> tuple[str, int]:
+    start = i
+    n = len(value)
+    while i < n and value[i] in _TCHARS:
+        i += 1
+    if i == start:
+        raise DigestError(f"expected a token at offset {start}")
+    return value[start:i], i
+
+
+def _read_quoted(value: str, i: int) -> tuple[str, int]:
+    """Read a quoted-string starting at the opening quote (RFC 3261 sec. 25.1)."""
+    i += 1
+    n = len(value)
+    out: list[str] = []
+    while i < n:
+        c = value[i]
+        if c == '"':
+            return "".join(out), i + 1
+        if c == "\\":
+            if i + 1 >= n:
+                break
+            escaped = value[i + 1]
+            # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F): no CR, no LF, ASCII only.
+            if escaped in "\r\n" or ord(escaped) > 0x7F:
+                raise DigestError(f"bad quoted-pair at offset {i}")
+            out.append(escaped)
+            i += 2
+            continue
+        # qdtext: any char but controls (HTAB allowed), '"' and '\'; non-ASCII is UTF8-NONASCII.
+        if (ord(c) < 0x20 and c != "\t") or c == "\x7f":
+            raise DigestError(f"control character in quoted string at offset {i}")
+        out.append(c)
+        i += 1
+    raise DigestError("unterminated quoted string")
+
+
+def parse_digest(value: str) -> DigestParams:
+    """Parse ``Digest name=value, name="quoted", ...`` (challenge or credentials).
+
+    Names are case-insensitive and returned lowercased; each may occur once (RFC 7616 sec. 3.3,
+    duplicates would make the checked and the hashed value ambiguous). Empty list elements
+    (``a=1,,b=2``) are tolerated as RFC 7230 sec. 7 asks. Only :class:`DigestError` escapes.
+    """
+    if not isinstance(value, str):
+        raise DigestError("header value must be str")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise DigestError("digest value too long")
+    i = _skip_ws(value, 0)
+    scheme, i = _read_token(value, i)
+    if scheme.lower() != "digest":
+        raise DigestError(f"scheme {scheme!r} is not Digest")
+    n = len(value)
+    if i < n and value[i] not in _WS:
+        raise DigestError("expected whitespace after the scheme")
+    params: dict[str, str] = {}
+    expect_param = True
+    while True:
+        i = _skip_ws(value, i)
+        if i >= n:
+            break
+        if value[i] == ",":
+            expect_param = True
+            i += 1
+            continue
+        if not expect_param:
+            raise DigestError(f"expected ',' at offset {i}")
+        name, i = _read_token(value, i)
+        i = _skip_ws(value, i)
+        if i >= n or value[i] != "=":
+            raise DigestError(f"expected '=' after {name!r}")
+        i = _skip_ws(value, i + 1)
+        if i < n and value[i] == '"':
+            param_value, i = _read_quoted(value, i)
+        else:
+            param_value, i = _read_token(value, i)
+        key = name.lower()
+        if key in params:
+            raise DigestError(f"duplicate parameter {key!r}")
+        params[key] = param_value
+        expect_param = False
+    if not params:
+        raise DigestError("no digest parameters")
+    return DigestParams(scheme="Digest", params=MappingProxyType(params))
+
+
+def quote_string(text: str) -> str:
+    """Return ``text`` as a quoted-string, escaping '"' and '\\'.
+
+    Raises ValueError for CR, LF or other control characters, which cannot be represented
+    (and would allow header injection if they came from configuration).
+    """
+    for c in text:
+        if (ord(c) < 0x20 and c != "\t") or c == "\x7f":
+            raise ValueError(f"control character {c!r} cannot be quoted")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _token(text: str) -> str:
+    if not _TOKEN_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a token")
+    return text
+
+
+def format_challenge(
+    *,
+    realm: str,
+    nonce: str,
+    algorithm: str | None = None,
+    qop: Iterable[str] | None = ("auth",),
+    opaque: str | None = None,
+    stale: bool = False,
+    domain: str | None = None,
+) -> str:
+    """Format a WWW-Authenticate / Proxy-Authenticate value.
+
+    Quoted: realm, domain, nonce, opaque, qop (RFC 2617 sec. 3.2.1: qop-options is a quoted
+    list). Unquoted tokens: algorithm, stale. ``stale`` is only emitted when true.
+    """
+    parts = [f"realm={quote_string(realm)}"]
+    if domain is not None:
+        parts.append(f"domain={quote_string(domain)}")
+    parts.append(f"nonce={quote_string(nonce)}")
+    if opaque is not None:
+        parts.append(f"opaque={quote_string(opaque)}")
+    if stale:
+        parts.append("stale=TRUE")
+    if algorithm is not None:
+        parts.append(f"algorithm={_token(algorithm)}")
+    if qop:
+        parts.append(f"qop={quote_string(','.join(_token(q) for q in qop))}")
+    return "Digest " + ", ".join(parts)
+
+
+def format_credentials(
+    *,
+    username: str,
+    realm: str,
+    nonce: str,
+    uri: str,
+    response: str,
+    algorithm: str | None = None,
+    cnonce: str | None = None,
+    opaque: str | None = None,
+    qop: str | None = None,
+    nc: int | str | None = None,
+) -> str:
+    """Format an Authorization / Proxy-Authorization value.
+
+    Quoted: username, realm, nonce, uri, response, cnonce, opaque. Unquoted tokens: algorithm,
+    qop and nc (RFC 2617 sec. 3.2.2, RFC 7616 sec. 3.4: nc is exactly 8 lowercase hex digits).
+    """
+    parts = [
+        f"username={quote_string(username)}",
+        f"realm={quote_string(realm)}",
+        f"nonce={quote_string(nonce)}",
+        f"uri={quote_string(uri)}",
+        f"response={quote_string(response)}",
+    ]
+    if algorithm is not None:
+        parts.append(f"algorithm={_token(algorithm)}")
+    if cnonce is not None:
+        parts.append(f"cnonce={quote_string(cnonce)}")
+    if opaque is not None:
+        parts.append(f"opaque={quote_string(opaque)}")
+    if qop is not None:
+        parts.append(f"qop={_token(qop)}")
+    if nc is not None:
+        parts.append(f"nc={_format_nc(nc)}")
+    return "Digest " + ", ".join(parts)
+
+
+def _format_nc(nc: int | str) -> str:
+    if isinstance(nc, int):
+        if not 0 < nc <= 0xFFFFFFFF:
+            raise ValueError("nc must be in 1..0xffffffff")
+        return f"{nc:08x}"
+    if not _NC_RE.fullmatch(nc):
+        raise ValueError("nc must be 8 hex digits")
+    return nc.lower()
+
+
+# --------------------------------------------------------------------------------------------
+# Client side
+# --------------------------------------------------------------------------------------------
+
+
+def choose_challenge(values: Iterable[str]) -> str:
+    """Pick the challenge value to answer: SHA-256 over MD5 (RFC 8760 sec. 2.4).
+
+    Values that do not parse, are not Digest, or use an algorithm we lack are skipped, as RFC
+    7616 sec. 3.3 says for unknown algorithms. Among equal algorithms the first one wins.
+    Raises :class:`DigestError` if nothing is usable.
+    """
+    best: tuple[int, str] | None = None
+    for value in values:
+        try:
+            params = parse_digest(value)
+            algorithm = canonical_algorithm(params.algorithm)
+        except DigestError:
+            continue
+        if params.realm is None or params.nonce is None:
+            continue
+        rank = _CLIENT_PREFERENCE.index(algorithm)
+        if best is None or rank < best[0]:
+            best = (rank, value)
+    if best is None:
+        raise DigestError("no usable Digest challenge")
+    return best[1]
+
+
+def build_authorization(
+    challenge_value: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    body: bytes = b"",
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """Answer one challenge value with an Authorization / Proxy-Authorization value.
+
+    Uses the challenge's algorithm (MD5 if absent), qop=auth when offered, else auth-int when
+    that is the only one offered (hashing ``body``), else the RFC 2069 form. ``nc`` is the
+    caller's count of requests sent with this nonce; ``cnonce`` defaults to a fresh random one.
+    Raises :class:`DigestError` if the challenge is malformed or unusable.
+    """
+    params = parse_digest(challenge_value)
+    if params.realm is None or params.nonce is None:
+        raise DigestError("challenge lacks realm or nonce")
+    algorithm = canonical_algorithm(params.algorithm)
+    options = params.qop_options
+    qop: str | None
+    if not options:
+        qop = None
+    elif "auth" in options:
+        qop = "auth"
+    elif "auth-int" in options:
+        qop = "auth-int"
+    else:
+        raise DigestError(f"no supported qop in {params.qop!r}")
+    sess = _ALGORITHM_TABLE[algorithm][1]
+    if cnonce is None and (qop is not None or sess):
+        cnonce = secrets.token_hex(16)
+    nc_text = _format_nc(nc) if qop is not None else None
+    ha1 = compute_ha1(username, params.realm, password, _base_algorithm(algorithm))
+    response = compute_response(
+        ha1, method, uri, params.nonce, algorithm=algorithm, qop=qop, nc=nc_text, cnonce=cnonce, body=body
+    )
+    return format_credentials(
+        username=username,
+        realm=params.realm,
+        nonce=params.nonce,
+        uri=uri,
+        response=response,
+        # Echo the algorithm only if the server named it; RFC 2069-era servers do not know it.
+        algorithm=params.algorithm if params.algorithm is not None else None,
+        cnonce=cnonce if (qop is not None or sess) else None,
+        opaque=params.opaque,
+        qop=qop,
+        nc=nc_text,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# User store adapter
+# --------------------------------------------------------------------------------------------
+
+Ha1Lookup = Callable[[str, str, str], "str | None"]
+"""(username, realm, base algorithm "MD5" or "SHA-256") -> stored HA1 hex, or None if unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserCredentials:
+    """What a user store keeps for one user: a plaintext password, or HA1s, or both.
+
+    HA1 is H(user:realm:password) for one algorithm and one realm, so a stored HA1 only
+    answers for exactly that pair; a plaintext password answers for any.
+    """
+
+    username: str
+    password: str | None = None
+    ha1s: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_password(cls, username: str, password: str) -> UserCredentials:
+        return cls(username=username, password=password)
+
+    @classmethod
+    def from_ha1(cls, username: str, realm: str, ha1_by_algorithm: Mapping[str, str]) -> UserCredentials:
+        """HA1-only user, e.g. ``{"MD5": "...", "SHA-256": "..."}`` for one realm."""
+        ha1s = {(canonical_algorithm(a), realm): h.lower() for a, h in ha1_by_algorithm.items()}
+        for (algorithm, _), h in ha1s.items():
+            if algorithm.endswith("-sess"):
+                raise ValueError("store the HA1 of the base algorithm, not of -sess")
+            hash_name = _ALGORITHM_TABLE[algorithm][0]
+            if len(h) != _HEX_LEN[hash_name] or any(c not in "0123456789abcdef" for c in h):
+                raise ValueError(f"HA1 for {algorithm} must be {_HEX_LEN[hash_name]} hex digits")
+        return cls(username=username, ha1s=MappingProxyType(ha1s))
+
+    def ha1(self, algorithm: str, realm: str) -> str | None:
+        """HA1 for (algorithm, realm); -sess variants use their base algorithm's HA1."""
+        base = _base_algorithm(canonical_algorithm(algorithm))
+        stored = self.ha1s.get((base, realm))
+        if stored is not None:
+            return stored
+        if self.password is not None:
+            return compute_ha1(self.username, realm, self.password, base)
+        return None
+
+
+def users_lookup(users: Mapping[str, UserCredentials]) -> Ha1Lookup:
+    """Adapt a username -> UserCredentials mapping to the lookup callback of ``verify``."""
+
+    def lookup(username: str, realm: str, algorithm: str) -> str | None:
+        user = users.get(username)
+        return None if user is None else user.ha1(algorithm, realm)
+
+    return lookup
+
+
+# --------------------------------------------------------------------------------------------
+# Server side
+# --------------------------------------------------------------------------------------------
+
+
+class AuthKind(Enum):
+    OK = "ok"
+    STALE = "stale"  # correct password, nonce expired or forgotten: re-challenge with stale=TRUE
+    FAIL = "fail"  # anything else; deliberately one outcome so users cannot be enumerated
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthResult:
+    """Outcome of :meth:`DigestAuthenticator.verify`.
+
+    ``reason`` is for logs only and is excluded from ``==``: two FAILs compare equal whatever
+    the cause, which is what a caller may expose. ``username`` is set for OK and STALE only.
+    """
+
+    kind: AuthKind
+    username: str | None = None
+    algorithm: str | None = None
+    reason: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind is AuthKind.FAIL and (self.username is not None or self.algorithm is not None):
+            raise ValueError("FAIL carries no username or algorithm")
+        if self.kind is not AuthKind.FAIL and self.username is None:
+            raise ValueError(f"{self.kind.name} needs the username")
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is AuthKind.OK
+
+
+def _fail(reason: str) -> AuthResult:
+    return AuthResult(kind=AuthKind.FAIL, reason=reason)
+
+
+class NonceUse(Enum):
+    OK = "ok"
+    REPLAY = "replay"
+    EVICTED = "evicted"
+
+
+class NonceCounter:
+    """Per nonce, the highest nonce-count accepted: replay protection with bounded memory.
+
+    Entries are keyed by nonce in first-use order and dropped when the nonce expires or, when
+    the table is full, oldest first. A nonce that may have been evicted (issued no later than
+    the newest evicted one) and is not in the table can no longer be told apart from a replay,
+    so it is reported EVICTED and the caller treats it as stale (a fresh nonce is cheap).
+    """
+
+    # nc is at most 0xffffffff; "used without qop" is recorded as above any nc.
+    _USED_ONCE = 1 << 32
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, float, int]] = OrderedDict()
+        self._evicted_upto = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _purge(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            _, (_, expires, _) = next(iter(entries.items()))
+            if expires > now:
+                break
+            entries.popitem(last=False)
+
+    def use(self, nonce: str, *, issued: float, expires: float, nc: int | None, now: float) -> NonceUse:
+        """Record an authenticated use of ``nonce`` with count ``nc`` (None: no qop, once only).
+
+        Call only after the response was verified, so forged requests cannot burn counts.
+        """
+        self._purge(now)
+        entry = self._entries.get(nonce)
+        if entry is None:
+            if issued <= self._evicted_upto:
+                return NonceUse.EVICTED
+            last = 0
+        else:
+            last = entry[2]
+        if nc is None:
+            if entry is not None:
+                return NonceUse.REPLAY
+            new_last = self._USED_ONCE
+        else:
+            if nc <= last:
+                return NonceUse.REPLAY
+            new_last = nc
+        self._entries[nonce] = (issued, expires, new_last)
+        while len(self._entries) > self.max_entries:
+            _, (old_issued, _, _) = self._entries.popitem(last=False)
+            self._evicted_upto = max(self._evicted_upto, old_issued)
+        return NonceUse.OK
+
+
+_NONCE_TS = 8
+_NONCE_RANDOM = 12
+_NONCE_MAC = 16
+_NONCE_LEN = _NONCE_TS + _NONCE_RANDOM + 1 + _NONCE_MAC
+# Tolerate float rounding of the millisecond timestamp; a nonce further in the future means
+# the clock stepped back, and since we signed it we answer STALE rather than FAIL.
+_FUTURE_SLACK = 1.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class DigestAuthenticator:
+    """Issues challenges with stateless HMAC nonces and verifies credentials.
+
+    ``secret`` keys the nonce MAC; share it between processes that must accept each other's
+    nonces, rotate it to invalidate them. ``algorithms`` is the server's preference order; one
+    challenge is offered per algorithm (RFC 8760 sec. 2.4). Call :meth:`challenge` for a 401/407
+    and :meth:`verify` for a request carrying credentials.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        realm: str,
+        nonce_ttl: float = 300,
+        algorithms: Iterable[str] = ("SHA-256", "MD5"),
+        *,
+        qop: Iterable[str] = ("auth",),
+        allow_no_qop: bool = True,
+        max_tracked_nonces: int = 100_000,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if len(secret) < 16:
+            raise ValueError("secret must be at least 16 bytes")
+        if nonce_ttl <= 0:
+            raise ValueError("nonce_ttl must be positive")
+        self.realm = realm
+        self.nonce_ttl = float(nonce_ttl)
+        self.algorithms = tuple(canonical_algorithm(a) for a in algorithms)
+        if not self.algorithms:
+            raise ValueError("need at least one algorithm")
+        self.qop = tuple(qop)
+        if any(q not in ("auth", "auth-int") for q in self.qop):
+            raise ValueError("qop must be auth and/or auth-int")
+        self.allow_no_qop = allow_no_qop
+        self.nonces = NonceCounter(max_tracked_nonces)
+        self._secret = secret
+        self._random_bytes = random_bytes
+        # A per-secret stand-in password, so unknown users cost the same hashing as known ones.
+        self._dummy_password = hmac.new(secret, b"leansip-dummy-user", hashlib.sha256).hexdigest()
+
+    # -- nonces ---------------------------------------------------------------------------
+
+    def _nonce_mac(self, realm: str, body: bytes) -> bytes:
+        msg = b"leansip-nonce-v1\x00" + realm.encode("utf-8") + b"\x00" + body
+        return hmac.new(self._secret, msg, hashlib.sha256).digest()[:_NONCE_MAC]
+
+    def make_nonce(self, now: float, algorithm: str, realm: str | None = None) -> str:
+        """A fresh nonce bound to ``now``, ``algorithm`` and ``realm`` (default: ours)."""
+        ts = round(now * 1000)
+        if not 0 <= ts < 1 << 64:
+            raise ValueError("now must be a non-negative time")
+        rnd = self._random_bytes(_NONCE_RANDOM)
+        if len(rnd) != _NONCE_RANDOM:
+            raise ValueError("random_bytes returned the wrong length")
+        body = ts.to_bytes(_NONCE_TS, "big") + rnd + bytes([ALGORITHMS.index(canonical_algorithm(algorithm))])
+        return _b64(body + self._nonce_mac(realm or self.realm, body))
+
+    def _open_nonce(self, nonce: str, realm: str) -> tuple[float, str] | None:
+        """(issue time, algorithm) of a nonce we signed for ``realm``, else None."""
+        if len(nonce) != (_NONCE_LEN * 4 + 2) // 3:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except ValueError:
+            return None
+        if len(raw) != _NONCE_LEN or _b64(raw) != nonce:  # reject non-canonical encodings
+            return None
+        body, mac = raw[:-_NONCE_MAC], raw[-_NONCE_MAC:]
+        if not hmac.compare_digest(mac, self._nonce_mac(realm, body)):
+            return None
+        alg_index = body[-1]
+        if alg_index >= len(ALGORITHMS):
+            return None
+        return int.from_bytes(body[:_NONCE_TS], "big") / 1000, ALGORITHMS[alg_index]
+
+    def opaque(self, realm: str | None = None) -> str:
+        """Constant per secret and realm: clients echo it; it carries no state."""
+        msg = b"leansip-opaque\x00" + (realm or self.realm).encode("utf-8")
+        return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest()[:16])
+
+    # -- challenge ------------------------------------------------------------------------
+
+    def challenge(self, now: float, stale: bool = False, realm: str | None = None) -> list[str]:
+        """Header values for a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate).
+
+        One value per configured algorithm, in preference order (SHA-256 first by default),
+        each with its own nonce bound to that algorithm. ``stale=True`` after a STALE result,
+        so the client retries without asking the user again (RFC 2617 sec. 3.2.1).
+        """
+        realm = realm or self.realm
+        opaque = self.opaque(realm)
+        return [
+            format_challenge(
+                realm=realm,
+                nonce=self.make_nonce(now, algorithm, realm),
+                algorithm=algorithm,
+                qop=self.qop,
+                opaque=opaque,
+                stale=stale,
+            )
+            for algorithm in self.algorithms
+        ]
+
+    # -- verify ---------------------------------------------------------------------------
+
+    def verify(
+        self,
+        credentials_value: str,
+        method: str,
+        users_ha1_lookup: Ha1Lookup,
+        now: float,
+        expected_realm: str | None = None,
+        *,
+        request_uri: str,
+        body: bytes = b"",
+    ) -> AuthResult:
+        """Check an Authorization / Proxy-Authorization value for a request.
+
+        ``method`` and ``request_uri`` come from the request line; ``body`` is needed only for
+        qop=auth-int. ``users_ha1_lookup(username, realm, algorithm)`` returns the stored HA1
+        for the base algorithm ("MD5"/"SHA-256") or None. ``expected_realm`` defaults to ours.
+        Never raises for peer input: returns OK (check ``username`` owns the AOR, else 403),
+        STALE (re-challenge with stale=True) or FAIL (re-challenge; count it for rate limiting).
+        """
+        realm = expected_realm or self.realm
+        try:
+            params = parse_digest(credentials_value)
+        except DigestError as exc:
+            return _fail(f"malformed: {exc.reason}")
+        username, nonce, uri, response = params.username, params.nonce, params.uri, params.response
+        if username is None or nonce is None or uri is None or response is None or params.realm is None:
+            return _fail("missing username, realm, nonce, uri or response")
+        if params.realm != realm:
+            return _fail(f"wrong realm {params.realm!r}")
+        try:
+            algorithm = canonical_algorithm(params.algorithm)
+        except DigestError as exc:
+            return _fail(exc.reason)
+        if algorithm not in self.algorithms:
+            return _fail(f"algorithm {algorithm} not offered")
+        opened = self._open_nonce(nonce, realm)
+        if opened is None:
+            return _fail("nonce not ours or tampered")
+        issued, nonce_algorithm = opened
+        if nonce_algorithm != algorithm:
+            return _fail(f"nonce issued for {nonce_algorithm}, used with {algorithm}")
+        # RFC 3261 sec. 22.4 / RFC 2617 sec. 3.2.2.5: the uri must be the Request-URI.
+        if uri.strip() != request_uri.strip():
+            return _fail("uri does not match the Request-URI")
+        if params.opaque is not None and not hmac.compare_digest(
+            params.opaque.encode("utf-8"), self.opaque(realm).encode("utf-8")
+        ):
+            return _fail("opaque mismatch")
+        qop = params.qop
+        nc_value: int | None = None
+        if qop is None:
+            if not self.allow_no_qop:
+                return _fail("qop required")
+            # RFC 2617 sec. 3.2.2: no nc/cnonce without qop (except the cnonce -sess needs).
+            if params.nc is not None or (params.cnonce is not None and not algorithm.endswith("-sess")):
+                return _fail("nc/cnonce without qop")
+        else:
+            qop = qop.lower()
+            if qop not in self.qop:
+                return _fail(f"qop {qop!r} not offered")
+            if params.nc is None or params.cnonce is None or not _NC_RE.fullmatch(params.nc):
+                return _fail("qop needs nc (8 hex digits) and cnonce")
+            nc_value = int(params.nc, 16)
+        if algorithm.endswith("-sess") and params.cnonce is None:
+            return _fail("-sess needs cnonce")
+
+        base = _base_algorithm(algorithm)
+        hash_name = _ALGORITHM_TABLE[algorithm][0]
+        # Always do the dummy hashing so unknown and known users cost the same.
+        dummy_ha1 = compute_ha1(username, realm, self._dummy_password, base)
+        stored = users_ha1_lookup(username, realm, base)
+        known = stored is not None
+        ha1 = dummy_ha1
+        if stored is not None:
+            stored = stored.lower()
+            if len(stored) == _HEX_LEN[hash_name]:
+                ha1 = stored
+            else:
+                known = False  # a broken store entry authenticates nobody
+        expected = compute_response(
+            ha1,
+            method,
+            uri,
+            nonce,
+            algorithm=algorithm,
+            qop=qop,
+            nc=params.nc,
+            cnonce=params.cnonce,
+            body=body,
+        )
+        matches = hmac.compare_digest(expected.encode("ascii"), response.lower().encode("utf-8"))
+        if not known:
+            return _fail("unknown user" if stored is None else "bad stored HA1")
+        if not matches:
+            return _fail("wrong response")
+
+        # The client knows the password: from here on, problems with the nonce are STALE.
+        age = now - issued
+        if age > self.nonce_ttl or age < -_FUTURE_SLACK:
+            return AuthResult(
+                kind=AuthKind.STALE, username=username, algorithm=algorithm, reason="nonce expired"
+            )
+        use = self.nonces.use(nonce, issued=issued, expires=issued + self.nonce_ttl, nc=nc_value, now=now)
+        if use is NonceUse.REPLAY:
+            return _fail("replayed nonce count")
+        if use is NonceUse.EVICTED:
+            return AuthResult(
+                kind=AuthKind.STALE, username=username, algorithm=algorithm, reason="nonce evicted from table"
+            )
+        return AuthResult(kind=AuthKind.OK, username=username, algorithm=algorithm, reason="ok")
