@@ -220,7 +220,7 @@ class Config:
             raise ConfigError(
                 f"need min_expires <= default_expires <= max_expires, got "
                 f"{self.min_expires} <= {self.default_expires} <= {self.max_expires}",
-                key="default_expires" if self.default_expires < self.min_expires else "max_expires")
+                key="min_expires" if self.min_expires > self.default_expires else "default_expires")
         for name in ("max_transactions", "nonce_ttl", "max_connections", "max_connections_per_ip",
                      "workers", "block_seconds"):
             if getattr(self, name) < 1:
@@ -558,3 +558,37 @@ def _suggest(key: str) -> str:
 
     close = difflib.get_close_matches(key.replace("-", "_"), FIELDS, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def config_to_toml(config: Config) -> str:
+    """Render ``config`` as a TOML document that :func:`load_config` reads back to an equal Config.
+
+    Used by ``leansip serve --print-config`` so the effective settings (file + flags) can be seen
+    and saved.  Unset optional values are written as comments because TOML has no null.
+    """
+    lines = []
+    for name, info in FIELDS.items():
+        value = getattr(config, name)
+        lines.append(f"# {info.help}")
+        if value is None and info.kind == "admin":
+            lines.append(f"{name} = false")
+        elif value is None:
+            lines.append(f"# {name} = ")
+        elif info.kind == "listen":
+            lines.append(f"{name} = [{', '.join(_toml_str(str(s)) for s in value)}]")
+        elif info.kind == "strlist":
+            lines.append(f"{name} = [{', '.join(_toml_str(s) for s in value)}]")
+        elif isinstance(value, bool):
+            lines.append(f"{name} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{name} = {value!r}")
+        else:
+            lines.append(f"{name} = {_toml_str(str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string; json.dumps escaping is a subset TOML accepts."""
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
