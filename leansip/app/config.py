@@ -220,7 +220,7 @@ class Config:
             raise ConfigError(
                 f"need min_expires <= default_expires <= max_expires, got "
                 f"{self.min_expires} <= {self.default_expires} <= {self.max_expires}",
-                key="min_expires" if self.min_expires > self.default_expires else "default_expires")
+                key="min_expires" if self.min_expires > self.default_expires else "max_expires")
         for name in ("max_transactions", "nonce_ttl", "max_connections", "max_connections_per_ip",
                      "workers", "block_seconds"):
             if getattr(self, name) < 1:
