@@ -30,6 +30,7 @@ from leansip.sip.uri import (
     NameAddr,
     SipURI,
     Via,
+    is_digits,
     is_token,
     parse_name_addr,
     parse_uri,
@@ -332,7 +333,7 @@ class Message:
                 raise SipParseError("missing CSeq")
             num, _, method = value.strip(_WS).partition(" ")
             method = method.strip(_WS)
-            if not num.isdigit() or not method or not is_token(method):
+            if not is_digits(num) or len(num.lstrip("0")) > 10 or not method or not is_token(method):
                 raise SipParseError(f"bad CSeq {value[:40]!r}")
             n = int(num)
             if n > _MAX_CSEQ:
@@ -405,7 +406,7 @@ class Message:
         if value is None:
             return default
         value = value.strip(_WS)
-        if not value.isdigit() or len(value) > 10 or int(value) > limit:
+        if not is_digits(value) or len(value) > 10 or int(value) > limit:
             raise SipParseError(f"bad {display_name(canonical_name(name))} value {value[:20]!r}")
         return int(value)
 
@@ -607,7 +608,7 @@ def _parse_request_line(start: str, headers: list[Header]) -> Request:
 def _parse_status_line(start: str, headers: list[Header]) -> Response:
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
-    if version != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if version != "SIP/2.0" or len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"malformed status line {start[:40]!r}", status=0)
     return Response(int(code), reason, headers, b"", version)
 
@@ -619,7 +620,7 @@ def _body(msg: Message, rest: bytes, stream: bool) -> bytes:
     if len(lengths) > 1 and len({v.strip() for v in lengths}) > 1:
         raise SipParseError("conflicting Content-Length headers", message=msg)
     text = lengths[0].strip(_WS)
-    if not text.isdigit() or len(text) > 9:
+    if not is_digits(text) or len(text) > 9:
         raise SipParseError(f"bad Content-Length {text[:20]!r}", message=msg)
     length = int(text)
     if length > len(rest):

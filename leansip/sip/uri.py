@@ -36,6 +36,12 @@ def is_token(text: str) -> bool:
     return _TOKEN_RE.match(text) is not None
 
 
+def is_digits(text: str) -> bool:
+    """True for a non-empty run of ASCII digits. ``str.isdigit`` alone also accepts '\xb2' (a latin-1 byte of
+    the peer's) which ``int()`` then refuses with ValueError."""
+    return text.isascii() and text.isdigit()
+
+
 def unescape(text: str) -> str:
     """Undo %-escaping (RFC 3261 19.1.4 compares URI parts after unescaping); keeps bytes as latin-1 chars."""
     if "%" not in text:
@@ -73,7 +79,7 @@ def split_host_port(text: str) -> tuple[str, int | None]:
         host, sep, port_text = text.partition(":")
         if not sep:
             return host, None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise SipParseError(f"bad port in {text!r}")
     return host, int(port_text)
 
@@ -494,9 +500,9 @@ def parse_via(text: str) -> Via:
         raise SipParseError("Via branch without a value")
     for numeric in ("ttl",):
         value = params.get(numeric)
-        if value is not None and (not value.isdigit() or int(value) > 255):
+        if value is not None and (not is_digits(value) or len(value) > 3 or int(value) > 255):
             raise SipParseError(f"bad Via {numeric}")
     rport = params.get("rport")
-    if rport is not None and (not rport.isdigit() or int(rport) > 65535):
+    if rport is not None and (not is_digits(rport) or len(rport) > 5 or int(rport) > 65535):
         raise SipParseError("bad Via rport")
     return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params, text.strip(_WS))
