@@ -1,0 +1,53 @@
+# leansip developer commands.
+#   make run    demo server: stateful proxy + registrar on udp:127.0.0.1:5060 (or a free port it prints)
+#   make test   ruff, then the whole pytest suite
+#   make lint | make bench | make clean
+# Everything runs from ./.venv, created on first use; `pip install -e` is redone only when
+# pyproject.toml is newer than the stamp file, so repeated runs start immediately.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
+
+.PHONY: run test lint bench clean venv
+
+run: $(STAMP)
+	$(VENV)/bin/leansip serve --demo
+
+test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check leansip tests
+	$(VPY) -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check leansip tests
+
+bench: $(STAMP)
+	bash bench/run.sh
+
+venv: $(VPY)
+
+$(VPY):
+	@test -n "$(PYTHON)" || { echo "error: python3 not found; install Python 3.11 or newer" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "error: $(PYTHON) is older than Python 3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+	  || { echo "error: $(PYTHON) cannot create a virtualenv (venv/ensurepip missing). $(VENV_HINT)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) \
+	  || { rm -rf $(VENV); echo "error: creating $(VENV) failed. $(VENV_HINT)" >&2; exit 1; }
+
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e .
+	@touch $@
+
+# The test extra is a superset, so it also satisfies `make run`.
+$(TEST_STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@ $(STAMP)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis test-output
+	find leansip tests -name __pycache__ -type d -prune -exec rm -rf {} +
