@@ -29,6 +29,7 @@ from leansip.sip.uri import (
     URI,
     NameAddr,
     SipURI,
+    TOKEN_CHARS,
     Via,
     is_digits,
     is_token,
@@ -295,19 +296,24 @@ class Message:
         """Remove and return the first value of a list header (top Via, first Route), splitting a line that
         holds several values and re-emitting only the remainder of that line."""
         key = canonical_name(name)
-        for i, h in enumerate(self.headers):
-            if h.name == key:
-                values = split_comma(h.value)
-                if not values:
-                    del self.headers[i]
-                    continue
-                first = values[0]
-                if len(values) == 1:
-                    del self.headers[i]
-                else:
-                    self.headers[i] = Header(key, ", ".join(values[1:]))
+        i = 0
+        while i < len(self.headers):
+            h = self.headers[i]
+            if h.name != key:
+                i += 1
+                continue
+            values = split_comma(h.value)
+            if not values:
+                del self.headers[i]  # an empty line holds no value; the next one is now at index i
                 self._touch()
-                return first
+                continue
+            first = values[0]
+            if len(values) == 1:
+                del self.headers[i]
+            else:
+                self.headers[i] = Header(key, ", ".join(values[1:]))
+            self._touch()
+            return first
         return None
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
@@ -424,7 +430,12 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialize: untouched headers verbatim, edited ones rebuilt, then the body."""
-        lines = [self._start or self.start_line()]
+        start = self.start_line()
+        # keep the received start line (e.g. a status line without the SP before an empty reason) only while
+        # it still says what the fields say: a copy whose method or status was changed must show the change
+        if self._start is not None and self._start.rstrip(" ") == start.rstrip(" "):
+            start = self._start
+        lines = [start]
         lines.extend([h.raw if h.raw is not None else h.line() for h in self.headers])
         lines.append("")
         lines.append("")
@@ -520,11 +531,12 @@ class Response(Message):
 
 def _split_head(data: bytes) -> tuple[str, bytes]:
     end = data.find(b"\r\n\r\n")
-    if end >= 0:
+    lf_end = data.find(b"\n\n")  # be liberal: bare LF line ends
+    # the earlier one ends the header section: a bare-LF message may carry CRLF CRLF inside its body
+    if end >= 0 and not 0 <= lf_end < end:
         return data[:end].decode("latin-1"), data[end + 4 :]
-    end = data.find(b"\n\n")  # be liberal: bare LF line ends
-    if end >= 0:
-        return data[:end].decode("latin-1"), data[end + 2 :]
+    if lf_end >= 0:
+        return data[:lf_end].decode("latin-1"), data[lf_end + 2 :]
     # A datagram whose header section never ends: every header is there, only the empty line is missing
     # (RFC 4475 baddn.dat is archived that way). Treat the whole datagram as the header section.
     text = data.decode("latin-1")
@@ -569,6 +581,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         name = line[:colon].rstrip(_WS)
         lname = name.lower()
         if len(lname) == 1:
+            if lname not in TOKEN_CHARS:  # one-letter names are tokens too (RFC 3261 7.3.1)
+                raise SipParseError(f"bad header name {name!r}")
             lname = COMPACT_FORMS.get(lname, lname)
         elif not is_token(name):
             raise SipParseError(f"bad header name {name[:40]!r}")
@@ -713,7 +727,7 @@ def make_response(
             out.append(h)
         elif name == "to" and not to_done:
             to_done = True
-            if to_tag and status > 100 and "tag" not in _params_lower(h.value):
+            if to_tag and status > 100 and not _has_tag(h.value):
                 out.append(Header("to", f"{h.value};tag={to_tag}"))
             else:
                 out.append(h)
@@ -725,11 +739,14 @@ def make_response(
     return Response(status, reason, out, body)
 
 
-def _params_lower(value: str) -> str:
-    # cheap "does To already carry a tag" test that is not fooled by a display name: look after the URI
-    gt = value.rfind(">")
-    tail = value[gt + 1 :] if gt >= 0 else value[value.find(";") :] if ";" in value else ""
-    return tail.replace(" ", "").lower().replace(";tag=", " tag ")
+def _has_tag(value: str) -> bool:
+    """Does this To value already carry a tag parameter? Parsed, so that ``;mytag=1`` or a display name
+    holding ``;tag=`` is not mistaken for one. An unparsable To (we may be answering 400 because of it)
+    counts as untagged."""
+    try:
+        return "tag" in parse_name_addr(value).params
+    except SipParseError:
+        return False
 
 
 def build_request(

@@ -361,7 +361,19 @@ def uri_equal(a: URI, b: URI) -> bool:
             vb = b.params[name]
             if (va or "").lower() != (vb or "").lower():
                 return False
-    return (a.headers or "") == (b.headers or "")
+    # "URI header components are never ignored": same set of headers, in any order (the 19.1.4 example
+    # ?subject=project%20x&priority=urgent equals ?priority=urgent&subject=project%20x)
+    return _uri_headers(a.headers) == _uri_headers(b.headers)
+
+
+def _uri_headers(text: str | None) -> list[tuple[str, str]]:
+    if not text:
+        return []
+    out = []
+    for part in text.split("&"):
+        name, _, value = part.partition("=")
+        out.append((unescape(name).lower(), unescape(value)))
+    return sorted(out)
 
 
 def uri_key(uri: URI) -> str:
