@@ -26,10 +26,10 @@ from collections.abc import Iterable
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.uri import (
+    TOKEN_CHARS,
     URI,
     NameAddr,
     SipURI,
-    TOKEN_CHARS,
     Via,
     is_digits,
     is_token,
