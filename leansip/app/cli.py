@@ -128,14 +128,19 @@ def _add_users_parser(commands: Any) -> None:
     users = commands.add_parser("users", help="manage the users file for digest auth",
                                 description="Add, remove and list digest-auth users.")
     actions = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    add = actions.add_parser("add", parents=[users_file], help="add a user or change a password",
-                             description="Add NAME, or replace its credentials.  Give either a "
-                                         "password, or an HA1 hash with the realm it was made for.")
+    add = actions.add_parser("add", parents=[users_file], help="add a user (or change one: --replace)",
+                             description="Add NAME.  Give a password (stored as is, or as an HA1 "
+                                         "hash when --realm is given too), or an HA1 hash with the "
+                                         "realm it was made for.")
     add.add_argument("name", metavar="NAME", help="user name (the user part of the AOR)")
     secret = add.add_mutually_exclusive_group(required=True)
     secret.add_argument("--password", metavar="P", help="plain password")
     secret.add_argument("--ha1", metavar="H", help="precomputed HA1 = H(name:realm:password)")
-    add.add_argument("--realm", metavar="R", help="realm the password/HA1 is for")
+    add.add_argument("--realm", metavar="R", help="realm the HA1 is for; with --password, store "
+                     "H(name:realm:password) instead of the password")
+    add.add_argument("--algorithm", choices=("MD5", "SHA-256"), default="MD5",
+                     help="hash of the stored HA1 (default: MD5)")
+    add.add_argument("--replace", action="store_true", help="replace the user if it exists")
     add.set_defaults(func=_cmd_users_add)
     remove = actions.add_parser("remove", parents=[users_file], help="remove a user")
     remove.add_argument("name", metavar="NAME")
@@ -218,24 +223,50 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
         raise UsageError("--ha1 needs --realm (the realm the hash was computed for)")
     users = _users_module()
     path = users_path(args.users)
-    users.add_user(path, args.name, password=args.password, ha1=args.ha1, realm=args.realm)
-    print(f"added {args.name} to {path}")
+    try:
+        record = users.add_user(path, args.name, args.password, ha1=args.ha1, realm=args.realm,
+                                algorithm=args.algorithm, replace=args.replace)
+    except (ValueError, OSError) as exc:
+        raise CommandFailed(_reason(exc, path)) from None
+    print(f"{'updated' if args.replace else 'added'} {record.username} in {path}")
     return 0
 
 
 def _cmd_users_remove(args: argparse.Namespace) -> int:
     users = _users_module()
     path = users_path(args.users)
-    users.remove_user(path, args.name)
+    try:
+        removed = users.remove_user(path, args.name)
+    except (ValueError, OSError) as exc:
+        raise CommandFailed(_reason(exc, path)) from None
+    if not removed:
+        raise CommandFailed(f"no user {args.name!r} in {path}")
     print(f"removed {args.name} from {path}")
     return 0
 
 
 def _cmd_users_list(args: argparse.Namespace) -> int:
+    """One user per line: ``name<TAB>password`` or ``name<TAB>ha1 ALGORITHM realm=REALM``."""
     users = _users_module()
-    for entry in users.list_users(users_path(args.users)):
-        print(entry)
+    path = users_path(args.users)
+    try:
+        records = users.list_users(path)
+    except (ValueError, OSError) as exc:
+        raise CommandFailed(_reason(exc, path)) from None
+    for record in records:
+        if record.password is not None:
+            print(f"{record.username}\tpassword")
+        else:
+            print(f"{record.username}\tha1 {record.algorithm} realm={record.realm}")
     return 0
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(exc, OSError):
+        return f"{path}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -249,7 +280,11 @@ def _passthrough(command: str, argv: list[str]) -> int:
     return int(getattr(module, function)(argv) or 0)
 
 
-class Unavailable(Exception):
+class CommandFailed(Exception):
+    """The command was well formed but could not be done (exit status 1, one error line)."""
+
+
+class Unavailable(CommandFailed):
     """A command's module is not part of this build yet (exit status 1, not a usage error)."""
 
 
@@ -275,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         _print_error(str(exc))
         return 2
-    except Unavailable as exc:
+    except CommandFailed as exc:
         _print_error(str(exc))
         return 1
     except KeyboardInterrupt:
