@@ -264,6 +264,12 @@ class UserStore:
 # -- sources -------------------------------------------------------------------------
 
 
+def _read_exact(path: Path) -> str:
+    """File text with line endings untouched, so a rewrite changes only our line."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def _is_sqlite(path: Path) -> bool:
     return path.suffix.lower() in SQLITE_SUFFIXES
 
@@ -341,7 +347,7 @@ def list_users(path: str | Path) -> list[UserRecord]:
     p = Path(path)
     if _is_sqlite(p):
         return _sqlite_rows(p)
-    return [r for _, r in _parse_text(p, p.read_text(encoding="utf-8"))]
+    return [r for _, r in _parse_text(p, _read_exact(p))]
 
 
 def load_users(path: str | Path | None = None, *, bench_users: int = 0) -> UserStore:
@@ -400,7 +406,7 @@ def _write_record(path: Path, record: UserRecord, *, replace: bool) -> None:
             db.close()
         return
     new_line = record.to_line()
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _read_exact(path) if path.exists() else ""
     lines = text.splitlines(keepends=True)
     for i, rec in _parse_text(path, text):
         if rec.username == record.username:
@@ -469,7 +475,7 @@ def remove_user(path: str | Path, username: str) -> bool:
             db.close()
     if not p.exists():
         return False
-    text = p.read_text(encoding="utf-8")
+    text = _read_exact(p)
     lines = text.splitlines(keepends=True)
     for i, rec in _parse_text(p, text):
         if rec.username == username:
