@@ -322,3 +322,46 @@ def test_open_store(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(ValueError, match="unknown location store"):
         open_store("mongo")
+
+
+class _FailingDb:
+    """Wraps a sqlite3 connection and fails the next executemany (disk full, locked...)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.fail = True
+
+    def execute(self, *a: object) -> object:
+        return self.db.execute(*a)  # type: ignore[arg-type]
+
+    def executemany(self, *a: object) -> object:
+        if self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.executemany(*a)  # type: ignore[arg-type]
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_sqlite_failed_flush_keeps_the_batch(tmp_path: Path) -> None:
+    db = tmp_path / "loc.db"
+    store = SqliteStore(db, now=0.0, flush_interval=0.05)
+    loc = LocationService(store)
+    loc.put(mk(contact="sip:a@1", cseq=1))
+    store._db = _FailingDb(store._db)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        loc.flush()
+    loc.put(mk(contact="sip:a@1", cseq=2))  # newer change made while the batch was out
+    loc.put(mk(contact="sip:a@2"))
+    assert store.pending == 2
+    loc.flush()  # retry succeeds
+    loc.close()
+    again = SqliteStore(db, now=0.0)
+    b = again.get("alice@example.com", contact_key("sip:a@1"))
+    assert b is not None and b.cseq == 2 and again.count() == 2
+    again.close()
