@@ -282,3 +282,11 @@ def test_convert_cli(name: str, text: str, expected: object) -> None:
 def test_convert_cli_rejects(name: str, text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         convert_cli(name, text)
+
+
+def test_shipped_example_file_loads_and_states_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "leansip.example.toml"
+    assert load_config(example) == Config()
+    text = example.read_text()
+    for name in FIELDS:  # every setting is at least mentioned, commented out or not
+        assert f"{name} = " in text, name
