@@ -121,15 +121,15 @@ class RedisStore:
     def get(self, aor: str, key: str) -> Binding | None:
         """One ``HGET``."""
         raw = self._r.hget(self._loc + aor, key)
-        return None if raw is None else _decode(raw)  # type: ignore[arg-type]
+        return None if raw is None else _decode(raw)
 
     def lookup(self, aor: str) -> Iterable[Binding]:
         """One ``HVALS``: every node's bindings of ``aor``, expired ones included."""
-        return [_decode(v) for v in self._r.hvals(self._loc + aor)]  # type: ignore[union-attr]
+        return [_decode(v) for v in self._r.hvals(self._loc + aor)]
 
     def count(self) -> int:
         """``ZCARD`` of the expiry index (one member per binding)."""
-        return int(self._r.zcard(self._exp))  # type: ignore[arg-type]
+        return int(self._r.zcard(self._exp))
 
     def aors(self) -> Iterable[str]:
         """AORs found by ``SCAN`` (admin view; O(keys), not for the hot path)."""

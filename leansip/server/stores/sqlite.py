@@ -38,6 +38,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from leansip.server.location import Binding
 from leansip.server.stores.memory import MemoryStore
@@ -86,7 +87,7 @@ def _to_row(key: str, b: Binding) -> _Row:
     )  # fmt: skip
 
 
-def _from_row(r: tuple[object, ...]) -> tuple[str, Binding]:
+def _from_row(r: Any) -> tuple[str, Binding]:
     (aor, key, contact, q, expires_at, call_id, cseq, ip, port, transport, ua, registered_at,
      instance, reg_id, path, received, _conn_id) = r  # fmt: skip
     return key, Binding(
