@@ -29,8 +29,7 @@ def _require_redis_server() -> str:
                 pytest.fail("redis-server not found and LEANSIP_REQUIRE_EXTERNAL=1")
             pytest.skip("redis-server not installed")
         return path
-    result = require_program("redis-server")
-    return result if isinstance(result, str) else shutil.which("redis-server") or "redis-server"
+    return require_program("redis-server")
 
 
 def _free_port() -> int:
