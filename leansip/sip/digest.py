@@ -117,9 +117,15 @@ def _base_algorithm(algorithm: str) -> str:
     return algorithm.removesuffix("-sess")
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8, passing lone surrogates through: a peer's value decoded with surrogateescape
+    must hash (and fail to match) rather than raise."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _h(hash_name: str, data: str | bytes) -> str:
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        data = _utf8(data)
     return hashlib.new(hash_name, data).hexdigest()
 
 
@@ -742,7 +748,7 @@ class DigestAuthenticator:
     # -- nonces ---------------------------------------------------------------------------
 
     def _nonce_mac(self, realm: str, body: bytes) -> bytes:
-        msg = b"leansip-nonce-v1\x00" + realm.encode("utf-8") + b"\x00" + body
+        msg = b"leansip-nonce-v1\x00" + _utf8(realm) + b"\x00" + body
         return hmac.new(self._secret, msg, hashlib.sha256).digest()[:_NONCE_MAC]
 
     def make_nonce(self, now: float, algorithm: str, realm: str | None = None) -> str:
@@ -776,7 +782,7 @@ class DigestAuthenticator:
 
     def opaque(self, realm: str | None = None) -> str:
         """Constant per secret and realm: clients echo it; it carries no state."""
-        msg = b"leansip-opaque\x00" + (realm or self.realm).encode("utf-8")
+        msg = b"leansip-opaque\x00" + _utf8(realm or self.realm)
         return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest()[:16])
 
     # -- challenge ------------------------------------------------------------------------
@@ -849,7 +855,7 @@ class DigestAuthenticator:
         if uri.strip() != request_uri.strip():
             return _fail("uri does not match the Request-URI")
         if params.opaque is not None and not hmac.compare_digest(
-            params.opaque.encode("utf-8"), self.opaque(realm).encode("utf-8")
+            _utf8(params.opaque), _utf8(self.opaque(realm))
         ):
             return _fail("opaque mismatch")
         qop = params.qop
@@ -894,7 +900,7 @@ class DigestAuthenticator:
             cnonce=params.cnonce,
             body=body,
         )
-        matches = hmac.compare_digest(expected.encode("ascii"), response.lower().encode("utf-8"))
+        matches = hmac.compare_digest(expected.encode("ascii"), _utf8(response.lower()))
         if not known:
             return _fail("unknown user" if stored is None else "bad stored HA1")
         if not matches:

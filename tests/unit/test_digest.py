@@ -764,3 +764,50 @@ def test_build_authorization_qop_choices() -> None:
     a = parse_digest(build_authorization('Digest realm="r", nonce="n", qop="auth"', "M", "u", "u", "p"))
     b = parse_digest(build_authorization('Digest realm="r", nonce="n", qop="auth"', "M", "u", "u", "p"))
     assert a.cnonce and b.cnonce and a.cnonce != b.cnonce
+
+
+_VERIFY_AUTH = DigestAuthenticator(SECRET, REALM)
+_VALID = build_authorization(
+    pick(_VERIFY_AUTH.challenge(T0), "SHA-256"), "REGISTER", RURI, "alice", "wonderland", cnonce="c"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_verify_never_raises_on_arbitrary_text(value: str) -> None:
+    r = _VERIFY_AUTH.verify(value, "REGISTER", LOOKUP, T0, request_uri=RURI)
+    assert r.kind is AuthKind.FAIL
+
+
+_quotable = st.text(max_size=70).filter(
+    lambda t: all(ord(c) >= 0x20 or c == "\t" for c in t) and "\x7f" not in t
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(
+        ["username", "realm", "nonce", "uri", "response", "cnonce", "nc", "qop", "opaque", "algorithm"]
+    ),
+    _quotable,
+)
+def test_verify_never_raises_on_mutated_credentials(name: str, new: str) -> None:
+    # A fresh authenticator with the same secret accepts _VALID's nonce (nonces are stateless)
+    # and has an empty nonce-count table, so every example is independent.
+    auth = DigestAuthenticator(SECRET, REALM)
+    original = dict(parse_digest(_VALID).params)
+    p = dict(original)
+    p[name] = new
+    value = "Digest " + ", ".join(f"{k}={quote_string(v)}" for k, v in p.items())
+    r = auth.verify(value, "REGISTER", LOOKUP, T0, request_uri=RURI)
+    unchanged = new == original[name] or (
+        name in ("response", "algorithm", "qop") and new.lower() == original[name].lower()
+    )
+    assert r.kind is (AuthKind.OK if unchanged else AuthKind.FAIL), (name, new, r.reason)
+
+
+def test_verify_with_surrogates_fails_cleanly() -> None:
+    value = _VALID.replace('username="alice"', 'username="al\udcffice"').replace(
+        'response="', 'response="\ud800'
+    )
+    assert _VERIFY_AUTH.verify(value, "REGISTER", LOOKUP, T0, request_uri=RURI).kind is AuthKind.FAIL
