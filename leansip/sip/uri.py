@@ -346,7 +346,9 @@ def uri_equal(a: URI, b: URI) -> bool:
     """URI equality after RFC 3261 19.1.4 (used for Contact matching in the registrar)."""
     if isinstance(a, AbsoluteURI) or isinstance(b, AbsoluteURI):
         return str(a) == str(b)
-    if a.scheme != b.scheme or a.user_unescaped != b.user_unescaped or a.password != b.password:
+    # userinfo is compared case-sensitively but after unescaping, like the rest (%65 equals e)
+    pa, pb = a.password, b.password
+    if a.scheme != b.scheme or a.user_unescaped != b.user_unescaped or (pa and unescape(pa)) != (pb and unescape(pb)):
         return False
     if a.host.lower() != b.host.lower() or a.port != b.port:
         return False
@@ -359,7 +361,7 @@ def uri_equal(a: URI, b: URI) -> bool:
     for name, va in a.params.items():
         if name in b.params:
             vb = b.params[name]
-            if (va or "").lower() != (vb or "").lower():
+            if unescape(va or "").lower() != unescape(vb or "").lower():
                 return False
     # "URI header components are never ignored": same set of headers, in any order (the 19.1.4 example
     # ?subject=project%20x&priority=urgent equals ?priority=urgent&subject=project%20x)
