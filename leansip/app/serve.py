@@ -1,0 +1,258 @@
+"""``leansip serve``: build the core from a Config, open the sockets, run until a signal.
+
+The runtime owns the only clock reads and the only timer of the server: one ``loop.call_at`` re-armed to the
+earliest deadline the core reports (transactions), plus a 1 s housekeeping tick (binding expiry, reply cache)
+and the location store's flush tick (SQLite write-behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from leansip.app.config import Config
+from leansip.app.logging import setup_logging
+from leansip.io.udp import UdpEndpoint, open_udp
+from leansip.server.core import CoreSettings, ServerCore
+from leansip.server.location import LocationService
+from leansip.server.registrar import RegistrarPolicy, contact_key
+from leansip.server.stores import open_store
+from leansip.server.users import UserStore, load_users
+from leansip.sip.digest import DigestAuthenticator
+from leansip.sip.ratelimit import FailureLimiter
+from leansip.sip.send import Send
+
+log = logging.getLogger("leansip.serve")
+
+
+def _secret(config: Config) -> bytes:
+    """The nonce secret: persistent next to the database so nonces survive a restart and are shared by the
+    worker processes of one node (and, copied, by the nodes of a cluster)."""
+    env = os.environ.get("LEANSIP_SECRET")
+    if env:
+        return env.encode()
+    path = Path(config.db).with_suffix(".secret")
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except OSError:
+        pass
+    data = os.urandom(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pass
+    return data
+
+
+def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
+    """The sans-I/O server for a configuration (used by the runtime and by in-process tests)."""
+    if config.location == "sqlite":
+        Path(config.db).parent.mkdir(parents=True, exist_ok=True)
+        store = open_store("sqlite", now=now, path=config.db)
+    elif config.location == "redis":
+        store = open_store("redis", url=config.redis_url)
+    else:
+        store = open_store("memory")
+    location = LocationService(store, key=contact_key)
+    settings = CoreSettings(
+        mode=config.mode,
+        stateful=config.stateful,
+        auth=config.auth,
+        realm=config.realm,
+        record_route=config.record_route,
+        server_name=config.server_name,
+        policy=RegistrarPolicy(config.default_expires, config.min_expires, config.max_expires),
+    )
+    secret = _secret(config)
+
+    def ha1_lookup(username: str, realm: str, algorithm: str) -> str | None:
+        record = users.get(username)
+        return None if record is None else record.ha1(algorithm, realm)
+
+    authenticator = None
+    if config.auth:
+        authenticator = DigestAuthenticator(secret, config.realm, config.nonce_ttl, config.auth_algorithms)
+    limiter = FailureLimiter(threshold_slow=config.fail_slow_after, threshold_block=config.fail_block_after,
+                             block_for=config.block_seconds)
+    core = ServerCore(
+        settings,
+        location,
+        ha1_lookup=ha1_lookup,
+        user_exists=lambda name: users.get(name) is not None,
+        authenticator=authenticator,
+        limiter=limiter,
+        local_addresses=[(spec.transport, spec.host, spec.port) for spec in config.listen],
+        secret=secret,
+    )
+    core.users = users  # type: ignore[attr-defined]
+    return core
+
+
+class Runtime:
+    """Sockets, timers and signal handling around one :class:`ServerCore`."""
+
+    def __init__(self, config: Config, core: ServerCore) -> None:
+        self.config = config
+        self.core = core
+        self.udp: list[UdpEndpoint] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stop = asyncio.Event()
+
+    # output ---------------------------------------------------------------
+    def dispatch(self, out: list[Send]) -> None:
+        udp = self.udp[0] if self.udp else None
+        for item in out:
+            if item.transport == "udp" and udp is not None:
+                udp.sendto(item.data, item.dest)
+            else:
+                sender = getattr(self, "stream_send", None)
+                if sender is not None:
+                    sender(item)
+        self._arm()
+
+    def handle(self, data: bytes, source: tuple[str, int], transport: str, now: float,
+               conn_id: str | None) -> list[Send]:
+        return self.core.receive(data, source, transport, now, conn_id)
+
+    # timers ---------------------------------------------------------------
+    def _arm(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        out = self.core.handle_timers(time.time())
+        if out:
+            self.dispatch(out)
+        else:
+            self._arm()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.core.housekeeping(time.time())
+            except Exception:  # noqa: BLE001 - keep serving; the traceback is logged
+                log.exception("event=housekeeping_error")
+
+    async def _flusher(self) -> None:
+        interval = getattr(self.core.location.store, "flush_interval", 0.05) or 0.05
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.core.location.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("event=flush_error")
+
+    # lifecycle --------------------------------------------------------------
+    async def start(self) -> list[str]:
+        addresses: list[str] = []
+        for spec in self.config.listen:
+            if spec.transport == "udp":
+                ep = await open_udp(spec.host, spec.port, self.handle, self.dispatch,
+                                    port_fallback=self.config.port_fallback)
+                self.udp.append(ep)
+                host, port = ep.address
+                addresses.append(f"udp:{host}:{port}")
+                self.core.local_addresses = [a for a in self.core.local_addresses
+                                             if not (a[0] == "udp" and a[1] == spec.host and a[2] == spec.port)]
+                self.core.local_addresses.append(("udp", host, port))
+            else:
+                from leansip.io import streams  # TCP/TLS/WS (loaded only when configured)
+
+                addresses.extend(await streams.start(self, spec))
+        if self.core.proxy is not None and hasattr(self.core.proxy, "set_local"):
+            self.core.proxy.set_local(self.core.local_addresses)
+        return addresses
+
+    async def run(self) -> int:
+        addresses = await self.start()
+        tasks = [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._flusher())]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
+        admin = None
+        if self.config.admin_address is not None:
+            try:
+                from leansip.app import admin as admin_mod
+            except ImportError:
+                admin_mod = None  # type: ignore[assignment]
+            if admin_mod is not None and hasattr(admin_mod, "start_admin"):
+                admin = await admin_mod.start_admin(self, self.config)
+        _announce(self.config, addresses, admin)
+        await self._stop.wait()
+        for t in tasks:
+            t.cancel()
+        self.core.location.close()
+        if admin is not None and hasattr(admin, "close"):
+            await admin.close()
+        return 0
+
+
+def _announce(config: Config, addresses: list[str], admin: object) -> None:
+    mode = config.mode + ("" if config.mode != "proxy" else (" (stateful)" if config.stateful else " (stateless)"))
+    lines = [f"leansip listening on {', '.join(addresses)}",
+             f"  mode: {mode}, auth: {'on' if config.auth else 'off'}, realm: {config.realm}"]
+    if config.location == "sqlite":
+        lines.append(f"  location: sqlite {config.db}")
+    else:
+        lines.append(f"  location: {config.location}")
+    url = getattr(admin, "url", None)
+    if url:
+        lines.append(f"  admin: {url}")
+    if config.users is not None and Path(config.users).name == "users.txt" and "data" in str(config.users):
+        lines.append("  demo users: alice/alice, bob/bob, carol/carol")
+    print("\n".join(lines), flush=True)
+    log.warning("event=started listen=%s mode=%s auth=%s", ",".join(addresses), config.mode, config.auth)
+
+
+def run(config: Config) -> int:
+    """Entry point of ``leansip serve``: returns the process exit status."""
+    setup_logging(config.log_level)
+    try:
+        users = load_users(config.users)
+    except (OSError, ValueError) as exc:
+        print(f"leansip: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def main() -> int:
+        try:
+            core = build_core(config, users, time.time())
+        except (OSError, ValueError) as exc:
+            print(f"leansip: error: {exc}", file=sys.stderr)
+            return 2
+        runtime = Runtime(config, core)
+        try:
+            return await runtime.run()
+        except OSError as exc:
+            print(f"leansip: error: cannot listen: {exc}", file=sys.stderr)
+            return 1
+
+    return asyncio.run(main())

@@ -1,0 +1,359 @@
+"""The server's straight path: one datagram in, its answer out, with no queue in between.
+
+:meth:`ServerCore.receive` is the whole per-packet path of the research's bare-PC server, in sans-I/O form:
+reply cache -> parse -> validate -> (authenticate) -> decide -> build -> return :class:`Send` items. The asyncio
+shell (``leansip.io``) calls it from the datagram callback and writes what it returns; timers (transactions,
+binding expiry, persistence) go through :meth:`next_deadline` / :meth:`handle_timers`.
+
+What the core answers itself (RFC 3261 8.2 and 16.3): 400 for malformed requests (dropped when not even a Via
+could be read), 505 for another SIP version, 416 for a Request-URI scheme it cannot route, 420 for unsupported
+Require/Proxy-Require extensions, 405 with Allow for methods it does not handle, 483 when Max-Forwards is
+exhausted, 200 to OPTIONS addressed to the server itself. REGISTER goes to the registrar; everything else to the
+proxy or redirect logic, depending on the mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from leansip.server.location import LocationService
+from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
+from leansip.server.stats import Stats
+from leansip.sip.digest import AuthKind, DigestAuthenticator
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import (
+    Header,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+    validate_request,
+    validate_response,
+)
+from leansip.sip.ratelimit import FailureLimiter
+from leansip.sip.send import Send
+from leansip.sip.uri import SipURI, Via, format_params, split_comma
+
+log = logging.getLogger("leansip.server")
+
+SUPPORTED_EXTENSIONS = frozenset({"path"})
+PROXY_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
+                 "SUBSCRIBE", "NOTIFY", "PUBLISH")
+ALLOW_SELF = "REGISTER, OPTIONS"
+Ha1Lookup = Callable[[str, str, str], "str | None"]
+
+
+@dataclass(slots=True)
+class CoreSettings:
+    mode: str = "proxy"  # proxy | redirect | registrar
+    stateful: bool = True
+    auth: bool = False
+    realm: str = "leansip"
+    record_route: bool = True
+    server_name: str = "leansip"
+    reply_cache_size: int = 20000
+    reply_cache_ttl: float = 32.0
+    policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
+
+
+def response_destination(via: Via, source: tuple[str, int]) -> tuple[str, int]:
+    """Where a response to a request with this top Via goes (RFC 3261 18.2.2, RFC 3581 section 4).
+
+    maddr wins; otherwise the packet's source address (which is ``received``), at the rport when the client
+    asked for it, else at the sent-by port (default 5060)."""
+    params = via.params
+    maddr = params.get("maddr")
+    if maddr:
+        return maddr, via.port or 5060
+    if "rport" in params:
+        return source
+    return source[0], via.port or 5060
+
+
+def stamp_via(req: Request, source: tuple[str, int]) -> None:
+    """Add ``received`` (and fill ``rport``) to the top Via (RFC 3261 18.2.1, RFC 3581 section 4)."""
+    via = req.top_via
+    params = via.params
+    host = via.host[1:-1] if via.host.startswith("[") else via.host
+    has_rport = "rport" in params
+    if host == source[0] and not has_rport:
+        return
+    new_params = dict(params)
+    new_params["received"] = source[0]
+    if has_rport:
+        new_params["rport"] = str(source[1])
+    text = f"{via.protocol}/{via.transport} {via.sent_by}{format_params(new_params)}"
+    for i, h in enumerate(req.headers):
+        if h.name == "via":
+            values = split_comma(h.value) if "," in h.value else [h.value]
+            values[0] = text
+            req.headers[i] = Header("via", ", ".join(values))
+            break
+    req._cache["top_via"] = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
+
+
+class ServerCore:
+    """Sans-I/O SIP server: registrar + proxy/redirect, with optional digest authentication."""
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        location: LocationService,
+        *,
+        ha1_lookup: Ha1Lookup | None = None,
+        user_exists: Callable[[str], bool] | None = None,
+        authenticator: DigestAuthenticator | None = None,
+        limiter: FailureLimiter | None = None,
+        local_addresses: list[tuple[str, str, int]] | None = None,
+        secret: bytes | None = None,
+    ) -> None:
+        self.settings = settings
+        self.location = location
+        self.registrar = Registrar(location, settings.policy)
+        self.ha1_lookup = ha1_lookup or (lambda user, realm, alg: None)
+        self.user_exists = user_exists or (lambda user: False)
+        self.secret = secret or os.urandom(32)
+        if settings.auth and authenticator is None:
+            authenticator = DigestAuthenticator(self.secret, settings.realm)
+        self.authenticator = authenticator
+        self.limiter = limiter or FailureLimiter()
+        #: (transport, host, port) of every socket we listen on; the first UDP one goes into our Via.
+        self.local_addresses = local_addresses or [("udp", "127.0.0.1", 5060)]
+        self.stats = Stats()
+        #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
+        self.local_names: set[str] = {"localhost", settings.realm.lower()}
+        self._reply_cache: OrderedDict[bytes, tuple[float, list[Send]]] = OrderedDict()
+        self._tag_salt = self.secret[:8]
+        self.proxy = None
+        self.redirect = None
+        if settings.mode == "proxy":
+            from leansip.server.proxy import make_proxy
+
+            self.proxy = make_proxy(self)
+        elif settings.mode == "redirect":
+            from leansip.server.redirect import Redirector
+
+            self.redirect = Redirector(self)
+
+    # ------------------------------------------------------------------ helpers
+    def to_tag(self, req: Request) -> str:
+        """A stable To tag per request, so retransmissions and their replies agree (RFC 3261 8.2.6.2)."""
+        seed = f"{req.header('call-id')}|{req.from_tag}".encode("latin-1")
+        return hashlib.blake2s(seed, digest_size=6, key=self._tag_salt).hexdigest()
+
+    def reply(self, req: Request, status: int, reason: str | None = None, source: tuple[str, int] = ("", 0),
+              transport: str = "udp", conn_id: str | None = None, headers: list[tuple[str, str]] | None = None,
+              ) -> Send:
+        resp = make_response(req, status, reason, to_tag=self.to_tag(req), headers=headers or ())
+        return self.send_response(req, resp, source, transport, conn_id)
+
+    def send_response(self, req: Request, resp: Response, source: tuple[str, int], transport: str,
+                      conn_id: str | None) -> Send:
+        self.stats.response(resp.status)
+        dest = response_destination(req.top_via, source)
+        if transport != "udp":
+            dest = source
+        return Send(resp.to_bytes(), dest, transport, conn_id)
+
+    def is_local(self, uri: SipURI) -> bool:
+        host = uri.host.lower()
+        port = uri.port
+        for _t, lhost, lport in self.local_addresses:
+            if (host == lhost or host in self.local_names) and (port == lport or port is None and lport in (5060, 5061)):
+                return True
+        return port is None and (host == self.settings.realm.lower() or host in self.local_names)
+
+    def targets_self(self, req: Request) -> bool:
+        """A request for the server itself, not for a user: R-URI without a user part (e.g. ``sip:host``)."""
+        ruri = req.ruri
+        return isinstance(ruri, SipURI) and ruri.user is None and self.is_local(ruri)
+
+    # ------------------------------------------------------------------ entry points
+    def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float,
+                conn_id: str | None = None) -> list[Send]:
+        """Handle one datagram or one framed stream message; never raises for bad input."""
+        cached = self._reply_cache.get(data)
+        if cached is not None and cached[0] > now:
+            self.stats.retransmissions += 1
+            return cached[1]
+        try:
+            msg = parse_message(data, stream=transport != "udp")
+        except SipParseError as exc:
+            return self._reject(exc, source, transport, conn_id)
+        if isinstance(msg, Response):
+            try:
+                validate_response(msg)
+            except SipParseError as exc:
+                self.stats.dropped(exc.reason)
+                return []
+            if self.proxy is not None:
+                return self.proxy.on_response(msg, source, transport, now, conn_id)
+            self.stats.dropped("response without a transaction")
+            return []
+        try:
+            validate_request(msg)
+        except SipParseError as exc:
+            return self._reject(exc, source, transport, conn_id)
+        self.stats.request(msg.method)
+        try:
+            out = self._request(msg, source, transport, now, conn_id)
+        except SipParseError as exc:
+            exc.message = exc.message or msg
+            return self._reject(exc, source, transport, conn_id)
+        if out and msg.method != "INVITE" and msg.method != "ACK":
+            self._cache_reply(data, out, now)
+        return out
+
+    def _cache_reply(self, data: bytes, out: list[Send], now: float) -> None:
+        cache = self._reply_cache
+        cache[data] = (now + self.settings.reply_cache_ttl, out)
+        if len(cache) > self.settings.reply_cache_size:
+            cache.popitem(last=False)
+
+    def _reject(self, exc: SipParseError, source: tuple[str, int], transport: str,
+                conn_id: str | None) -> list[Send]:
+        msg = exc.message
+        if not exc.status or not isinstance(msg, Request) or msg.method == "ACK":
+            self.stats.dropped(exc.reason)
+            log.debug("event=drop reason=%r src=%s:%s", exc.reason, *source)
+            return []
+        try:
+            msg.top_via  # noqa: B018
+            stamp_via(msg, source)
+            resp = make_response(msg, exc.status, _reason_phrase(exc))
+            return [self.send_response(msg, resp, source, transport, conn_id)]
+        except SipParseError as inner:
+            self.stats.dropped(inner.reason)
+            return []
+
+    def _request(self, req: Request, source: tuple[str, int], transport: str, now: float,
+                 conn_id: str | None) -> list[Send]:
+        method = req.method
+        stamp_via(req, source)
+        ruri = req.ruri
+        if method == "ACK":
+            if self.proxy is not None:
+                return self.proxy.on_request(req, source, transport, now, conn_id)
+            return []  # ACK for our own non-2xx answers is absorbed (RFC 3261 17.2.1)
+        if not isinstance(ruri, SipURI):
+            return [self.reply(req, 416, None, source, transport, conn_id)]
+        if ruri.headers:
+            raise SipParseError("Request-URI must not carry headers")
+        to_self = method == "REGISTER" or self.targets_self(req)
+        if method != "CANCEL":
+            bad = self._unsupported(req, "proxy-require")
+            if to_self:
+                bad += self._unsupported(req, "require")
+            if bad:
+                return [self.reply(req, 420, None, source, transport, conn_id, [("Unsupported", ", ".join(bad))])]
+        if method == "REGISTER":
+            return self._register(req, source, transport, now, conn_id)
+        if to_self:
+            if method == "OPTIONS":
+                return [self.reply(req, 200, None, source, transport, conn_id, self._capabilities())]
+            if method == "CANCEL":
+                return [self.reply(req, 481, None, source, transport, conn_id)]
+            return [self.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
+        mf = req.max_forwards
+        if mf is not None and mf <= 0 and method != "CANCEL":
+            return [self.reply(req, 483, None, source, transport, conn_id)]
+        if self.redirect is not None:
+            return self.redirect.on_request(req, source, transport, now, conn_id)
+        if self.proxy is not None:
+            return self.proxy.on_request(req, source, transport, now, conn_id)
+        return [self.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        allow = ALLOW_SELF if self.settings.mode == "registrar" else "REGISTER, " + ", ".join(PROXY_METHODS)
+        return [("Allow", allow), ("Accept", "application/sdp"), ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
+                ("Server", self.settings.server_name)]
+
+    def _unsupported(self, req: Request, header: str) -> list[str]:
+        if req.header(header) is None:
+            return []
+        return [tag for tag in req.header_values(header) if tag.lower() not in SUPPORTED_EXTENSIONS]
+
+    # ------------------------------------------------------------------ authentication
+    def authenticate(self, req: Request, source: tuple[str, int], transport: str, now: float,
+                     conn_id: str | None, *, proxy: bool) -> tuple[str | None, list[Send]]:
+        """Check credentials (RFC 3261 22): returns (username, []) when authenticated, (None, [reply]) with a
+        401/407 challenge (or 403 for blocked sources) otherwise."""
+        auth = self.authenticator
+        assert auth is not None
+        kind = self.limiter.check(source[0], now).kind.name
+        if kind == "BLOCK":
+            self.stats.blocked += 1
+            return None, [self.reply(req, 403, "Blocked", source, transport, conn_id)]
+        if kind == "DELAY":
+            # Slow a guessing source down without a timer: drop this attempt; a UDP client retransmits after
+            # T1, a TCP client waits for its own timeout. Other sources are not affected.
+            self.stats.delayed += 1
+            return None, []
+        header = "proxy-authorization" if proxy else "authorization"
+        stale = False
+        for value in req.header_lines(header):
+            if not value.lower().startswith("digest"):
+                continue
+            result = auth.verify(value, req.method, self.ha1_lookup, now, request_uri=req.uri, body=req.body)
+            if result.kind is AuthKind.OK:
+                self.limiter.record_success(source[0], now)
+                return result.username, []
+            if result.kind is AuthKind.STALE:
+                stale = True
+            else:
+                self.stats.auth_failures += 1
+                self.limiter.record_failure(source[0], now)
+                log.info("event=auth_failed src=%s reason=%r", source[0], result.reason)
+        status, hname = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
+        challenges = [(hname, v) for v in auth.challenge(now, stale=stale)]
+        return None, [self.reply(req, status, None, source, transport, conn_id, challenges)]
+
+    # ------------------------------------------------------------------ registrar
+    def _register(self, req: Request, source: tuple[str, int], transport: str, now: float,
+                  conn_id: str | None) -> list[Send]:
+        aor = self.registrar.aor_for(req)
+        if self.authenticator is not None:
+            user, out = self.authenticate(req, source, transport, now, conn_id, proxy=False)
+            if user is None:
+                return out
+            uri = req.to.uri
+            owner = aor_of(uri, False) if isinstance(uri, SipURI) else aor
+            if user != owner:
+                return [self.reply(req, 403, "Not your address-of-record", source, transport, conn_id)]
+        resp = self.registrar.register(req, source, transport, now, to_tag=self.to_tag(req), conn_id=conn_id)
+        return [self.send_response(req, resp, source, transport, conn_id)]
+
+    # ------------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        if self.proxy is not None:
+            return self.proxy.next_deadline()
+        return None
+
+    def handle_timers(self, now: float) -> list[Send]:
+        if self.proxy is not None:
+            return self.proxy.handle_timers(now)
+        return []
+
+    def housekeeping(self, now: float) -> None:
+        """Once a second: expire bindings, drop old cached replies."""
+        expired = self.location.expire(now)
+        if expired:
+            self.stats.expired_bindings += len(expired)
+        cache = self._reply_cache
+        while cache:
+            key, (deadline, _out) = next(iter(cache.items()))
+            if deadline > now:
+                break
+            del cache[key]
+
+
+def _reason_phrase(exc: SipParseError) -> str:
+    if exc.status == 505:
+        return "Version Not Supported"
+    reason = exc.reason.replace("\r", " ").replace("\n", " ")
+    return f"Bad Request ({reason[:80]})" if exc.status == 400 else reason[:80]

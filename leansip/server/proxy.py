@@ -1,0 +1,121 @@
+"""The stateless proxy (RFC 3261 16.11) and the factory that picks stateless or stateful.
+
+Stateless forwarding keeps nothing between messages: a request is routed (:mod:`leansip.server.routing`),
+gets our Via with a branch derived from the request itself (so a retransmission, its CANCEL and its non-2xx
+ACK get the same branch and follow the same path), and leaves; a response loses its top Via (ours) and goes to
+the next one. INVITEs also get a 100 Trying back, as the research's server did, so the caller stops
+retransmitting early.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from leansip.server.routing import Router, next_hop_of_response
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import Request, Response, make_response
+from leansip.sip.send import Send
+from leansip.sip.uri import parse_via
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leansip.server.core import ServerCore
+
+
+class Proxy(Protocol):
+    def on_request(self, req: Request, source: tuple[str, int], transport: str, now: float,
+                   conn_id: str | None) -> list[Send]: ...
+
+    def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
+                    conn_id: str | None) -> list[Send]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def handle_timers(self, now: float) -> list[Send]: ...
+
+    def set_local(self, addresses: list[tuple[str, str, int]]) -> None: ...
+
+
+def make_proxy(core: ServerCore) -> Proxy:
+    if core.settings.stateful:
+        try:
+            from leansip.server.stateful import StatefulProxy
+        except ImportError:  # pragma: no cover - stateful proxy not built in this tree
+            return StatelessProxy(core)
+        return StatefulProxy(core)
+    return StatelessProxy(core)
+
+
+class StatelessProxy:
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+        self.router = Router(core)
+        self.router.set_local(core.local_addresses)
+
+    def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
+        self.router.set_local(addresses)
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timers(self, now: float) -> list[Send]:
+        return []
+
+    def on_request(self, req: Request, source: tuple[str, int], transport: str, now: float,
+                   conn_id: str | None) -> list[Send]:
+        core = self.core
+        router = self.router
+        method = req.method
+        out: list[Send] = []
+        if (core.authenticator is not None and req.to_tag is None and method not in ("ACK", "CANCEL")):
+            user, challenge = core.authenticate(req, source, transport, now, conn_id, proxy=True)
+            if user is None:
+                return challenge
+        router.preprocess_routes(req)
+        branch = router.branch_for(req)
+        if router.loop_detected(req, branch):
+            return [] if method == "ACK" else [core.reply(req, 482, None, source, transport, conn_id)]
+        decision = router.decide(req, now)
+        if decision.status:
+            if method == "ACK":
+                return []
+            return [core.reply(req, decision.status, decision.reason, source, transport, conn_id)]
+        target = decision.targets[0]  # stateless: no forking, the best binding only (RFC 3261 16.11)
+        if method == "INVITE":
+            trying = make_response(req, 100)
+            out.append(core.send_response(req, trying, source, transport, conn_id))
+        fwd = req.copy()
+        if target.ruri is not None:
+            fwd.uri = target.ruri
+        router.prepare_forward(fwd, record_route=core.settings.record_route)
+        fwd.add_header("via", router.via(branch, target.transport), first=True)
+        core.stats.forwarded_requests += 1
+        out.append(Send(fwd.to_bytes(), target.dest, target.transport, target.conn_id))
+        return out
+
+    def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
+                    conn_id: str | None) -> list[Send]:
+        vias = resp.header_values("via")
+        if len(vias) < 2:
+            self.core.stats.dropped("response for us")
+            return []
+        try:
+            top = parse_via(vias[0])
+            nxt = parse_via(vias[1])
+        except SipParseError as exc:
+            self.core.stats.dropped(exc.reason)
+            return []
+        if not self.router.is_our_via(top):
+            self.core.stats.dropped("response Via not ours")
+            return []
+        if resp.status == 100:
+            return []  # hop-by-hop; we sent our own 100 for INVITE
+        dest = next_hop_of_response(nxt)
+        if dest[0] in ("255.255.255.255", "0.0.0.0"):
+            self.core.stats.dropped("broadcast Via")
+            return []
+        fwd = resp.copy()
+        fwd.pop_first_value("via")
+        self.core.stats.forwarded_responses += 1
+        self.core.stats.response(resp.status)
+        next_transport = nxt.transport.lower()
+        return [Send(fwd.to_bytes(), dest, next_transport if next_transport != "udp" else "udp")]

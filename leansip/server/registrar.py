@@ -1,0 +1,206 @@
+"""The registrar: REGISTER processing after RFC 3261 section 10.3 (pure logic over a LocationService).
+
+The server core calls :meth:`Registrar.register` after it has parsed and validated the request, checked
+Require and, when authentication is on, authenticated the sender (step 3 of 10.3). This module does the rest:
+steps 4 to 8. It never reads the clock: ``now`` is passed in. Storage errors propagate (the core answers 500).
+
+Bindings are keyed by address-of-record. With ``use_domain`` off (the default, as Kamailio's usrloc), the AOR is
+the user part alone, so ``alice@127.0.0.1`` and ``alice@localhost`` are the same user of this single-domain
+server; with it on, it is ``user@host``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from leansip.server.location import Binding, LocationService
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import Request, Response, make_response
+from leansip.sip.uri import NameAddr, SipURI, parse_uri, unquote, uri_key
+
+
+@dataclass(slots=True)
+class RegistrarPolicy:
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 86400
+    use_domain: bool = False
+    max_contacts: int = 32
+
+
+def contact_key(contact: str) -> str:
+    """Comparison key of a Contact URI (RFC 3261 10.3 step 6 compares with 19.1.4 rules)."""
+    try:
+        return uri_key(parse_uri(contact))
+    except SipParseError:
+        return contact
+
+
+def aor_of(uri: SipURI, use_domain: bool) -> str:
+    user = uri.user_unescaped or ""
+    return f"{user}@{uri.host.lower()}" if use_domain else user
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def needs_source_routing(contact: SipURI, source: tuple[str, int]) -> bool:
+    """True when the Contact cannot be reached as written and the request must go to the packet source
+    (a client behind NAT: RFC 3581 and RFC 5626's "flow" idea). We take it as behind NAT when the contact host
+    is an IP literal different from the source IP, or is not an IP at all but the client asked for rport."""
+    host = contact.host.strip("[]")
+    if _is_ip(host):
+        return host != source[0]
+    return False
+
+
+class RegistrarError(Exception):
+    """Processing stopped with a response (e.g. 400, 423, 500); ``response`` is ready to send."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class Registrar:
+    """Binds contacts to addresses-of-record. One instance per server."""
+
+    def __init__(self, location: LocationService, policy: RegistrarPolicy | None = None) -> None:
+        self.location = location
+        self.policy = policy or RegistrarPolicy()
+
+    def aor_for(self, req: Request) -> str:
+        """The AOR of a REGISTER (from To, RFC 3261 10.3 step 5), or 400 when To is not a SIP URI."""
+        uri = req.to.uri
+        if not isinstance(uri, SipURI) or uri.user is None:
+            raise SipParseError("To of a REGISTER must be a sip: or sips: URI with a user part", message=req)
+        return aor_of(uri, self.policy.use_domain)
+
+    def register(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        now: float,
+        *,
+        to_tag: str,
+        conn_id: str | None = None,
+    ) -> Response:
+        """Apply a REGISTER and build the 200 OK listing the current bindings, or an error response.
+
+        Raises :class:`SipParseError` for a malformed Contact/Expires (the core answers 400).
+        """
+        policy = self.policy
+        aor = self.aor_for(req)
+        header_expires = req.header("expires")
+        default = policy.default_expires
+        if header_expires is not None:
+            default = _expires_value(header_expires, req)
+        call_id = req.call_id
+        cseq = req.cseq[0]
+        raw_contacts = req.header_values("contact")
+
+        if any(c.strip() == "*" for c in raw_contacts):
+            # RFC 3261 10.3 step 6: '*' only alone and only with Expires: 0
+            if len(raw_contacts) != 1 or header_expires is None or default != 0:
+                raise SipParseError("Contact: * needs to be alone and with Expires: 0", message=req)
+            for b in self.location.lookup(aor, now):
+                if b.call_id == call_id and cseq <= b.cseq:
+                    return self._fail(req, 500, "Out of order CSeq", to_tag)
+            self.location.remove_all(aor)
+            return self._ok(req, aor, now, to_tag)
+
+        if not raw_contacts:
+            return self._ok(req, aor, now, to_tag)  # a query: list the bindings (step 6, no Contact)
+        if len(raw_contacts) > policy.max_contacts:
+            return self._fail(req, 403, "Too many contacts", to_tag)
+
+        user_agent = req.header("user-agent") or ""
+        planned: list[tuple[NameAddr, str, int, float]] = []
+        for contact in req.contacts:
+            uri = contact.uri  # raises SipParseError on a bad URI
+            params = contact.params
+            expires = default
+            if "expires" in params:
+                expires = _expires_value(params["expires"] or "", req)
+            if 0 < expires < policy.min_expires:
+                return self._interval_too_brief(req, to_tag)
+            expires = min(expires, policy.max_expires)
+            q = 1.0
+            if params.get("q") is not None:
+                q = _q_value(params["q"] or "", req)
+            key = contact_key(str(uri))
+            existing = self.location.get(aor, str(uri))
+            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                return self._fail(req, 500, "Out of order CSeq", to_tag)
+            planned.append((contact, key, expires, q))
+
+        for contact, _key, expires, q in planned:
+            uri_text = contact.uri_text
+            if expires == 0:
+                self.location.remove(aor, uri_text)
+                continue
+            uri = contact.uri
+            received = None
+            if isinstance(uri, SipURI) and needs_source_routing(uri, source):
+                received = f"sip:{source[0]}:{source[1]}"
+            reg_id = contact.params.get("reg-id")
+            instance = contact.params.get("+sip.instance")
+            self.location.put(
+                Binding(
+                    aor=aor,
+                    contact=uri_text,
+                    q=q,
+                    expires_at=now + expires,
+                    call_id=call_id,
+                    cseq=cseq,
+                    source=source,
+                    transport=transport,
+                    user_agent=user_agent,
+                    registered_at=now,
+                    instance=unquote(instance) if instance else None,
+                    reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
+                    path=req.header_values("path"),
+                    received=received,
+                    conn_id=conn_id,
+                )
+            )
+        return self._ok(req, aor, now, to_tag)
+
+    # ------------------------------------------------------------------ responses
+    def _ok(self, req: Request, aor: str, now: float, to_tag: str) -> Response:
+        contacts = []
+        for b in self.location.lookup(aor, now):
+            q = "" if b.q == 1.0 else f";q={b.q:g}"
+            contacts.append(("Contact", f"<{b.contact}>;expires={b.expires_in(now)}{q}"))
+        return make_response(req, 200, to_tag=to_tag, headers=contacts)
+
+    def _fail(self, req: Request, status: int, reason: str, to_tag: str) -> Response:
+        return make_response(req, status, reason, to_tag=to_tag)
+
+    def _interval_too_brief(self, req: Request, to_tag: str) -> Response:
+        return make_response(req, 423, to_tag=to_tag, headers=[("Min-Expires", str(self.policy.min_expires))])
+
+
+def _expires_value(text: str, req: Request) -> int:
+    text = text.strip()
+    if not text.isdigit():
+        raise SipParseError(f"bad expires value {text[:20]!r}", message=req)
+    # RFC 3261 20.19: values above 2**32-1 are treated as 2**32-1; the registrar clamps to max anyway
+    return min(int(text[:11]), 2**32 - 1)
+
+
+def _q_value(text: str, req: Request) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        raise SipParseError(f"bad q value {text[:20]!r}", message=req) from None
+    if not 0.0 <= q <= 1.0:
+        raise SipParseError(f"q value out of range {text[:20]!r}", message=req)
+    return q

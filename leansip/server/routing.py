@@ -1,0 +1,242 @@
+"""Request routing shared by the stateless and stateful proxies and the redirect server (RFC 3261 16.4-16.6).
+
+:class:`Router` answers "where does this request go": it processes Route headers (loose routing, and the
+strict-router compatibility of 16.4), looks the callee up in the location service for requests addressed to
+our users, and returns the targets as (Request-URI, destination address, transport, connection) or a status
+to answer with (404 unknown user, 480 user without a binding, 482 loop, 483 too many hops).
+
+It only decides; it does not build the forwarded message (``prepare_forward`` does the edits that every
+forwarded copy shares: Max-Forwards, Route popping, Record-Route).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import Request
+from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, split_comma
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leansip.server.core import ServerCore
+    from leansip.server.location import Binding
+
+MAGIC = "z9hG4bK"
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """One place to send a request: the Request-URI to put in it and the next-hop address."""
+
+    ruri: str | None  # None: keep the Request-URI as it is (loose routing towards a Route)
+    dest: tuple[str, int]
+    transport: str = "udp"
+    conn_id: str | None = None
+    q: float = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    targets: tuple[Target, ...] = ()
+    status: int = 0  # non-zero: answer with this status instead of forwarding
+    reason: str | None = None
+
+
+_resolve_cache: dict[str, str] = {}
+
+
+def resolve_host(host: str) -> str | None:
+    """IP literal as is; a name through the system resolver (cached: the hot path must not block twice)."""
+    host = host[1:-1] if host.startswith("[") else host
+    if host.replace(".", "").isdigit() or ":" in host:
+        return host
+    cached = _resolve_cache.get(host)
+    if cached is not None:
+        return cached
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        return None
+    if len(_resolve_cache) < 1024:
+        _resolve_cache[host] = addr
+    return addr
+
+
+def uri_destination(uri: SipURI) -> tuple[tuple[str, int], str] | None:
+    """Next hop for a SIP URI without DNS SRV: maddr or host, port or the scheme default (RFC 3263 A/AAAA
+    fallback); None when the name does not resolve."""
+    host = uri.params.get("maddr") or uri.host
+    addr = resolve_host(host)
+    if addr is None:
+        return None
+    return (addr, uri.effective_port), uri.transport
+
+
+def binding_target(b: Binding) -> Target | None:
+    """Where to reach a registered contact: at the REGISTER's source when it came from behind a NAT
+    (``received``) or over a connection, else at the Contact's own address."""
+    try:
+        uri = parse_uri(b.contact)
+    except SipParseError:
+        return None
+    if not isinstance(uri, SipURI):
+        return None
+    if b.transport != "udp" and b.conn_id:
+        return Target(b.contact, b.source, b.transport, b.conn_id, b.q)
+    if b.received:
+        return Target(b.contact, b.source, b.transport, None, b.q)
+    hop = uri_destination(uri)
+    if hop is None:
+        return None
+    return Target(b.contact, hop[0], hop[1], None, b.q)
+
+
+class Router:
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+        self.via_host = "127.0.0.1"
+        self.via_port = 5060
+        self.rr_uri = "sip:127.0.0.1:5060;lr"
+
+    def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
+        """Our own address for Via and Record-Route: the first UDP listener."""
+        for transport, host, port in addresses:
+            if transport == "udp":
+                self.via_host, self.via_port = host, port
+                break
+        host = f"[{self.via_host}]" if ":" in self.via_host else self.via_host
+        self.rr_uri = f"sip:{host}:{self.via_port};lr"
+
+    # ------------------------------------------------------------------ checks
+    def is_us(self, uri: SipURI) -> bool:
+        if uri.port is not None and uri.port != self.via_port and not self.core.is_local(uri):
+            return False
+        return self.core.is_local(uri) or (uri.host == self.via_host and (uri.port or 5060) == self.via_port)
+
+    def branch_for(self, req: Request) -> str:
+        """RFC 3261 16.11: a stateless branch that is the same for retransmissions, for the CANCEL and the
+        non-2xx ACK of an INVITE, and different for different requests (so it hashes the incoming branch and
+        the fields of 16.6 step 8, never the method)."""
+        via = req.top_via
+        in_branch = via.branch or ""
+        if in_branch.startswith(MAGIC) and len(in_branch) > len(MAGIC):
+            seed = f"{in_branch}|{via.sent_by}"
+        else:  # RFC 2543 peer: no usable branch
+            seed = f"{via.text}|{req.header('call-id')}|{req.cseq[0]}|{req.from_tag}|{req.to_tag}"
+        seed = f"{seed}|{req.uri}"
+        return MAGIC + hashlib.blake2s(seed.encode("latin-1"), digest_size=10).hexdigest()
+
+    def loop_detected(self, req: Request, branch: str) -> bool:
+        """RFC 3261 16.3 step 4: a Via of ours carrying the branch we would give this request again means the
+        same request came back (a spiral changes the Request-URI and so the branch)."""
+        count = 0
+        for via in req.header_values("via"):
+            if branch in via:
+                count += 1
+        return count > 0
+
+    # ------------------------------------------------------------------ decisions
+    def preprocess_routes(self, req: Request) -> None:
+        """RFC 3261 16.4: strict-router compatibility, then drop a top Route that names us."""
+        ruri = req.ruri
+        if isinstance(ruri, SipURI) and self.is_us(ruri) and "lr" in ruri.params and req.header("route"):
+            # the previous hop was a strict router: our Record-Route URI came as the Request-URI
+            routes = req.header_values("route")
+            last = routes[-1]
+            req.remove_header("route")
+            for value in routes[:-1]:
+                req.add_header("route", value)
+            req.uri = parse_name_addr(last).uri_text
+        top = req.header("route")
+        if top is not None:
+            first = split_comma(top)[0]
+            try:
+                uri = parse_name_addr(first).uri
+            except SipParseError:
+                return
+            if isinstance(uri, SipURI) and self.is_us(uri):
+                req.pop_first_value("route")
+                # double record-routing leaves two of our entries (transport change): drop the second too
+                top = req.header("route")
+                if top is not None:
+                    try:
+                        uri2 = parse_name_addr(split_comma(top)[0]).uri
+                    except SipParseError:
+                        return
+                    if isinstance(uri2, SipURI) and self.is_us(uri2):
+                        req.pop_first_value("route")
+
+    def decide(self, req: Request, now: float) -> Decision:
+        """Targets for a request, after :meth:`preprocess_routes`."""
+        top = req.header("route")
+        if top is not None:
+            try:
+                uri = parse_name_addr(split_comma(top)[0]).uri
+            except SipParseError:
+                return Decision(status=400, reason="Bad Route")
+            if not isinstance(uri, SipURI):
+                return Decision(status=416)
+            hop = uri_destination(uri)
+            if hop is None:
+                return Decision(status=404, reason="Route not resolvable")
+            return Decision((Target(None, hop[0], hop[1]),))
+        ruri = req.ruri
+        assert isinstance(ruri, SipURI)
+        if req.to_tag is not None or ruri.user is None or not self._our_domain(ruri):
+            # in-dialog, or a URI that is not one of our users: route by the Request-URI itself
+            hop = uri_destination(ruri)
+            if hop is None:
+                return Decision(status=404, reason="Not Found")
+            return Decision((Target(None, hop[0], hop[1]),))
+        return self.lookup(req, ruri, now)
+
+    def _our_domain(self, ruri: SipURI) -> bool:
+        """Is the Request-URI one of our users (as opposed to the contact of a UA)? With use_domain off (the
+        default) every user@host whose host is not a UA's contact address counts: requests to us carry our
+        address or domain, requests to a UA carry an address/port the location service has no user for."""
+        if self.core.is_local(ruri):
+            return True
+        user = ruri.user_unescaped or ""
+        return bool(self.core.location.lookup(user, 0.0)) or self.core.user_exists(user)
+
+    def lookup(self, req: Request, ruri: SipURI, now: float) -> Decision:
+        user = ruri.user_unescaped or ""
+        policy = self.core.settings.policy
+        aor = f"{user}@{ruri.host.lower()}" if policy.use_domain else user
+        bindings = self.core.location.lookup(aor, now)
+        if not bindings:
+            if self.core.user_exists(user):
+                return Decision(status=480)
+            return Decision(status=404)
+        targets = [t for t in (binding_target(b) for b in bindings) if t is not None]
+        if not targets:
+            return Decision(status=480)
+        return Decision(tuple(targets))
+
+    # ------------------------------------------------------------------ building
+    def prepare_forward(self, req: Request, *, record_route: bool) -> None:
+        """Edits every forwarded copy shares (RFC 3261 16.6 steps 3-5): Max-Forwards, Record-Route."""
+        mf = req.max_forwards
+        req.set_header("max-forwards", str(70 if mf is None else mf - 1))
+        if record_route and req.to_tag is None and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"):
+            req.add_header("record-route", f"<{self.rr_uri}>", first=True)
+
+    def via(self, branch: str, transport: str = "udp") -> str:
+        host = f"[{self.via_host}]" if ":" in self.via_host else self.via_host
+        return f"SIP/2.0/{transport.upper()} {host}:{self.via_port};branch={branch}"
+
+    def is_our_via(self, via: Via) -> bool:
+        return via.host == self.via_host and (via.port or 5060) == self.via_port
+
+
+def next_hop_of_response(via: Via) -> tuple[str, int]:
+    """Where a proxy sends a response: the next Via's received/rport, else its sent-by (RFC 3261 18.2.2)."""
+    params = via.params
+    host = params.get("maddr") or params.get("received") or via.host
+    host = host[1:-1] if host.startswith("[") else host
+    rport = params.get("rport")
+    port = int(rport) if rport else (via.port or 5060)
+    return host, port

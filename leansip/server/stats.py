@@ -1,0 +1,60 @@
+"""Counters of the server core, cheap enough to be always on (plain ints and dicts, no locks: one thread).
+
+The admin view and the Prometheus exporter read these; the core only increments them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: dict[str, int] = field(default_factory=dict)
+    responses: dict[str, int] = field(default_factory=dict)  # by class: "1xx" .. "6xx"
+    drops: dict[str, int] = field(default_factory=dict)  # by short reason
+    retransmissions: int = 0
+    auth_failures: int = 0
+    blocked: int = 0
+    delayed: int = 0
+    expired_bindings: int = 0
+    forwarded_requests: int = 0
+    forwarded_responses: int = 0
+
+    def request(self, method: str) -> None:
+        requests = self.requests
+        if method in requests:
+            requests[method] += 1
+        elif len(requests) < 64:  # unknown methods are unbounded in number: cap the label set
+            requests[method] = 1
+        else:
+            requests["other"] = requests.get("other", 0) + 1
+
+    def response(self, status: int) -> None:
+        cls = f"{status // 100}xx"
+        self.responses[cls] = self.responses.get(cls, 0) + 1
+
+    def dropped(self, reason: str) -> None:
+        key = reason.split(" ", 3)[:3]
+        label = " ".join(key)
+        drops = self.drops
+        if label in drops:
+            drops[label] += 1
+        elif len(drops) < 64:
+            drops[label] = 1
+        else:
+            drops["other"] = drops.get("other", 0) + 1
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": dict(self.requests),
+            "responses": dict(self.responses),
+            "drops": dict(self.drops),
+            "retransmissions": self.retransmissions,
+            "auth_failures": self.auth_failures,
+            "blocked": self.blocked,
+            "delayed": self.delayed,
+            "expired_bindings": self.expired_bindings,
+            "forwarded_requests": self.forwarded_requests,
+            "forwarded_responses": self.forwarded_responses,
+        }
