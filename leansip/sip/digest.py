@@ -90,12 +90,15 @@ _ALGORITHM_TABLE: dict[str, tuple[str, bool]] = {
     "MD5-sess": ("md5", True),
     "SHA-256": ("sha256", False),
     "SHA-256-sess": ("sha256", True),
+    # RFC 7616 sec. 3.2 / RFC 8760: SHA-512/256, i.e. hashlib's "sha512_256" (not a truncated SHA-512).
+    "SHA-512-256": ("sha512_256", False),
+    "SHA-512-256-sess": ("sha512_256", True),
 }
 ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHM_TABLE)
 _BY_UPPER = {name.upper(): name for name in ALGORITHMS}
 # Client preference, strongest first (RFC 8760 sec. 2.4: use the most preferred one we support).
-_CLIENT_PREFERENCE = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
-_HEX_LEN = {"md5": 32, "sha256": 64}
+_CLIENT_PREFERENCE = ("SHA-512-256", "SHA-512-256-sess", "SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
+_HEX_LEN = {"md5": 32, "sha256": 64, "sha512_256": 64}
 
 
 def canonical_algorithm(name: str | None) -> str:
@@ -455,7 +458,7 @@ def _format_nc(nc: int | str) -> str:
 
 
 def choose_challenge(values: Iterable[str]) -> str:
-    """Pick the challenge value to answer: SHA-256 over MD5 (RFC 8760 sec. 2.4).
+    """Pick the challenge value to answer: SHA-512-256, then SHA-256, then MD5 (RFC 8760 sec. 2.4).
 
     Values that do not parse, are not Digest, or use an algorithm we lack are skipped, as RFC
     7616 sec. 3.3 says for unknown algorithms. Among equal algorithms the first one wins.
@@ -537,7 +540,7 @@ def build_authorization(
 # --------------------------------------------------------------------------------------------
 
 Ha1Lookup = Callable[[str, str, str], "str | None"]
-"""(username, realm, base algorithm "MD5" or "SHA-256") -> stored HA1 hex, or None if unknown."""
+"""(username, realm, base algorithm: "MD5", "SHA-256" or "SHA-512-256") -> stored HA1 hex, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,7 +828,7 @@ class DigestAuthenticator:
 
         ``method`` and ``request_uri`` come from the request line; ``body`` is needed only for
         qop=auth-int. ``users_ha1_lookup(username, realm, algorithm)`` returns the stored HA1
-        for the base algorithm ("MD5"/"SHA-256") or None. ``expected_realm`` defaults to ours.
+        for the base algorithm ("MD5", "SHA-256" or "SHA-512-256") or None. ``expected_realm`` defaults to ours.
         Never raises for peer input: returns OK (check ``username`` owns the AOR, else 403),
         STALE (re-challenge with stale=True) or FAIL (re-challenge; count it for rate limiting).
         """
