@@ -905,7 +905,9 @@ class DigestAuthenticator:
         )
         matches = hmac.compare_digest(expected.encode("ascii"), _utf8(response.lower()))
         if not known:
-            return _fail("unknown user" if stored is None else "bad stored HA1")
+            return _fail(
+                "unknown user (or no HA1 for this algorithm/realm)" if stored is None else "bad stored HA1"
+            )
         if not matches:
             return _fail("wrong response")
 
