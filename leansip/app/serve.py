@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from leansip.app.config import Config
-from leansip.app.logging import setup_logging
+from leansip.app.logging import log_event, setup_logging
 from leansip.io.udp import UdpEndpoint, open_udp
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
@@ -224,7 +224,7 @@ def _announce(config: Config, addresses: list[str], admin: object) -> None:
     if config.users is not None and Path(config.users).name == "users.txt" and "data" in str(config.users):
         lines.append("  demo users: alice/alice, bob/bob, carol/carol")
     print("\n".join(lines), flush=True)
-    log.warning("event=started listen=%s mode=%s auth=%s", ",".join(addresses), config.mode, config.auth)
+    log_event(log, "started", level=logging.WARNING, listen=",".join(addresses), mode=config.mode, auth=config.auth)
 
 
 def run(config: Config) -> int:
