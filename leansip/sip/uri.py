@@ -356,7 +356,7 @@ def uri_equal(a: URI, b: URI) -> bool:
         va, vb = a.params.get(name), b.params.get(name)
         if (name in a.params) != (name in b.params):
             return False
-        if va is not None and vb is not None and va.lower() != vb.lower():
+        if va is not None and vb is not None and unescape(va).lower() != unescape(vb).lower():
             return False
     for name, va in a.params.items():
         if name in b.params:
@@ -470,7 +470,7 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 _VIA_RE = re.compile(
-    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(.*)\Z",
+    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[^\]]*\]|[^;\s:\[]+)(?:\s*:\s*([^;\s]*))?\s*(.*)\Z",
     re.S,
 )
 
@@ -505,7 +505,9 @@ def parse_via(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}")
-    name, version, transport, hostport, rest = m.groups()
+    # sent-by = host [ COLON port ] and COLON = SWS ":" SWS: RFC 3261 20.42 itself writes "first.example.com: 4000"
+    name, version, transport, host_text, port_text, rest = m.groups()
+    hostport = host_text if port_text is None else f"{host_text}:{port_text}"
     host, port = split_host_port(hostport)
     if not valid_host(host):
         raise SipParseError(f"bad Via host {host[:60]!r}")

@@ -1,0 +1,380 @@
+"""SIP/SIPS URIs, name-addr values and Via values (leansip.sip.uri)."""
+
+from __future__ import annotations
+
+import pytest
+
+from leansip.sip.errors import SipParseError
+from leansip.sip.uri import (
+    AbsoluteURI,
+    SipURI,
+    Via,
+    is_digits,
+    is_token,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+    parse_via,
+    quote,
+    split_comma,
+    unquote,
+    uri_equal,
+    uri_key,
+    valid_host,
+)
+
+# text -> (scheme, user, password, host, port, params, headers)
+URI_CASES: list[tuple[str, tuple[object, ...]]] = [
+    ("sip:alice@atlanta.com", ("sip", "alice", None, "atlanta.com", None, {}, None)),
+    ("sip:atlanta.com", ("sip", None, None, "atlanta.com", None, {}, None)),
+    ("SIP:Bob@Example.COM", ("sip", "Bob", None, "Example.COM", None, {}, None)),
+    (
+        "sip:alice:secretword@atlanta.com;transport=tcp",
+        ("sip", "alice", "secretword", "atlanta.com", None, {"transport": "tcp"}, None),
+    ),
+    (
+        "sips:alice@atlanta.com?subject=project%20x&priority=urgent",
+        ("sips", "alice", None, "atlanta.com", None, {}, "subject=project%20x&priority=urgent"),
+    ),
+    (
+        "sip:+1-212-555-1212:1234@gateway.com;user=phone",
+        ("sip", "+1-212-555-1212", "1234", "gateway.com", None, {"user": "phone"}, None),
+    ),
+    ("sips:1212@gateway.com", ("sips", "1212", None, "gateway.com", None, {}, None)),
+    ("sip:alice@192.0.2.4", ("sip", "alice", None, "192.0.2.4", None, {}, None)),
+    (
+        "sip:atlanta.com;method=REGISTER?to=alice%40atlanta.com",
+        ("sip", None, None, "atlanta.com", None, {"method": "REGISTER"}, "to=alice%40atlanta.com"),
+    ),
+    ("sip:alice;day=tuesday@atlanta.com", ("sip", "alice;day=tuesday", None, "atlanta.com", None, {}, None)),
+    ("sip:[2001:db8::10]", ("sip", None, None, "[2001:db8::10]", None, {}, None)),
+    ("sip:[2001:db8::10]:5070", ("sip", None, None, "[2001:db8::10]", 5070, {}, None)),
+    ("sip:[2001:db8::10:5070]", ("sip", None, None, "[2001:db8::10:5070]", None, {}, None)),
+    ("sip:user@[::ffff:192.0.2.1]:5061;lr", ("sip", "user", None, "[::ffff:192.0.2.1]", 5061, {"lr": None}, None)),
+    (
+        "sips:a:p%40ss@host.example.com:5061;Transport=TLS;lr;maddr=239.255.255.1?h=v",
+        (
+            "sips",
+            "a",
+            "p%40ss",
+            "host.example.com",
+            5061,
+            {"transport": "TLS", "lr": None, "maddr": "239.255.255.1"},
+            "h=v",
+        ),
+    ),
+    ("sip:%61lice@atlanta.com", ("sip", "%61lice", None, "atlanta.com", None, {}, None)),
+    ("sip:user@example.com.", ("sip", "user", None, "example.com.", None, {}, None)),
+    ("sip:h:0", ("sip", None, None, "h", 0, {}, None)),
+    ("sip:h:65535", ("sip", None, None, "h", 65535, {}, None)),
+]
+
+
+@pytest.mark.parametrize(("text", "parts"), URI_CASES, ids=[c[0] for c in URI_CASES])
+def test_parse_sip_uri(text: str, parts: tuple[object, ...]) -> None:
+    uri = parse_uri(text)
+    assert isinstance(uri, SipURI)
+    assert (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers) == parts
+    assert str(uri) == text  # the text as written is kept for forwarding
+    # rebuilding from the parts gives a URI that parses to the same parts (names of params are lower-cased)
+    rebuilt = parse_uri(uri.build())
+    assert (rebuilt.scheme, rebuilt.user, rebuilt.password, rebuilt.host, rebuilt.port) == parts[:5]  # type: ignore[union-attr]
+    assert (rebuilt.params, rebuilt.headers) == parts[5:]  # type: ignore[union-attr]
+    assert uri_equal(uri, rebuilt)
+
+
+def test_uri_properties() -> None:
+    uri = parse_uri("sips:%61l%69ce@AtLanta.COM;transport=TCP")
+    assert isinstance(uri, SipURI)
+    assert uri.user_unescaped == "alice"
+    assert uri.host_lower == "atlanta.com"
+    assert uri.effective_port == 5061 and uri.transport == "tcp"
+    assert uri.host_port == "AtLanta.COM"
+    assert uri.aor() == "alice@atlanta.com"
+    plain = parse_uri("sip:h:5070")
+    assert isinstance(plain, SipURI)
+    assert plain.effective_port == 5070 and plain.transport == "udp" and plain.aor() == "h"
+    assert plain.host_port == "h:5070"
+    assert parse_uri("sips:h").transport == "tls"  # type: ignore[union-attr]
+    changed = uri.with_changes(port=5062, params={"lr": None})
+    assert str(changed) == "sips:%61l%69ce@AtLanta.COM:5062;lr"
+    assert uri.port is None and "transport" in uri.params  # the original is untouched
+    escnull = parse_uri("sip:null-%00-null@example.com")
+    assert escnull.user_unescaped == "null-\x00-null"  # type: ignore[union-attr]
+
+
+def test_other_schemes_are_opaque() -> None:
+    for text in ("tel:+1-201-555-0123", "isbn:2983792873", "nobodyKnowsThisScheme:totallyopaquecontent",
+                 "soap.beep://192.0.2.103:3002", "http://www.example.com"):
+        uri = parse_uri(text)
+        assert isinstance(uri, AbsoluteURI)
+        assert str(uri) == text and uri.aor() == text
+        assert uri.scheme == text.split(":", 1)[0].lower()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "alice@atlanta.com",
+        "1sip:h",
+        "sip:",
+        "tel:",
+        "sip:@h",
+        "sip:a b@h",
+        "sip:a@h\r\n",
+        "<sip:a@h>",
+        "sip:a@",
+        "sip:a@h_b",
+        "sip:a@-h",
+        "sip:a@256.1.1.1",
+        "sip:a@h:65536",
+        "sip:a@h:",
+        "sip:a@h:5o60",
+        "sip:a@h:\u00b2",
+        "sip:a@h:123456",
+        "sip:2001:db8::10",
+        "sip:[2001:db8::10",
+        "sip:[2001:db8::10]x",
+        "sip:[2001:db8::10]:",
+        "sip:[h]",
+        "sip:h;=x",
+        "sip:h;a=",
+        "sip:h;a b",
+        "sip:a\"b@h",
+    ],
+)
+def test_bad_uris(text: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_uri(text)
+    assert info.value.status == 400
+
+
+# RFC 3261 19.1.4: the equal and the not-equal pairs listed there.
+EQUAL = [
+    ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+    ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+    ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+    ("sip:carol@chicago.com;newparam=5", "sip:carol@chicago.com;security=on"),
+    (
+        "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+        "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+    ),
+    (
+        "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+        "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+    ),
+    # escaping is not significant in the password or in parameter values either
+    ("sip:alice:secr%65t@atlanta.com", "sip:alice:secret@atlanta.com"),
+    ("sip:h;transport=%74cp", "sip:h;transport=TCP"),
+]
+NOT_EQUAL = [
+    ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),  # different usernames
+    ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),  # can resolve to different ports
+    ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),  # can resolve to different transports
+    ("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"),  # different port and transport
+    ("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"),  # different header component
+    ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),  # even if that is what the name resolves to
+    ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"),  # equality is not transitive
+    ("sip:alice@atlanta.com", "sips:alice@atlanta.com"),
+    ("sip:alice:a@atlanta.com", "sip:alice:b@atlanta.com"),
+    ("sip:h;maddr=239.1.1.1", "sip:h"),
+    ("sip:h;user=phone", "sip:h;user=ip"),
+    ("sip:h?a=1", "sip:h?a=2"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), EQUAL)
+def test_rfc3261_equal_uris(a: str, b: str) -> None:
+    ua, ub = parse_uri(a), parse_uri(b)
+    assert uri_equal(ua, ub) and uri_equal(ub, ua)
+
+
+@pytest.mark.parametrize(("a", "b"), NOT_EQUAL)
+def test_rfc3261_unequal_uris(a: str, b: str) -> None:
+    ua, ub = parse_uri(a), parse_uri(b)
+    assert not uri_equal(ua, ub) and not uri_equal(ub, ua)
+
+
+def test_uri_key() -> None:
+    assert uri_key(parse_uri("sip:%61lice@AtLanta.COM;transport=TCP;foo=bar")) == "sip:alice@atlanta.com;transport=tcp"
+    assert uri_key(parse_uri("sip:alice@atlanta.com:5060")) != uri_key(parse_uri("sip:alice@atlanta.com"))
+    assert uri_key(parse_uri("tel:+123")) == "tel:+123"
+    assert uri_equal(parse_uri("tel:+123"), parse_uri("tel:+123"))
+    assert not uri_equal(parse_uri("tel:+123"), parse_uri("sip:+123@h"))
+
+
+# name-addr: text -> (display, uri_text, params, bracketed)
+NAME_ADDR_CASES: list[tuple[str, tuple[object, ...]]] = [
+    ('"Alice" <sip:alice@atlanta.com>;tag=1928301774', ('"Alice"', "sip:alice@atlanta.com", {"tag": "1928301774"}, True)),
+    ('"Alice \\"A\\" <Smith>" <sip:a@h>', ('"Alice \\"A\\" <Smith>"', "sip:a@h", {}, True)),
+    ('"Bob"<sip:bob@h>', ('"Bob"', "sip:bob@h", {}, True)),
+    ("caller<sip:caller@example.com>;tag=323", ("caller", "sip:caller@example.com", {"tag": "323"}, True)),
+    ("Alice Smith <sip:a@h;lr>;tag=1;X", ("Alice Smith", "sip:a@h;lr", {"tag": "1", "x": None}, True)),
+    ("<sip:a@h?Route=%3Csip:p%3E>", (None, "sip:a@h?Route=%3Csip:p%3E", {}, True)),
+    ("<  sip:a@h  >", (None, "sip:a@h", {}, True)),
+    ("sip:a@h;tag=1;expires=3", (None, "sip:a@h", {"tag": "1", "expires": "3"}, False)),
+    ("  sip:a@h  ", (None, "sip:a@h", {}, False)),
+    ("<isbn:2983792873>", (None, "isbn:2983792873", {}, True)),
+    ('"" <sip:a@h> ; tag = x', ('""', "sip:a@h", {"tag": "x"}, True)),
+    ("<sip:a@h>;q=0.7;+sip.instance=\"<urn:uuid:1>\"", (None, "sip:a@h", {"q": "0.7", "+sip.instance": '"<urn:uuid:1>"'}, True)),
+]
+
+
+@pytest.mark.parametrize(("text", "parts"), NAME_ADDR_CASES, ids=[c[0] for c in NAME_ADDR_CASES])
+def test_parse_name_addr(text: str, parts: tuple[object, ...]) -> None:
+    na = parse_name_addr(text)
+    assert (na.display, na.uri_text, na.params, na.bracketed) == parts
+    assert na.tag == na.params.get("tag")
+    # build() always writes the <> form, which parses back to the same value
+    again = parse_name_addr(na.build())
+    assert (again.display, again.uri_text, again.params) == parts[:3]
+    assert str(na) == na.build()
+
+
+def test_name_addr_uri_is_parsed_lazily() -> None:
+    na = parse_name_addr("<sip:a@bad_host>;tag=1")
+    assert na.tag == "1"
+    with pytest.raises(SipParseError):
+        na.uri  # noqa: B018
+    assert parse_name_addr("Bob <sips:bob@h:5061>").uri.port == 5061  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        '"unterminated <sip:a@h>',
+        '"x" sip:a@h',
+        "Bell, Alexander <sip:a@h>",
+        "a@b <sip:a@h>",
+        "<sip:a@h",
+        "<>",
+        "<sip:a@h> junk",
+        "<sip:a@h>;tag=",
+        "<sip:a@h>;tag=\"x",
+        "sip:a@h?Route=x",
+        "<sip:a@h>;;",
+    ],
+)
+def test_bad_name_addr(text: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_name_addr(text)
+
+
+# Via: text -> (protocol, transport, host, port, params)
+VIA_CASES: list[tuple[str, tuple[object, ...]]] = [
+    (
+        "SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds",
+        ("SIP/2.0", "UDP", "pc33.atlanta.com", None, {"branch": "z9hG4bK776asdhds"}),
+    ),
+    (
+        # RFC 3261 20.42, unfolded: LWS around the '/' and around the ':' before the port (COLON = SWS ":" SWS)
+        "SIP / 2.0 / UDP first.example.com: 4000;ttl=16 ;maddr=224.2.0.1 ;branch=z9hG4bKa7c6a8dlze.1",
+        (
+            "SIP/2.0",
+            "UDP",
+            "first.example.com",
+            4000,
+            {"ttl": "16", "maddr": "224.2.0.1", "branch": "z9hG4bKa7c6a8dlze.1"},
+        ),
+    ),
+    (
+        "SIP/2.0/UDP [::1] :5060;branch=z9hG4bK1",
+        ("SIP/2.0", "UDP", "[::1]", 5060, {"branch": "z9hG4bK1"}),
+    ),
+    (
+        "SIP / 2.0 / UDP first.example.com:4000;ttl=16 ;maddr=224.2.0.1 ;branch=z9hG4bKa7c6a8dlze.1",
+        (
+            "SIP/2.0",
+            "UDP",
+            "first.example.com",
+            4000,
+            {"ttl": "16", "maddr": "224.2.0.1", "branch": "z9hG4bKa7c6a8dlze.1"},
+        ),
+    ),
+    (
+        "SIP/2.0/TCP 192.0.2.1:5060 ; branch = z9hG4bK1 ; received=192.0.2.9;rport",
+        ("SIP/2.0", "TCP", "192.0.2.1", 5060, {"branch": "z9hG4bK1", "received": "192.0.2.9", "rport": None}),
+    ),
+    (
+        "sip/2.0/tls h;rport=5071;RECEIVED=10.0.0.1",
+        ("SIP/2.0", "TLS", "h", None, {"rport": "5071", "received": "10.0.0.1"}),
+    ),
+    (
+        "SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3;received=[2001:db8::9:255]",
+        ("SIP/2.0", "UDP", "[2001:db8::9:1]", 6050, {"branch": "z9hG4bKas3", "received": "[2001:db8::9:255]"}),
+    ),
+    (
+        "SIP/2.0/UDP 192.0.2.1;received=2001:db8::9:255;branch=z9hG4bKx",
+        ("SIP/2.0", "UDP", "192.0.2.1", None, {"received": "2001:db8::9:255", "branch": "z9hG4bKx"}),
+    ),
+    (
+        "SIP/2.0/UNKNOWN-TRANSPORT h.example.com;branch=z9hG4bK.x;x=\"quoted;value\"",
+        ("SIP/2.0", "UNKNOWN-TRANSPORT", "h.example.com", None, {"branch": "z9hG4bK.x", "x": '"quoted;value"'}),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "parts"), VIA_CASES, ids=lambda v: str(v)[:40])
+def test_parse_via(text: str, parts: tuple[object, ...]) -> None:
+    via = parse_via(text)
+    assert (via.protocol, via.transport, via.host, via.port, via.params) == parts
+    assert via.branch == via.params.get("branch")
+    assert via.sent_by == (via.host if via.port is None else f"{via.host}:{via.port}")
+    assert str(via) == text.strip()
+    again = parse_via(via.build())
+    assert (again.protocol, again.transport, again.host, again.port, again.params) == parts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "SIP/2.0/UDP",
+        "SIP/2.0 UDP h",
+        "SIP/2.0/UDP h:99999",
+        "SIP/2.0/UDP h:port",
+        "SIP/2.0/UDP bad_host",
+        "SIP/2.0/UDP h;branch",
+        "SIP/2.0/UDP h;branch=",
+        "SIP/2.0/UDP h;ttl=256",
+        "SIP/2.0/UDP h;ttl=" + "1" * 5000,
+        "SIP/2.0/UDP h;rport=x",
+        "SIP/2.0/UDP h;rport=65536",
+        "SIP/2.0/UDP h;rport=\u00b2",
+        "SIP/2.0/UDP h;;branch=z9hG4bK1",
+        "SIP/2.0/UDP h;branch=z9hG4bK1;",
+        "SIP/2.0/UDP h junk",
+        "SIP/2.0/UDP h:",
+        "SIP/2.0/UDP h : ;branch=z9hG4bK1",
+        "SIP/2.0/UDP h:5060:5060",
+        "SIP/2.0/UDP [2001:db8::1",
+    ],
+)
+def test_via_errors(text: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_via(text)
+    assert info.value.status == 400
+
+
+def test_via_build() -> None:
+    via = Via("SIP/2.0", "UDP", "h", 5060, {"branch": "z9hG4bK1", "rport": None})
+    assert str(via) == "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport"
+
+
+def test_helpers() -> None:
+    assert is_token("INVITE") and is_token("z9hG4bK.!%*_+`'~-") and not is_token("") and not is_token("a b")
+    assert is_digits("0123") and not is_digits("") and not is_digits("\u00b2") and not is_digits("-1")
+    assert valid_host("[::1]") and valid_host("a-b.example.com") and not valid_host("[::1") and not valid_host("")
+    assert split_comma(' a , "b,c" ,<d,e>, ') == ["a", '"b,c"', "<d,e>", ""]
+    assert split_comma("  ") == [] and split_comma("x") == ["x"]
+    assert parse_params(' ; A = "x;y" ; b') == {"a": '"x;y"', "b": None}
+    assert parse_params("") == {}
+    assert unquote('"a\\"b\\\\c"') == 'a"b\\c' and unquote("plain") == "plain"
+    assert unquote(quote('he said "hi" \\o/')) == 'he said "hi" \\o/'
+    with pytest.raises(SipParseError):
+        parse_params("x=1")
+    with pytest.raises(SipParseError):
+        split_comma('"open, never closed')
