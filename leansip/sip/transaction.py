@@ -949,6 +949,7 @@ class TransactionTable:
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
         self._heap: list[_HeapEntry] = []
         self._seq = 0
+        self._stale = 0  # heap entries no longer valid (lazy deletion), to know when to compact
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
@@ -1067,6 +1068,7 @@ class TransactionTable:
             if seq == txn._heap_seq:
                 return at
             heapq.heappop(heap)  # stale: rescheduled or terminated since
+            self._stale -= 1
         return None
 
     def handle_timers(self, now: float) -> list[Action]:
@@ -1076,6 +1078,7 @@ class TransactionTable:
         while heap and heap[0][0] <= now:
             _at, seq, txn = heapq.heappop(heap)
             if seq != txn._heap_seq:
+                self._stale -= 1
                 continue
             txn._heap_seq = -1
             txn._heap_at = None
@@ -1083,36 +1086,35 @@ class TransactionTable:
         return out
 
     def _changed(self, txn: Transaction) -> None:
-        """Called by an owned transaction after every entry point: drop it once terminated, else make sure
-        the heap holds an entry no later than its next deadline."""
-        if txn.state is _S.TERMINATED:
-            txn._heap_seq = -1
-            txn._heap_at = None
+        """Called by an owned transaction after every entry point: drop it once terminated, else keep exactly
+        one valid heap entry at its next deadline (older entries go stale and are skipped or compacted)."""
+        terminated = txn.state is _S.TERMINATED
+        at = None if terminated else txn.get_timer()
+        if at != txn._heap_at:
+            if txn._heap_seq != -1:
+                self._stale += 1
+            if at is None:
+                txn._heap_seq = -1
+                txn._heap_at = None
+            else:
+                self._seq += 1
+                txn._heap_seq = self._seq
+                txn._heap_at = at
+                heapq.heappush(self._heap, (at, self._seq, txn))
+            if self._stale > 1024 and 2 * self._stale > len(self._heap):
+                self._compact()
+        if terminated:
             table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
             table = self._clients if isinstance(txn, ClientTransaction) else self._servers
             if table.get(txn.key) is txn:
                 del table[txn.key]
             txn._owner = None
-            return
-        at = txn.get_timer()
-        if at is None:
-            txn._heap_seq = -1
-            txn._heap_at = None
-            return
-        if at == txn._heap_at:
-            return
-        self._seq += 1
-        txn._heap_seq = self._seq
-        txn._heap_at = at
-        heap = self._heap
-        heapq.heappush(heap, (at, self._seq, txn))
-        if len(heap) > 1024 and len(heap) > 4 * (len(self._clients) + len(self._servers)):
-            self._compact()
 
     def _compact(self) -> None:
         """Drop stale heap entries (lazy deletion leaves one per reschedule) in one O(n) pass."""
         self._heap = [entry for entry in self._heap if entry[1] == entry[2]._heap_seq]
         heapq.heapify(self._heap)
+        self._stale = 0
 
     def transactions(self) -> list[Transaction]:
         """A snapshot of the live transactions (for status pages and tests)."""
