@@ -137,8 +137,13 @@ class Registrar:
                 q = _q_value(params["q"] or "", req)
             key = contact_key(str(uri))
             existing = self.location.get(aor, str(uri))
-            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
-                return self._fail(req, 500, "Out of order CSeq", to_tag)
+            if existing is not None and existing.call_id == call_id:
+                if cseq < existing.cseq:
+                    return self._fail(req, 500, "Out of order CSeq", to_tag)
+                if cseq == existing.cseq:
+                    # the same REGISTER again (a retransmission the reply cache no longer holds, or one that
+                    # came over another connection): answer as before and change nothing
+                    return self._ok(req, aor, now, to_tag)
             planned.append((contact, key, expires, q))
 
         for contact, _key, expires, q in planned:
