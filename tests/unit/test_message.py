@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from leansip.sip.errors import SipParseError as ErrorsSipParseError
@@ -641,3 +643,67 @@ def test_build_request_round_trip() -> None:
     validate_request(parsed)
     assert structure(parsed) == structure(req)
     assert parsed.top_via.params == {"branch": "z9hG4bKr", "rport": None}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Golden messages in tests/data/sip: round trip for the good ones, the exact error for the bad ones.
+DATA = Path(__file__).resolve().parents[1] / "data" / "sip"
+
+# file -> (stage, status, reason) for invalid messages; stage is "parse" or "validate"
+GOLDEN_ERRORS = {
+    "bad-content-length.sip": ("parse", 400, "Content-Length larger than the message"),
+    "bad-version.sip": ("parse", 505, "SIP version SIP/3.0 not supported"),
+    "bad-two-cseq.sip": ("validate", 400, "more than one CSeq header"),
+}
+# file -> (start line, number of header lines, number of Via values, number of contacts, body length)
+GOLDEN_GOOD = {
+    "invite-sdp.sip": ("INVITE sip:bob@biloxi.example.com SIP/2.0", 11, 1, 1, 149),
+    "register-multi-contact.sip": ("REGISTER sip:registrar.biloxi.example.com SIP/2.0", 11, 1, 3, 0),
+    "response-200-multi-via.sip": ("SIP/2.0 200 OK", 8, 3, 1, 0),
+    "options-bare-lf.sip": ("OPTIONS sip:carol@chicago.example.com SIP/2.0", 8, 1, 0, 0),
+}
+
+
+def test_golden_files_listed() -> None:
+    assert {p.name for p in DATA.glob("*.sip")} == set(GOLDEN_ERRORS) | set(GOLDEN_GOOD)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_GOOD))
+def test_golden_good(name: str) -> None:
+    data = (DATA / name).read_bytes()
+    msg = parse_message(data)
+    if isinstance(msg, Request):
+        validate_request(msg)
+    else:
+        validate_response(msg)
+    start, n_headers, n_vias, n_contacts, body_len = GOLDEN_GOOD[name]
+    assert (msg.start_line(), len(msg.headers), len(msg.vias), len(msg.contacts), len(msg.body)) == (
+        start,
+        n_headers,
+        n_vias,
+        n_contacts,
+        body_len,
+    )
+    for contact in msg.contacts:
+        contact.uri  # noqa: B018
+    out = msg.to_bytes()
+    if b"\r\n" in data:
+        assert out == data
+    else:
+        assert out == data.replace(b"\n", b"\r\n")
+    assert structure(parse_message(out)) == structure(msg)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_ERRORS))
+def test_golden_errors(name: str) -> None:
+    data = (DATA / name).read_bytes()
+    stage, status, reason = GOLDEN_ERRORS[name]
+    with pytest.raises(SipParseError) as info:
+        msg = parse_message(data)
+        assert stage == "validate", "parsed although it should not have"
+        assert isinstance(msg, Request)
+        validate_request(msg)
+    assert (info.value.status, info.value.reason) == (status, reason)
+    assert isinstance(info.value.message, Request)  # enough parsed to address the reply
+    reply = make_response(info.value.message, status, to_tag="err")
+    assert reply.call_id == info.value.message.call_id
