@@ -169,6 +169,9 @@ class Kind(enum.Enum):
 
 
 class State(enum.Enum):
+    # identity hash in C: members are looked up in TRANSITIONS on every step (Enum's own is Python code)
+    __hash__ = object.__hash__
+
     IDLE = "Idle"  # a client transaction created but not yet started
     CALLING = "Calling"
     TRYING = "Trying"
@@ -180,6 +183,9 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    # identity hash in C: members are looked up in TRANSITIONS on every step (Enum's own is Python code)
+    __hash__ = object.__hash__
+
     START = "start"
     RECV_1XX = "1xx received"
     RECV_2XX = "2xx received"
