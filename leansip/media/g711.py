@@ -141,7 +141,7 @@ _ULAW_ENC = _encode_table(linear_to_ulaw)
 _ALAW_ENC = _encode_table(linear_to_alaw)
 
 
-def _as_unsigned(samples: array | bytes | bytearray | memoryview) -> array:
+def _as_unsigned(samples: array[int] | bytes | bytearray | memoryview) -> array[int]:
     """View int16 samples as uint16 without copying element by element."""
     if isinstance(samples, array):
         if samples.typecode != "h":
@@ -156,22 +156,22 @@ def _as_unsigned(samples: array | bytes | bytearray | memoryview) -> array:
     return out
 
 
-def ulaw_encode(samples: array | bytes | bytearray | memoryview) -> bytes:
+def ulaw_encode(samples: array[int] | bytes | bytearray | memoryview) -> bytes:
     """Encode int16 samples (``array('h')`` or native-order bytes) to a PCMU payload."""
     return bytes(map(_ULAW_ENC.__getitem__, _as_unsigned(samples)))
 
 
-def alaw_encode(samples: array | bytes | bytearray | memoryview) -> bytes:
+def alaw_encode(samples: array[int] | bytes | bytearray | memoryview) -> bytes:
     """Encode int16 samples (``array('h')`` or native-order bytes) to a PCMA payload."""
     return bytes(map(_ALAW_ENC.__getitem__, _as_unsigned(samples)))
 
 
-def ulaw_decode(payload: bytes | bytearray | memoryview) -> array:
+def ulaw_decode(payload: bytes | bytearray | memoryview) -> array[int]:
     """Decode a PCMU payload to ``array('h')``; one sample per byte, never raises."""
     return array("h", map(_ULAW_DEC.__getitem__, payload))
 
 
-def alaw_decode(payload: bytes | bytearray | memoryview) -> array:
+def alaw_decode(payload: bytes | bytearray | memoryview) -> array[int]:
     """Decode a PCMA payload to ``array('h')``; one sample per byte, never raises."""
     return array("h", map(_ALAW_DEC.__getitem__, payload))
 
@@ -183,8 +183,8 @@ class G711Codec:
     name: str
     payload_type: int
     clock_rate: int
-    encode: Callable[[array | bytes], bytes]
-    decode: Callable[[bytes], array]
+    encode: Callable[[array[int] | bytes], bytes]
+    decode: Callable[[bytes], array[int]]
     silence: int  # code word for a zero sample, to fill gaps without decoding
 
 

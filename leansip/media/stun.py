@@ -489,7 +489,10 @@ class StunTransaction:
         if self.response is None or self.state is not TransactionState.SUCCEEDED:
             return None
         addr = self.response.get("XOR-MAPPED-ADDRESS") or self.response.get("MAPPED-ADDRESS")
-        return tuple(addr) if addr else None  # type: ignore[return-value]
+        if not addr:
+            return None
+        host, port = addr
+        return str(host), int(port)
 
     @property
     def error(self) -> tuple[int, str] | None:

@@ -13,11 +13,22 @@ import sys
 import wave
 from array import array
 from pathlib import Path
+from typing import Any
+
+
+def _numpy() -> Any:
+    """numpy if importable (it is optional: the ``sound``/``test`` extras), else None."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
 
 __all__ = ["sine_samples", "write_tone_wav", "dominant_frequency", "active_duration", "rms"]
 
 
-def sine_samples(freq: float, duration: float, rate: int = 8000, amplitude: float = 0.5) -> array:
+def sine_samples(freq: float, duration: float, rate: int = 8000, amplitude: float = 0.5) -> array[int]:
     """``duration`` seconds of a sine at ``amplitude`` x full scale, as int16."""
     if not 0 <= amplitude <= 1:
         raise ValueError("amplitude is a fraction of full scale")
@@ -51,7 +62,7 @@ def write_tone_wav(path: str | Path, freq: float, duration: float, *, rate: int 
         w.writeframes(data)
 
 
-def rms(samples: array | list[int]) -> float:
+def rms(samples: array[int] | list[int]) -> float:
     """Root mean square level in int16 units (0 for an empty input)."""
     if not samples:
         return 0.0
@@ -66,7 +77,7 @@ def _goertzel_power(x: list[float], freq: float, rate: int) -> float:
     return s1 * s1 + s2 * s2 - coeff * s1 * s2
 
 
-def dominant_frequency(samples: array | list[int], rate: int = 8000, *, fmin: float = 50.0,
+def dominant_frequency(samples: array[int] | list[int], rate: int = 8000, *, fmin: float = 50.0,
                        fmax: float | None = None, max_seconds: float = 1.0) -> float:
     """The strongest frequency in [fmin, fmax] Hz (fmax defaults to Nyquist), to about 1 Hz.
 
@@ -91,10 +102,7 @@ def dominant_frequency(samples: array | list[int], rate: int = 8000, *, fmin: fl
     seg = [float(s) for s in samples[best_start:best_start + n]]
     # Hann window against leakage from the window edges.
     win = [v * (0.5 - 0.5 * math.cos(2 * math.pi * i / (n - 1))) for i, v in enumerate(seg)]
-    try:
-        import numpy as np
-    except ImportError:
-        np = None
+    np = _numpy()
     if np is not None:
         pad = 1 << max(16, (n - 1).bit_length())  # zero-pad: bins well below 1 Hz at 8 kHz
         spec = np.abs(np.fft.rfft(np.asarray(win), pad))
@@ -120,7 +128,7 @@ def dominant_frequency(samples: array | list[int], rate: int = 8000, *, fmin: fl
     return best_f
 
 
-def active_duration(samples: array | list[int], rate: int = 8000, *, threshold: float = 300.0,
+def active_duration(samples: array[int] | list[int], rate: int = 8000, *, threshold: float = 300.0,
                     window: float = 0.01) -> float:
     """Seconds of non-silent audio: the number of ``window``-long blocks whose RMS exceeds
     ``threshold`` (int16 units; 300 is about -40 dBFS), times the window length."""

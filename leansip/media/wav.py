@@ -29,6 +29,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+
+def _numpy() -> Any:
+    """numpy if importable (it is optional: the ``sound``/``test`` extras), else None."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
 __all__ = [
     "WavError",
     "read_wav",
@@ -50,7 +60,7 @@ class WavError(ValueError):
     """The file is not a PCM WAV we can read (compressed, truncated, odd sample width)."""
 
 
-def _pcm_to_int16(raw: bytes, width: int) -> array:
+def _pcm_to_int16(raw: bytes, width: int) -> array[int]:
     if width == 1:  # unsigned 8-bit, 128 is zero
         return array("h", ((b - 128) << 8 for b in raw))
     if width == 2:
@@ -72,7 +82,7 @@ def _pcm_to_int16(raw: bytes, width: int) -> array:
     raise WavError(f"unsupported sample width {width * 8} bits")
 
 
-def read_wav(path: str | Path) -> tuple[array, int, int]:
+def read_wav(path: str | Path) -> tuple[array[int], int, int]:
     """Read a PCM WAV as interleaved int16 samples; return (samples, rate, channels)."""
     try:
         with wave.open(str(path), "rb") as w:
@@ -87,7 +97,7 @@ def read_wav(path: str | Path) -> tuple[array, int, int]:
     return _pcm_to_int16(raw, width), rate, channels
 
 
-def to_mono(samples: array, channels: int) -> array:
+def to_mono(samples: array[int], channels: int) -> array[int]:
     """Average interleaved channels into one (sum then divide, so no clipping)."""
     if channels == 1:
         return array("h", samples)
@@ -113,17 +123,14 @@ def _box(x: list[float], width: int) -> list[float]:
     return out
 
 
-def resample(samples: array, src_rate: int, dst_rate: int = PHONE_RATE) -> array:
+def resample(samples: array[int], src_rate: int, dst_rate: int = PHONE_RATE) -> array[int]:
     """Convert mono int16 samples between rates (see the module docstring for the filter)."""
     if src_rate <= 0 or dst_rate <= 0:
         raise ValueError("rates must be positive")
     if src_rate == dst_rate or not samples:
         return array("h", samples)
     ratio = src_rate / dst_rate
-    try:
-        import numpy as np
-    except ImportError:
-        np = None
+    np = _numpy()
     if np is not None:
         return _resample_numpy(np, samples, src_rate, dst_rate)
     x: list[float] = [float(s) for s in samples]
@@ -142,7 +149,7 @@ def resample(samples: array, src_rate: int, dst_rate: int = PHONE_RATE) -> array
     return out
 
 
-def _resample_numpy(np: Any, samples: array, src_rate: int, dst_rate: int) -> array:
+def _resample_numpy(np: Any, samples: array[int], src_rate: int, dst_rate: int) -> array[int]:
     x = np.asarray(samples, dtype=np.float64)
     if src_rate > dst_rate:
         # Windowed-sinc low-pass: cutoff 0.45 x dst, transition ~0.05 x dst wide
@@ -160,13 +167,13 @@ def _resample_numpy(np: Any, samples: array, src_rate: int, dst_rate: int) -> ar
     return array("h", np.clip(np.rint(y), -32768, 32767).astype(np.int16).tolist())
 
 
-def load_wav_8k(path: str | Path) -> array:
+def load_wav_8k(path: str | Path) -> array[int]:
     """Read any PCM WAV and return 8 kHz mono int16, ready for :func:`frames`."""
     samples, rate, channels = read_wav(path)
     return resample(to_mono(samples, channels), rate, PHONE_RATE)
 
 
-def frames(samples: array, size: int = FRAME_SAMPLES) -> Iterator[array]:
+def frames(samples: array[int], size: int = FRAME_SAMPLES) -> Iterator[array[int]]:
     """Yield ``size``-sample frames; the last one is padded with silence to full size."""
     for start in range(0, len(samples), size):
         chunk = samples[start:start + size]
@@ -190,7 +197,7 @@ class WavWriter:
         self._w.setsampwidth(2)
         self._w.setframerate(rate)
 
-    def write(self, samples: array) -> None:
+    def write(self, samples: array[int]) -> None:
         """Append int16 samples (``array('h')``)."""
         if samples.typecode != "h":
             raise TypeError("WavWriter.write takes array('h')")
@@ -211,7 +218,7 @@ class WavWriter:
         self.close()
 
 
-def write_wav(path: str | Path, samples: array, rate: int = PHONE_RATE) -> None:
+def write_wav(path: str | Path, samples: array[int], rate: int = PHONE_RATE) -> None:
     """Write mono int16 samples to a WAV file in one go."""
     with WavWriter(path, rate) as w:
         w.write(samples)
