@@ -72,6 +72,10 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
         record_route=config.record_route,
         server_name=config.server_name,
         policy=RegistrarPolicy(config.default_expires, config.min_expires, config.max_expires),
+        t1=config.t1,
+        t2=config.t2,
+        t4=config.t4,
+        max_transactions=config.max_transactions,
     )
     secret = _secret(config)
 

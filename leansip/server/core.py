@@ -58,6 +58,10 @@ class CoreSettings:
     server_name: str = "leansip"
     reply_cache_size: int = 20000
     reply_cache_ttl: float = 32.0
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    max_transactions: int = 100000
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
 
 
@@ -282,18 +286,27 @@ class ServerCore:
     def authenticate(self, req: Request, source: tuple[str, int], transport: str, now: float,
                      conn_id: str | None, *, proxy: bool) -> tuple[str | None, list[Send]]:
         """Check credentials (RFC 3261 22): returns (username, []) when authenticated, (None, [reply]) with a
-        401/407 challenge (or 403 for blocked sources) otherwise."""
+        401/407 challenge (or 403 for blocked sources) otherwise, and (None, []) to drop a rate-limited try."""
+        user, resp = self.check_credentials(req, source, now, proxy=proxy)
+        if resp is None:
+            return user, []
+        return None, [self.send_response(req, resp, source, transport, conn_id)]
+
+    def check_credentials(self, req: Request, source: tuple[str, int], now: float, *,
+                          proxy: bool) -> tuple[str | None, Response | None]:
+        """The sans-send part of :meth:`authenticate`: (user, None) when authenticated, (None, response) for a
+        challenge or a block, (None, None) when the source is being slowed down (drop the request)."""
         auth = self.authenticator
         assert auth is not None
         kind = self.limiter.check(source[0], now).kind.name
         if kind == "BLOCK":
             self.stats.blocked += 1
-            return None, [self.reply(req, 403, "Blocked", source, transport, conn_id)]
+            return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
         if kind == "DELAY":
             # Slow a guessing source down without a timer: drop this attempt; a UDP client retransmits after
             # T1, a TCP client waits for its own timeout. Other sources are not affected.
             self.stats.delayed += 1
-            return None, []
+            return None, None
         header = "proxy-authorization" if proxy else "authorization"
         stale = False
         for value in req.header_lines(header):
@@ -302,7 +315,7 @@ class ServerCore:
             result = auth.verify(value, req.method, self.ha1_lookup, now, request_uri=req.uri, body=req.body)
             if result.kind is AuthKind.OK:
                 self.limiter.record_success(source[0], now)
-                return result.username, []
+                return result.username, None
             if result.kind is AuthKind.STALE:
                 stale = True
             else:
@@ -311,7 +324,7 @@ class ServerCore:
                 log.info("event=auth_failed src=%s reason=%r", source[0], result.reason)
         status, hname = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
         challenges = [(hname, v) for v in auth.challenge(now, stale=stale)]
-        return None, [self.reply(req, status, None, source, transport, conn_id, challenges)]
+        return None, make_response(req, status, to_tag=self.to_tag(req), headers=challenges)
 
     # ------------------------------------------------------------------ registrar
     def _register(self, req: Request, source: tuple[str, int], transport: str, now: float,
