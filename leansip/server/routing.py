@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request
-from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, split_comma
+from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, parse_via, split_comma
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
@@ -119,7 +119,12 @@ class Router:
     def branch_for(self, req: Request) -> str:
         """RFC 3261 16.11: a stateless branch that is the same for retransmissions, for the CANCEL and the
         non-2xx ACK of an INVITE, and different for different requests (so it hashes the incoming branch and
-        the fields of 16.6 step 8, never the method)."""
+        the fields of 16.6 step 8, never the method).
+
+        The branch is ``z9hG4bK<unique>-<loop>``: ``<loop>`` is the loop-detection component of 16.6 step 8,
+        a hash of what stays the same when the request comes back to us unchanged (Call-ID, tags, CSeq number,
+        Request-URI, the remaining Route set, Proxy-Require/-Authorization) but *not* the top Via, which is a
+        different hop's each time round. Call after :meth:`preprocess_routes`."""
         via = req.top_via
         in_branch = via.branch or ""
         if in_branch.startswith(MAGIC) and len(in_branch) > len(MAGIC):
@@ -127,16 +132,33 @@ class Router:
         else:  # RFC 2543 peer: no usable branch
             seed = f"{via.text}|{req.header('call-id')}|{req.cseq[0]}|{req.from_tag}|{req.to_tag}"
         seed = f"{seed}|{req.uri}"
-        return MAGIC + hashlib.blake2s(seed.encode("latin-1"), digest_size=10).hexdigest()
+        unique = hashlib.blake2s(seed.encode("latin-1"), digest_size=10).hexdigest()
+        return f"{MAGIC}{unique}-{self._loop_key(req)}"
+
+    @staticmethod
+    def _loop_key(req: Request) -> str:
+        seed = "|".join((
+            req.header("call-id") or "", req.from_tag or "", req.to_tag or "", str(req.cseq[0]), req.uri,
+            ",".join(req.header_values("route")), ",".join(req.header_values("proxy-require")),
+            "|".join(req.header_lines("proxy-authorization")),
+        ))
+        return hashlib.blake2s(seed.encode("latin-1"), digest_size=6).hexdigest()
 
     def loop_detected(self, req: Request, branch: str) -> bool:
-        """RFC 3261 16.3 step 4: a Via of ours carrying the branch we would give this request again means the
-        same request came back (a spiral changes the Request-URI and so the branch)."""
-        count = 0
-        for via in req.header_values("via"):
-            if branch in via:
-                count += 1
-        return count > 0
+        """RFC 3261 16.3 step 4: a Via of ours whose branch carries the loop component of ``branch`` (from
+        :meth:`branch_for`) means this same request passed here before and came back: a loop. A spiral changes
+        the Request-URI (or consumes a Route) and so the component, and is not reported."""
+        loop = "-" + branch.rsplit("-", 1)[-1]
+        for value in req.header_values("via"):
+            if loop not in value:
+                continue
+            try:
+                via = parse_via(value)
+            except SipParseError:
+                continue
+            if self.is_our_via(via) and (via.branch or "").split(".", 1)[0].endswith(loop):
+                return True
+        return False
 
     # ------------------------------------------------------------------ decisions
     def preprocess_routes(self, req: Request) -> None:
