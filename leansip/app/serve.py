@@ -22,6 +22,7 @@ from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
 from leansip.server.stores import open_store
+from leansip.server.timing import StepTimer
 from leansip.server.users import UserStore, load_users
 from leansip.sip.digest import DigestAuthenticator
 from leansip.sip.ratelimit import FailureLimiter
@@ -99,6 +100,7 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
         secret=secret,
     )
     core.users = users  # type: ignore[attr-defined]
+    core.timing = StepTimer(clock=time.perf_counter_ns)  # always on: see leansip.server.timing
     return core
 
 
@@ -173,6 +175,7 @@ class Runtime:
             if spec.transport == "udp":
                 ep = await open_udp(spec.host, spec.port, self.handle, self.dispatch,
                                     port_fallback=self.config.port_fallback)
+                ep.timing = self.core.timing
                 self.udp.append(ep)
                 host, port = ep.address
                 addresses.append(f"udp:{host}:{port}")

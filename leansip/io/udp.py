@@ -12,8 +12,12 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from leansip.sip.send import Send
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leansip.server.timing import StepTimer
 
 log = logging.getLogger("leansip.io.udp")
 
@@ -30,6 +34,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.clock = clock
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = ("", 0)
+        #: the core's step timer (set by the runtime): datagram-in and datagram-out bound a flow's total time
+        self.timing: StepTimer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -43,6 +49,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.address = transport.get_extra_info("sockname")[:2]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        timing = self.timing
+        if timing is not None:
+            timing.datagram_in()
         try:
             out = self.handler(data, addr[:2], "udp", self.clock(), None)
         except Exception:  # noqa: BLE001 - a bug must not stop the server; it is logged with its traceback
@@ -50,6 +59,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         if out:
             self.dispatch(out)
+        if timing is not None:
+            timing.sent()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier send: nothing to do for a datagram server

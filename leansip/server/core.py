@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from leansip.server.location import LocationService
 from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
 from leansip.server.stats import Stats
+from leansip.server.timing import STEP_AUTH, STEP_BUILD, STEP_LOCATION, StepTimer
 from leansip.sip.digest import AuthKind, DigestAuthenticator
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
@@ -129,6 +130,8 @@ class ServerCore:
         #: (transport, host, port) of every socket we listen on; the first UDP one goes into our Via.
         self.local_addresses = local_addresses or [("udp", "127.0.0.1", 5060)]
         self.stats = Stats()
+        #: per-step timings of REGISTER / initial INVITE; the app injects one with its clock, None = off
+        self.timing: StepTimer | None = None
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
         self.local_names: set[str] = {"localhost", settings.realm.lower()}
         self._reply_cache: OrderedDict[bytes, tuple[float, list[Send]]] = OrderedDict()
@@ -181,6 +184,9 @@ class ServerCore:
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float,
                 conn_id: str | None = None) -> list[Send]:
         """Handle one datagram or one framed stream message; never raises for bad input."""
+        timing = self.timing
+        if timing is not None:
+            timing.start()
         cached = self._reply_cache.get(data)
         if cached is not None and cached[0] > now:
             self.stats.retransmissions += 1
@@ -204,6 +210,8 @@ class ServerCore:
         except SipParseError as exc:
             return self._reject(exc, source, transport, conn_id)
         self.stats.request(msg.method)
+        if timing is not None:
+            timing.begin_request(msg.method, msg.to_tag is None)
         try:
             out = self._request(msg, source, transport, now, conn_id)
         except SipParseError as exc:
@@ -315,6 +323,8 @@ class ServerCore:
             result = auth.verify(value, req.method, self.ha1_lookup, now, request_uri=req.uri, body=req.body)
             if result.kind is AuthKind.OK:
                 self.limiter.record_success(source[0], now)
+                if self.timing is not None:
+                    self.timing.mark(STEP_AUTH)
                 return result.username, None
             if result.kind is AuthKind.STALE:
                 stale = True
@@ -339,7 +349,13 @@ class ServerCore:
             if user != owner:
                 return [self.reply(req, 403, "Not your address-of-record", source, transport, conn_id)]
         resp = self.registrar.register(req, source, transport, now, to_tag=self.to_tag(req), conn_id=conn_id)
-        return [self.send_response(req, resp, source, transport, conn_id)]
+        timing = self.timing
+        if timing is None:
+            return [self.send_response(req, resp, source, transport, conn_id)]
+        timing.mark(STEP_LOCATION)  # registrar decision + store update + Contact lookup for the reply
+        out = [self.send_response(req, resp, source, transport, conn_id)]
+        timing.mark(STEP_BUILD)  # serialized
+        return out
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:

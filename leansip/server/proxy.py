@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from leansip.server.routing import Router, next_hop_of_response
+from leansip.server.timing import STEP_BUILD, STEP_LOCATION
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, make_response
 from leansip.sip.send import Send
@@ -75,6 +76,9 @@ class StatelessProxy:
         if router.loop_detected(req, branch):
             return [] if method == "ACK" else [core.reply(req, 482, None, source, transport, conn_id)]
         decision = router.decide(req, now)
+        timing = core.timing
+        if timing is not None:
+            timing.mark(STEP_LOCATION)
         if decision.status:
             if method == "ACK":
                 return []
@@ -89,7 +93,10 @@ class StatelessProxy:
         router.prepare_forward(fwd, record_route=core.settings.record_route)
         fwd.add_header("via", router.via(branch, target.transport), first=True)
         core.stats.forwarded_requests += 1
-        out.append(Send(fwd.to_bytes(), target.dest, target.transport, target.conn_id))
+        data = fwd.to_bytes()
+        if timing is not None:
+            timing.mark(STEP_BUILD)
+        out.append(Send(data, target.dest, target.transport, target.conn_id))
         return out
 
     def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
