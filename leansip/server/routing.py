@@ -100,15 +100,27 @@ class Router:
         self.via_host = "127.0.0.1"
         self.via_port = 5060
         self.rr_uri = "sip:127.0.0.1:5060;lr"
+        #: first listener per transport: the sent-by of our Via and our Record-Route entry on that transport
+        self.by_transport: dict[str, tuple[str, int]] = {}
 
     def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
-        """Our own address for Via and Record-Route: the first UDP listener."""
+        """Our own address for Via and Record-Route: the first UDP listener, and one per stream transport."""
+        self.by_transport = {}
         for transport, host, port in addresses:
-            if transport == "udp":
-                self.via_host, self.via_port = host, port
-                break
+            self.by_transport.setdefault(transport, (host, port))
+        if "udp" in self.by_transport:
+            self.via_host, self.via_port = self.by_transport["udp"]
         host = f"[{self.via_host}]" if ":" in self.via_host else self.via_host
         self.rr_uri = f"sip:{host}:{self.via_port};lr"
+
+    def rr_uri_for(self, transport: str) -> str:
+        """Our Record-Route URI as reached over ``transport`` (the UDP one carries no transport parameter)."""
+        transport = transport.lower()
+        addr = self.by_transport.get(transport)
+        if transport == "udp" or addr is None:
+            return self.rr_uri
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        return f"sip:{host}:{addr[1]};transport={transport};lr"
 
     # ------------------------------------------------------------------ checks
     def is_us(self, uri: SipURI) -> bool:
@@ -207,8 +219,11 @@ class Router:
             return Decision((Target(None, hop[0], hop[1]),))
         ruri = req.ruri
         assert isinstance(ruri, SipURI)
-        if req.to_tag is not None or ruri.user is None or not self._our_domain(ruri):
-            # in-dialog, or a URI that is not one of our users: route by the Request-URI itself
+        in_dialog = req.to_tag is not None and not self.core.is_local(ruri)
+        if in_dialog or ruri.user is None or not self._our_domain(ruri):
+            # in-dialog, or a URI that is not one of our users: route by the Request-URI itself. An in-dialog
+            # request for user@us (the ACK of our own 404/480, a UA that used the AOR as remote target) is
+            # looked up like an initial one instead of being sent back to ourselves (RFC 3261 16.5).
             hop = uri_destination(ruri)
             if hop is None:
                 return Decision(status=404, reason="Not Found")
@@ -239,19 +254,39 @@ class Router:
         return Decision(tuple(targets))
 
     # ------------------------------------------------------------------ building
-    def prepare_forward(self, req: Request, *, record_route: bool) -> None:
-        """Edits every forwarded copy shares (RFC 3261 16.6 steps 3-5): Max-Forwards, Record-Route."""
+    def prepare_forward(self, req: Request, *, record_route: bool, out_transport: str | None = None) -> None:
+        """Edits every forwarded copy shares (RFC 3261 16.6 steps 3-5): Max-Forwards, Record-Route.
+
+        With ``out_transport`` (the transport of the outgoing leg) different from the one the request came
+        on (its top Via, stamped before we add ours), record-route twice, once per interface, so each side
+        reaches us over its own transport (RFC 3261 16.6 step 4, RFC 5658); the upper entry faces the callee.
+        :meth:`preprocess_routes` removes both again."""
         mf = req.max_forwards
         req.set_header("max-forwards", str(70 if mf is None else mf - 1))
         if record_route and req.to_tag is None and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"):
-            req.add_header("record-route", f"<{self.rr_uri}>", first=True)
+            if out_transport is None:
+                req.add_header("record-route", f"<{self.rr_uri}>", first=True)
+                return
+            in_transport = req.top_via.transport.lower()
+            out_uri = self.rr_uri_for(out_transport)
+            in_uri = self.rr_uri_for(in_transport)
+            if in_uri != out_uri:
+                req.add_header("record-route", f"<{in_uri}>", first=True)
+            req.add_header("record-route", f"<{out_uri}>", first=True)
 
     def via(self, branch: str, transport: str = "udp") -> str:
-        host = f"[{self.via_host}]" if ":" in self.via_host else self.via_host
-        return f"SIP/2.0/{transport.upper()} {host}:{self.via_port};branch={branch}"
+        """Our Via for a request sent over ``transport``: its protocol and the sent-by of that transport's
+        listener, where a response sent over a new connection would reach us (RFC 3261 18.2.2)."""
+        host, port = self.by_transport.get(transport.lower(), (self.via_host, self.via_port))
+        host = f"[{host}]" if ":" in host else host
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
 
     def is_our_via(self, via: Via) -> bool:
-        return via.host == self.via_host and (via.port or 5060) == self.via_port
+        if via.host == self.via_host and (via.port or 5060) == self.via_port:
+            return True
+        host = via.host[1:-1] if via.host.startswith("[") else via.host
+        addr = self.by_transport.get(via.transport.lower())
+        return addr is not None and host == addr[0] and (via.port or 5060) == addr[1]
 
 
 def next_hop_of_response(via: Via) -> tuple[str, int]:
