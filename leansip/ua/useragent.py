@@ -1,0 +1,1150 @@
+"""The leansip user agent core (UAC and UAS, RFC 3261 sections 8, 10, 12-15, 22), sans-I/O.
+
+Theory of operation
+-------------------
+:class:`UserAgent` is driven like the server core: bytes in, bytes out, time passed in.
+
+* :meth:`UserAgent.receive` takes one datagram, its source and ``now``;
+* :meth:`UserAgent.handle_timers` runs whatever is due at ``now``; :meth:`UserAgent.next_deadline` tells the
+  shell when to call it next (ONE timer for the transactions, the registration refresh and our own 2xx
+  retransmissions);
+* commands: :meth:`register`, :meth:`unregister`, :meth:`invite`, :meth:`cancel`, :meth:`answer`,
+  :meth:`reject`, :meth:`bye`, :meth:`reinvite`, :meth:`options`.
+
+Every entry point returns a list of *outputs*: :class:`~leansip.sip.send.Send` items for the transport and
+events (:class:`Registered`, :class:`IncomingCall`, :class:`CallEstablished`, :class:`CallEnded` ...) for the
+application, in the order they happened. Illegal commands (``answer`` with no incoming call, a second
+``invite`` during a call) raise :class:`UaError` and change nothing.
+
+Retransmissions and timeouts of requests come from :mod:`leansip.sip.transaction` (one
+:class:`~leansip.sip.transaction.TransactionTable`); the UA adds only what section 13 leaves to the TU:
+re-sending our 2xx to an INVITE until its ACK arrives (13.3.1.4) and the ACK of a 2xx, which is end-to-end and
+built here with a new branch (13.2.2.4).
+
+The phone handles one call at a time (a second INVITE gets 486 Busy Here, 13.3.1.3). The call's life is the
+table :data:`CALL_TRANSITIONS`; a move not in it raises :class:`UaError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from leansip.sip.digest import DigestError, build_authorization, choose_challenge, parse_digest
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import (
+    Request,
+    Response,
+    build_request,
+    make_response,
+    parse_message,
+    validate_request,
+    validate_response,
+)
+from leansip.sip.send import Send
+from leansip.sip.transaction import (
+    DEFAULT_TIMERS,
+    ClientTransaction,
+    Deliver,
+    InviteServerTransaction,
+    ServerTransaction,
+    Terminated,
+    Timeout,
+    Timers,
+    TooManyTransactions,
+    TransactionError,
+    TransactionTable,
+    TransportError,
+)
+from leansip.sip.transaction import Send as TxnSend
+from leansip.sip.uri import SipURI, parse_uri
+from leansip.ua.dialog import (
+    MAX_FORWARDS,
+    Dialog,
+    DialogError,
+    dialog_as_uac,
+    dialog_as_uas,
+    new_branch,
+    new_call_id,
+    new_tag,
+    uri_destination,
+)
+
+__all__ = [
+    "UaConfig",
+    "UaError",
+    "CallState",
+    "CALL_TRANSITIONS",
+    "Call",
+    "UserAgent",
+    "UaEvent",
+    "Registered",
+    "RegistrationFailed",
+    "Unregistered",
+    "IncomingCall",
+    "Ringing",
+    "CallEstablished",
+    "OfferReceived",
+    "CallUpdated",
+    "CallUpdateFailed",
+    "CallEnded",
+    "OptionsResult",
+    "Output",
+]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+SDP = "application/sdp"
+MAX_STALE_RETRIES = 3  # a server that says stale=true forever must not make us loop
+
+
+class UaError(Exception):
+    """A command that is illegal now (our caller's mistake, never the peer's)."""
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _check_status(status: int | None) -> None:
+    if status is not None and not 100 <= status <= 699:
+        raise ValueError(f"status {status} out of range")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered:
+    """The registrar accepted our binding for ``expires`` seconds (a refresh is already scheduled)."""
+
+    expires: int
+
+    def __post_init__(self) -> None:
+        if self.expires <= 0:
+            raise ValueError("Registered needs a positive expiry")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationFailed:
+    """REGISTER failed: ``status`` is the final response (408 for a timeout, 401/407 for bad credentials)."""
+
+    status: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_status(self.status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unregistered:
+    """Our binding was removed (REGISTER with expires=0 answered 2xx)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncomingCall:
+    """An INVITE arrived and we sent 180 Ringing: call :meth:`UserAgent.answer` or :meth:`UserAgent.reject`."""
+
+    call_id: str
+    caller: str
+    remote_sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ringing:
+    """A provisional response above 100 to our INVITE (180 Ringing, 183 Session Progress)."""
+
+    status: int
+
+    def __post_init__(self) -> None:
+        if not 101 <= self.status <= 199:
+            raise ValueError("Ringing is for 101-199")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEstablished:
+    """The call is up (UAC: 2xx received and ACKed; UAS: our 2xx was ACKed). ``remote_sdp`` is the peer's
+    offer (UAS) or answer (UAC)."""
+
+    remote_sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferReceived:
+    """A re-INVITE arrived with a new offer (hold, resume, new address): answer it with
+    :meth:`UserAgent.answer` (or refuse with :meth:`UserAgent.reject`, e.g. 488)."""
+
+    remote_sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallUpdated:
+    """A re-INVITE completed: ``remote_sdp`` is the peer's current description."""
+
+    remote_sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallUpdateFailed:
+    """Our re-INVITE was refused; the call continues with the old session (RFC 3261 14.1)."""
+
+    status: int
+
+    def __post_init__(self) -> None:
+        _check_status(self.status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """The call is over. ``reason``: rejected, cancelled, timeout, local hangup, remote hangup, no ACK,
+    failed. ``status`` is the SIP status that ended it, when there was one."""
+
+    reason: str
+    status: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_status(self.status)
+        if not self.reason:
+            raise ValueError("CallEnded needs a reason")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionsResult:
+    """Final response (or 408) to our OPTIONS: a keep-alive or capability probe."""
+
+    status: int
+    allow: str | None = None
+
+
+UaEvent = (
+    Registered
+    | RegistrationFailed
+    | Unregistered
+    | IncomingCall
+    | Ringing
+    | CallEstablished
+    | OfferReceived
+    | CallUpdated
+    | CallUpdateFailed
+    | CallEnded
+    | OptionsResult
+)
+Output = Send | UaEvent
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UaConfig:
+    """Who we are and where to send things.
+
+    ``local`` is the address written in Via and Contact (the socket's address). ``server`` is the registrar
+    and outbound proxy; without it the UA works peer to peer (direct mode) and sends each request to its
+    Request-URI. ``domain`` is the host part of our address-of-record (default: the server's host, else ours).
+    """
+
+    user: str
+    local: tuple[str, int]
+    password: str | None = None
+    server: tuple[str, int] | None = None
+    domain: str | None = None
+    display: str | None = None
+    transport: str = "udp"
+    user_agent: str = "leansip-phone"
+    timers: Timers = DEFAULT_TIMERS
+
+    @property
+    def aor_domain(self) -> str:
+        if self.domain:
+            return self.domain
+        return (self.server or self.local)[0]
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.aor_domain}"
+
+    @property
+    def contact_uri(self) -> str:
+        host, port = self.local
+        host = f"[{host}]" if ":" in host else host
+        return f"sip:{self.user}@{host}:{port}"
+
+
+# --------------------------------------------------------------------------- the call state table
+
+
+class CallState(enum.Enum):
+    IDLE = "idle"
+    CALLING = "calling"  # INVITE sent, nothing above 100 yet
+    EARLY = "early"  # a 1xx came back
+    CANCELLING = "cancelling"  # cancel() was called; CANCEL sent once a provisional arrived (9.1)
+    INCOMING = "incoming"  # INVITE received, 180 sent, waiting for answer()/reject()
+    ANSWERED = "answered"  # our 2xx sent, waiting for the ACK (13.3.1.4)
+    CONFIRMED = "confirmed"  # the call is up
+    TERMINATING = "terminating"  # BYE sent
+    ENDED = "ended"
+
+
+_C = CallState
+
+#: (state, trigger) -> next state. Triggers are what the UA core observed or was told.
+CALL_TRANSITIONS: dict[tuple[CallState, str], CallState] = {
+    (_C.IDLE, "invite"): _C.CALLING,
+    (_C.IDLE, "incoming"): _C.INCOMING,
+    (_C.CALLING, "1xx"): _C.EARLY,
+    (_C.EARLY, "1xx"): _C.EARLY,
+    (_C.CANCELLING, "1xx"): _C.CANCELLING,
+    (_C.CALLING, "2xx"): _C.CONFIRMED,
+    (_C.EARLY, "2xx"): _C.CONFIRMED,
+    (_C.CANCELLING, "2xx"): _C.TERMINATING,  # CANCEL lost the race: ACK, then BYE (15)
+    (_C.CALLING, "final"): _C.ENDED,
+    (_C.EARLY, "final"): _C.ENDED,
+    (_C.CANCELLING, "final"): _C.ENDED,
+    (_C.CALLING, "cancel"): _C.CANCELLING,
+    (_C.EARLY, "cancel"): _C.CANCELLING,
+    (_C.INCOMING, "answer"): _C.ANSWERED,
+    (_C.INCOMING, "reject"): _C.ENDED,
+    (_C.INCOMING, "cancelled"): _C.ENDED,
+    (_C.INCOMING, "remote_bye"): _C.ENDED,
+    (_C.ANSWERED, "ack"): _C.CONFIRMED,
+    (_C.ANSWERED, "no_ack"): _C.TERMINATING,
+    (_C.ANSWERED, "remote_bye"): _C.ENDED,
+    (_C.CONFIRMED, "bye"): _C.TERMINATING,
+    (_C.CONFIRMED, "remote_bye"): _C.ENDED,
+    (_C.TERMINATING, "remote_bye"): _C.ENDED,
+    (_C.TERMINATING, "bye_done"): _C.ENDED,
+}
+
+
+@dataclass(slots=True)
+class Call:
+    """One call and everything the UA remembers about it. Read-only for applications."""
+
+    role: str  # "uac" or "uas"
+    call_id: str
+    local_tag: str
+    state: CallState = CallState.IDLE
+    invite: Request | None = None
+    invite_txn: ClientTransaction | ServerTransaction | None = None
+    target: str = ""
+    dialog: Dialog | None = None
+    local_sdp: bytes = b""
+    remote_sdp: bytes = b""
+    got_provisional: bool = False
+    cancel_sent: bool = False
+    bye_pending: bool = False  # bye() while waiting for the ACK of our 2xx (15: wait for it)
+    auth_tries: dict[tuple[str, str], int] = field(default_factory=dict)
+    # end-to-end ACK of the last 2xx we received (re-sent when the 2xx is retransmitted)
+    ack: bytes | None = None
+    ack_cseq: int = 0
+    # our last 2xx to an INVITE (initial or re-INVITE) until its ACK arrives
+    ok: bytes | None = None
+    ok_dest: tuple[str, int] = ("", 0)
+    ok_cseq: int = 0
+    ok_retx_at: float | None = None
+    ok_interval: float = 0.0
+    ok_give_up: float = 0.0
+    give_up_at: float | None = None  # CANCEL sent and no final response yet
+    # re-INVITE in progress: ("in", server txn) waiting for answer(), or ("out", client txn)
+    reinvite_in: ServerTransaction | None = None
+    reinvite_out: ClientTransaction | None = None
+    reinvite_sdp: bytes = b""
+
+    @property
+    def active(self) -> bool:
+        return self.state not in (CallState.IDLE, CallState.ENDED)
+
+    def move(self, trigger: str) -> CallState:
+        """Apply ``trigger`` after :data:`CALL_TRANSITIONS`; raises :class:`UaError` if it is illegal now."""
+        try:
+            new = CALL_TRANSITIONS[(self.state, trigger)]
+        except KeyError:
+            raise UaError(f"{trigger!r} is illegal in call state {self.state.value}") from None
+        self.state = new
+        return new
+
+
+@dataclass(slots=True)
+class _Registration:
+    call_id: str
+    from_tag: str
+    cseq: int = 0
+    expires: int = 0  # what we asked for; 0 while unregistering
+    refresh_at: float | None = None
+    registered: bool = False
+    txn: ClientTransaction | None = None
+    auth_tries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Credential:
+    challenge: str
+    nc: int = 0
+
+
+# --------------------------------------------------------------------------- the user agent
+
+
+class UserAgent:
+    """A SIP phone's signalling core. See the module docstring for the calling convention."""
+
+    def __init__(self, config: UaConfig) -> None:
+        self.config = config
+        self.table = TransactionTable(timers=config.timers)
+        self.call: Call | None = None
+        self._reg = _Registration(call_id=new_call_id(config.local[0]), from_tag=new_tag())
+        self._ops: dict[ClientTransaction, str] = {}
+        # (header name, realm) -> last challenge; reused with a rising nc for later requests (RFC 7616 3.4)
+        self._creds: dict[tuple[str, str], _Credential] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def registered(self) -> bool:
+        return self._reg.registered
+
+    @property
+    def in_call(self) -> bool:
+        return self.call is not None and self.call.active
+
+    # ------------------------------------------------------------------ input
+    def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Output]:
+        """Handle one datagram from ``source``. Malformed requests get a stateless 400 (8.2); malformed
+        responses and keep-alives are dropped. Never raises for anything the peer sent."""
+        if not data.strip(b"\r\n"):
+            return []  # RFC 5626 CRLF keep-alive
+        try:
+            msg = parse_message(data)
+            if isinstance(msg, Request):
+                validate_request(msg)
+            else:
+                validate_response(msg)
+        except SipParseError as exc:
+            bad = exc.message
+            if isinstance(bad, Request) and exc.status and bad.method != "ACK":
+                try:
+                    resp = make_response(bad, exc.status, "Bad Request", to_tag=new_tag())
+                    dest = (source[0], bad.top_via.port or 5060)
+                    if "rport" in bad.top_via.params:
+                        dest = source
+                    return [Send(resp.to_bytes(), dest, self.config.transport)]
+                except SipParseError:
+                    return []
+            return []
+        if isinstance(msg, Request):
+            try:
+                actions = self.table.receive_request(msg, source, self.config.transport, now)
+            except TooManyTransactions:
+                return []
+            return self._process(actions, now)
+        return self._process(self.table.receive_response(msg, now), now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timers` next has work (transactions, refresh, 2xx retransmission), or None."""
+        times = [self.table.next_deadline(), self._reg.refresh_at]
+        call = self.call
+        if call is not None:
+            times += [call.ok_retx_at, call.give_up_at]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timers(self, now: float) -> list[Output]:
+        """Fire everything due at ``now``."""
+        out = self._process(self.table.handle_timers(now), now)
+        reg = self._reg
+        if reg.refresh_at is not None and reg.refresh_at <= now:
+            reg.refresh_at = None
+            if reg.txn is None:
+                out += self._send_register(reg.expires, now, fresh=True)
+        call = self.call
+        if call is not None and call.ok_retx_at is not None and call.ok_retx_at <= now:
+            if now >= call.ok_give_up:
+                out += self._no_ack(call, now)
+            else:
+                assert call.ok is not None
+                out.append(Send(call.ok, call.ok_dest, self.config.transport))
+                call.ok_interval = min(call.ok_interval * 2, self.config.timers.t2)
+                call.ok_retx_at = min(now + call.ok_interval, call.ok_give_up)
+        if call is not None and call.give_up_at is not None and call.give_up_at <= now:
+            call.give_up_at = None
+            if call.state is CallState.CANCELLING:
+                # 9.1: the INVITE transaction should have ended with a 487; the peer never sent one
+                call.move("final")
+                out.append(CallEnded(reason="cancelled", status=None))
+        return out
+
+    # ------------------------------------------------------------------ commands: registration
+    def register(self, expires: int = 3600, *, now: float) -> list[Output]:
+        """Register our Contact at the server for ``expires`` seconds; refreshed at half the granted time
+        until :meth:`unregister`. Raises :class:`UaError` in direct mode or while a REGISTER is pending."""
+        if self.config.server is None:
+            raise UaError("register needs a server")
+        if expires <= 0:
+            raise UaError("expires must be positive; use unregister()")
+        if self._reg.txn is not None:
+            raise UaError("a REGISTER is already in progress")
+        return self._send_register(expires, now, fresh=True)
+
+    def unregister(self, *, now: float) -> list[Output]:
+        """Remove our binding (REGISTER with expires=0) and stop refreshing."""
+        if self.config.server is None:
+            raise UaError("unregister needs a server")
+        reg = self._reg
+        reg.refresh_at = None
+        if reg.txn is not None:
+            self._ops.pop(reg.txn, None)  # its answer no longer matters
+            reg.txn = None
+        return self._send_register(0, now, fresh=True)
+
+    def _send_register(self, expires: int, now: float, *, fresh: bool) -> list[Output]:
+        cfg = self.config
+        assert cfg.server is not None
+        reg = self._reg
+        if fresh:
+            reg.auth_tries = {}
+        reg.expires = expires
+        reg.cseq += 1
+        host, port = cfg.server
+        ruri = f"sip:{cfg.aor_domain}"
+        if cfg.aor_domain == host and port != 5060:
+            ruri += f":{port}"
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", MAX_FORWARDS),
+            ("From", f"<{cfg.aor}>;tag={reg.from_tag}"),
+            ("To", f"<{cfg.aor}>"),
+            ("Call-ID", reg.call_id),
+            ("CSeq", f"{reg.cseq} REGISTER"),
+            ("Contact", f"<{cfg.contact_uri}>"),
+            ("Expires", str(expires)),
+            ("Allow", ALLOW),
+            ("User-Agent", cfg.user_agent),
+        ]
+        req = build_request("REGISTER", ruri, headers)
+        self._authorize(req)
+        out: list[Output] = []
+        reg.txn = self._start_client(req, cfg.server, "register", now, out)
+        return out
+
+    def _granted_expiry(self, resp: Response, asked: int) -> int:
+        """The expiry the registrar granted our contact (10.2.4): its Contact's expires parameter, else the
+        Expires header, else what we asked for."""
+        mine = parse_uri(self.config.contact_uri)
+        for contact in resp.contacts:
+            try:
+                uri = contact.uri
+            except SipParseError:
+                continue
+            if (
+                isinstance(uri, SipURI)
+                and isinstance(mine, SipURI)
+                and uri.host == mine.host
+                and uri.effective_port == mine.effective_port
+                and uri.user == mine.user
+            ):
+                value = contact.params.get("expires")
+                if value and value.isdigit():
+                    return int(value)
+        try:
+            header = resp.expires
+        except SipParseError:
+            header = None
+        return header if header is not None else asked
+
+    def _on_register_response(self, resp: Response, now: float) -> list[Output]:
+        reg = self._reg
+        status = resp.status
+        if status < 200:
+            return []
+        reg.txn = None
+        if status in (401, 407):
+            if self._accept_challenge(resp, reg.auth_tries):
+                return self._send_register(reg.expires, now, fresh=False)
+            reg.registered = False
+            return [RegistrationFailed(status=status, reason=resp.reason or "authentication failed")]
+        if status == 423 and reg.expires:
+            # 10.2.8: Interval Too Brief carries the minimum we must ask for
+            try:
+                minimum = resp.int_header("min-expires")
+            except SipParseError:
+                minimum = None
+            if minimum and minimum > reg.expires:
+                return self._send_register(minimum, now, fresh=False)
+        if 200 <= status < 300:
+            if reg.expires == 0:
+                reg.registered = False
+                return [Unregistered()]
+            granted = self._granted_expiry(resp, reg.expires)
+            if granted <= 0:
+                reg.registered = False
+                return [RegistrationFailed(status=status, reason="registrar granted no time")]
+            reg.registered = True
+            # refresh at half the granted time (a common choice; RFC 3261 10.2.4 leaves it to us)
+            reg.refresh_at = now + max(granted / 2, 1.0)
+            return [Registered(expires=granted)]
+        reg.registered = False
+        return [RegistrationFailed(status=status, reason=resp.reason or "")]
+
+    # ------------------------------------------------------------------ commands: calls
+    def invite(self, target_uri: str, sdp_offer: bytes, *, now: float) -> list[Output]:
+        """Call ``target_uri`` (a sip: URI) with our SDP offer. Through the server when one is configured,
+        else straight to the URI's host and port. Raises :class:`UaError` during another call or for a bad
+        URI."""
+        if self.in_call:
+            raise UaError("already in a call")
+        try:
+            uri = parse_uri(target_uri)
+        except SipParseError as exc:
+            raise UaError(f"bad target URI: {exc.reason}") from None
+        if not isinstance(uri, SipURI):
+            raise UaError("target must be a sip: URI")
+        call = Call(role="uac", call_id=new_call_id(self.config.local[0]), local_tag=new_tag())
+        call.target = target_uri
+        call.local_sdp = sdp_offer
+        call.move("invite")
+        self.call = call
+        return self._send_invite(call, 1, now)
+
+    def _send_invite(self, call: Call, cseq: int, now: float) -> list[Output]:
+        cfg = self.config
+        from_value = f"<{cfg.aor}>" if not cfg.display else f'"{cfg.display}" <{cfg.aor}>'
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", MAX_FORWARDS),
+            ("From", f"{from_value};tag={call.local_tag}"),
+            ("To", f"<{call.target}>"),
+            ("Call-ID", call.call_id),
+            ("CSeq", f"{cseq} INVITE"),
+            ("Contact", f"<{cfg.contact_uri}>"),
+            ("Allow", ALLOW),
+            ("User-Agent", cfg.user_agent),
+        ]
+        req = build_request("INVITE", call.target, headers, call.local_sdp, SDP)
+        self._authorize(req)
+        call.invite = req
+        dest = cfg.server if cfg.server is not None else uri_destination(call.target)
+        out: list[Output] = []
+        call.invite_txn = self._start_client(req, dest, "invite", now, out)
+        return out
+
+    def cancel(self, *, now: float) -> list[Output]:
+        """Cancel our ringing call (9.1). The CANCEL goes out once a provisional response has arrived; the
+        call ends when the INVITE gets its (487) final response. Raises :class:`UaError` if there is no
+        outgoing call still ringing."""
+        call = self.call
+        if call is None or call.role != "uac" or call.state not in (CallState.CALLING, CallState.EARLY):
+            raise UaError("no outgoing call to cancel")
+        call.move("cancel")
+        call.give_up_at = now + 64 * self.config.timers.t1
+        if call.got_provisional:
+            return self._send_cancel(call, now)
+        return []
+
+    def _send_cancel(self, call: Call, now: float) -> list[Output]:
+        invite = call.invite
+        txn = call.invite_txn
+        assert invite is not None and txn is not None
+        call.cancel_sent = True
+        # 9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via (branch) as the INVITE, and its Route
+        headers: list[tuple[str, str]] = [("Via", str(invite.top_via)), ("Max-Forwards", MAX_FORWARDS)]
+        headers += [("Route", r) for r in invite.header_lines("route")]
+        headers += [
+            ("From", invite.header("from") or ""),
+            ("To", invite.header("to") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq[0]} CANCEL"),
+            ("User-Agent", self.config.user_agent),
+        ]
+        req = build_request("CANCEL", invite.uri, headers)
+        out: list[Output] = []
+        self._start_client(req, txn.dest, "cancel", now, out)
+        return out
+
+    def answer(self, sdp: bytes, *, now: float) -> list[Output]:
+        """Accept the ringing incoming call, or the pending re-INVITE, with our SDP answer (200 OK).
+        Raises :class:`UaError` when there is nothing to answer."""
+        call = self.call
+        if call is None:
+            raise UaError("nothing to answer")
+        if call.reinvite_in is not None:
+            txn = call.reinvite_in
+            call.reinvite_in = None
+            call.local_sdp = sdp
+            call.remote_sdp = call.reinvite_sdp
+            out = self._send_2xx(call, txn, sdp, now)
+            return out
+        if call.state is not CallState.INCOMING:
+            raise UaError(f"nothing to answer in call state {call.state.value}")
+        txn = call.invite_txn
+        assert isinstance(txn, ServerTransaction)
+        call.move("answer")
+        call.local_sdp = sdp
+        return self._send_2xx(call, txn, sdp, now)
+
+    def _send_2xx(self, call: Call, txn: ServerTransaction, sdp: bytes, now: float) -> list[Output]:
+        req = txn.request
+        resp = make_response(
+            req, 200, to_tag=call.local_tag, headers=self._uas_headers(req), body=sdp, content_type=SDP
+        )
+        out: list[Output] = []
+        try:
+            out += self._process(txn.send_response(resp, now), now)
+        except TransactionError:
+            return out  # the transaction died (timeout, transport error) under us
+        # 13.3.1.4: the TU retransmits its 2xx, T1 doubling to T2, until the ACK or 64*T1
+        t = self.config.timers
+        call.ok = resp.to_bytes()
+        call.ok_dest = txn.dest
+        call.ok_cseq = req.cseq[0]
+        call.ok_interval = t.t1
+        call.ok_retx_at = now + t.t1
+        call.ok_give_up = now + 64 * t.t1
+        return out
+
+    def reject(self, status: int = 486, *, now: float) -> list[Output]:
+        """Refuse the ringing incoming call (486 Busy Here, 603 Decline ...) or the pending re-INVITE
+        (488 Not Acceptable Here). Raises :class:`UaError` when there is nothing to refuse."""
+        if not 300 <= status <= 699:
+            raise UaError("reject needs a status of 300-699")
+        call = self.call
+        if call is None:
+            raise UaError("nothing to reject")
+        if call.reinvite_in is not None:
+            txn = call.reinvite_in
+            call.reinvite_in = None
+            return self._respond(txn, status, now, to_tag=call.local_tag)
+        if call.state is not CallState.INCOMING:
+            raise UaError(f"nothing to reject in call state {call.state.value}")
+        assert isinstance(call.invite_txn, ServerTransaction)
+        call.move("reject")
+        out = self._respond(call.invite_txn, status, now, to_tag=call.local_tag)
+        out.append(CallEnded(reason="rejected", status=status))
+        return out
+
+    def bye(self, *, now: float) -> list[Output]:
+        """Hang up an established call (15.1). While our 2xx waits for its ACK, the BYE waits too (15).
+        Raises :class:`UaError` if there is no established call; use :meth:`hangup` to end a call in any state."""
+        call = self.call
+        if call is None or call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            raise UaError("no established call to hang up")
+        if call.state is CallState.ANSWERED:
+            call.bye_pending = True
+            return []
+        call.move("bye")
+        return self._send_bye(call, now)
+
+    def hangup(self, *, now: float) -> list[Output]:
+        """End the call whatever its state: CANCEL while ringing out, 603 while ringing in, else BYE."""
+        call = self.call
+        if call is None or not call.active:
+            return []
+        if call.state in (CallState.CALLING, CallState.EARLY):
+            return self.cancel(now=now)
+        if call.state is CallState.INCOMING:
+            return self.reject(603, now=now)
+        if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
+            return self.bye(now=now)
+        return []
+
+    def _send_bye(self, call: Call, now: float) -> list[Output]:
+        dialog = call.dialog
+        assert dialog is not None
+        call.ok_retx_at = None
+        req = dialog.request("BYE", self._via(), extra=[("User-Agent", self.config.user_agent)])
+        out: list[Output] = []
+        self._start_client(req, dialog.next_hop(), "bye", now, out)
+        return out
+
+    def reinvite(self, sdp: bytes, *, now: float) -> list[Output]:
+        """Send a new offer in the established call (14.1), e.g. ``a=sendonly`` to hold. Raises
+        :class:`UaError` outside an established call or while another offer is pending (14.1 forbids two)."""
+        call = self.call
+        if call is None or call.state is not CallState.CONFIRMED:
+            raise UaError("no established call")
+        if call.reinvite_in is not None or call.reinvite_out is not None or call.ok_retx_at is not None:
+            raise UaError("an offer/answer exchange is already in progress")
+        dialog = call.dialog
+        assert dialog is not None
+        req = dialog.request(
+            "INVITE", self._via(), contact=f"<{self.config.contact_uri}>", body=sdp, content_type=SDP,
+            extra=[("Allow", ALLOW), ("User-Agent", self.config.user_agent)],
+        )
+        call.reinvite_sdp = sdp
+        out: list[Output] = []
+        call.reinvite_out = self._start_client(req, dialog.next_hop(), "reinvite", now, out)
+        return out
+
+    def options(self, target_uri: str, *, now: float) -> list[Output]:
+        """Send an OPTIONS (11) to ``target_uri``: a capability query or a keep-alive. Ends in
+        :class:`OptionsResult`."""
+        cfg = self.config
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", MAX_FORWARDS),
+            ("From", f"<{cfg.aor}>;tag={new_tag()}"),
+            ("To", f"<{target_uri}>"),
+            ("Call-ID", new_call_id(cfg.local[0])),
+            ("CSeq", "1 OPTIONS"),
+            ("Accept", SDP),
+            ("User-Agent", cfg.user_agent),
+        ]
+        req = build_request("OPTIONS", target_uri, headers)
+        dest = cfg.server if cfg.server is not None else uri_destination(target_uri)
+        out: list[Output] = []
+        self._start_client(req, dest, "options", now, out)
+        return out
+
+    # ------------------------------------------------------------------ machinery
+    def _via(self) -> str:
+        host, port = self.config.local
+        host = f"[{host}]" if ":" in host else host
+        # rport (RFC 3581): answer to the address the request came from, so NATed phones get their responses
+        return f"SIP/2.0/{self.config.transport.upper()} {host}:{port};rport;branch={new_branch()}"
+
+    def _uas_headers(self, req: Request) -> list[tuple[str, str]]:
+        """Headers of a dialog-creating response: Record-Route copied in order (12.1.1) and our Contact."""
+        headers = [("Record-Route", rr) for rr in req.header_lines("record-route")]
+        headers += [("Contact", f"<{self.config.contact_uri}>"), ("Allow", ALLOW),
+                    ("User-Agent", self.config.user_agent)]
+        return headers
+
+    def _start_client(
+        self, req: Request, dest: tuple[str, int], op: str, now: float, out: list[Output]
+    ) -> ClientTransaction:
+        txn = self.table.create_client(req, dest, self.config.transport)
+        self._ops[txn] = op
+        out += self._process(txn.start(now), now)
+        return txn
+
+    def _respond(
+        self, txn: ServerTransaction, status: int, now: float, *, to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None, reason: str | None = None,
+    ) -> list[Output]:
+        resp = make_response(txn.request, status, reason, to_tag=to_tag or new_tag(), headers=headers or [])
+        try:
+            return self._process(txn.send_response(resp, now), now)
+        except TransactionError:
+            return []
+
+    def _process(self, actions: list, now: float) -> list[Output]:  # type: ignore[type-arg]
+        """Turn transaction actions into outputs: sends pass through, deliveries reach the TU logic."""
+        out: list[Output] = []
+        for action in actions:
+            if isinstance(action, TxnSend):
+                out.append(Send(action.data, action.dest, action.transport))
+            elif isinstance(action, Deliver):
+                msg = action.message
+                if isinstance(msg, Request):
+                    out += self._on_request(msg, action.transaction, now)
+                else:
+                    out += self._on_response(msg, action.transaction, now)
+            elif isinstance(action, Timeout | TransportError):
+                txn = action.transaction
+                if isinstance(txn, ClientTransaction):
+                    out += self._on_client_failure(txn, now)
+                elif isinstance(txn, InviteServerTransaction):
+                    pass  # Timer H: the ACK for our non-2xx never came; nothing left to do (17.2.1)
+            elif isinstance(action, Terminated):
+                txn = action.transaction
+                if isinstance(txn, ClientTransaction):
+                    self._ops.pop(txn, None)
+        return out
+
+    # ------------------------------------------------------------------ authentication (RFC 3261 22)
+    def _authorize(self, req: Request) -> None:
+        """Add credentials for every realm that challenged us before, with the next nonce count."""
+        cfg = self.config
+        if cfg.password is None:
+            return
+        for (header, _realm), cred in self._creds.items():
+            cred.nc += 1
+            try:
+                value = build_authorization(
+                    cred.challenge, req.method, req.uri, cfg.user, cfg.password, req.body, nc=cred.nc
+                )
+            except DigestError:
+                continue
+            req.add_header(header, value)
+
+    def _accept_challenge(self, resp: Response, tries: dict[tuple[str, str], int]) -> bool:
+        """Remember the challenge of a 401/407 and say whether to retry: once per challenge, again only
+        when the server says our nonce was merely stale (22.2, RFC 7616 3.3)."""
+        if self.config.password is None:
+            return False
+        source, header = (
+            ("www-authenticate", "Authorization") if resp.status == 401 else
+            ("proxy-authenticate", "Proxy-Authorization")
+        )
+        try:
+            value = choose_challenge(resp.header_lines(source))
+            params = parse_digest(value)
+        except DigestError:
+            return False
+        key = (header, params.realm or "")
+        count = tries.get(key, 0)
+        if count >= 1 and not params.stale:
+            return False  # the same realm challenged our fresh answer: wrong password
+        if count >= MAX_STALE_RETRIES:
+            return False
+        tries[key] = count + 1
+        self._creds[key] = _Credential(value)
+        return True
+
+    # ------------------------------------------------------------------ responses
+    def _on_response(self, resp: Response, txn: ClientTransaction | ServerTransaction | None,
+                     now: float) -> list[Output]:
+        if txn is None:
+            return self._on_stray_response(resp)
+        op = self._ops.get(txn)  # type: ignore[arg-type]
+        if op == "register":
+            if txn is not self._reg.txn:
+                return []
+            return self._on_register_response(resp, now)
+        call = self.call
+        if op == "invite":
+            if call is None or txn is not call.invite_txn:
+                return []
+            return self._on_invite_response(call, resp, now)
+        if op == "reinvite":
+            if call is None or txn is not call.reinvite_out:
+                return []
+            return self._on_reinvite_response(call, resp, now)
+        if op == "bye":
+            if resp.status >= 200 and call is not None and call.state is CallState.TERMINATING:
+                call.move("bye_done")
+                return [CallEnded(reason="local hangup", status=resp.status)]
+            return []
+        if op == "options" and resp.status >= 200:
+            return [OptionsResult(status=resp.status, allow=resp.header("allow"))]
+        return []  # CANCEL's own response: the INVITE's 487 is what counts
+
+    def _on_stray_response(self, resp: Response) -> list[Output]:
+        """A 2xx retransmission after the INVITE transaction ended (RFC 6026 Timer M): ACK it again."""
+        call = self.call
+        if (call is not None and call.ack is not None and call.dialog is not None and 200 <= resp.status < 300
+                and resp.cseq == (call.ack_cseq, "INVITE") and call.dialog.matches(resp)):
+            return [Send(call.ack, call.dialog.next_hop(), self.config.transport)]
+        return []
+
+    def _ack_2xx(self, call: Call, resp: Response) -> list[Output]:
+        """Build and send the ACK for a 2xx (13.2.2.4): in the dialog, new branch, the INVITE's CSeq number."""
+        dialog = call.dialog
+        assert dialog is not None
+        cseq = resp.cseq[0]
+        ack = dialog.request("ACK", self._via(), cseq=cseq)
+        call.ack = ack.to_bytes()
+        call.ack_cseq = cseq
+        return [Send(call.ack, dialog.next_hop(), self.config.transport)]
+
+    def _on_invite_response(self, call: Call, resp: Response, now: float) -> list[Output]:
+        status = resp.status
+        out: list[Output] = []
+        if status < 200:
+            call.got_provisional = True
+            if call.state is CallState.CANCELLING and not call.cancel_sent:
+                out += self._send_cancel(call, now)
+            elif status > 100:
+                call.move("1xx")
+                out.append(Ringing(status=status))
+            return out
+        if status < 300:
+            if call.dialog is not None:
+                # a retransmission of the 2xx (the ACK was lost): ACK again, same ACK (13.2.2.4)
+                if call.dialog.matches(resp) and call.ack is not None:
+                    out.append(Send(call.ack, call.dialog.next_hop(), self.config.transport))
+                return out
+            try:
+                call.dialog = dialog_as_uac(call.invite, resp)  # type: ignore[arg-type]
+            except (DialogError, SipParseError):
+                # no way to ACK or BYE: the call cannot be used (the peer will give up without its ACK)
+                call.move("final")
+                return [CallEnded(reason="failed", status=status)]
+            call.give_up_at = None
+            out += self._ack_2xx(call, resp)
+            if call.state is CallState.CANCELLING:
+                call.move("2xx")  # -> TERMINATING: the CANCEL lost the race, hang up at once (9.1)
+                out += self._send_bye(call, now)
+                return out
+            call.move("2xx")
+            call.remote_sdp = resp.body
+            out.append(CallEstablished(remote_sdp=resp.body))
+            return out
+        if status in (401, 407) and call.state is not CallState.CANCELLING:
+            if self._accept_challenge(resp, call.auth_tries):
+                assert call.invite is not None
+                return self._send_invite(call, call.invite.cseq[0] + 1, now)
+        call.give_up_at = None
+        reason = "cancelled" if call.state is CallState.CANCELLING else "rejected"
+        call.move("final")
+        out.append(CallEnded(reason=reason, status=status))
+        return out
+
+    def _on_reinvite_response(self, call: Call, resp: Response, now: float) -> list[Output]:
+        status = resp.status
+        if status < 200:
+            return []
+        dialog = call.dialog
+        assert dialog is not None
+        if status < 300:
+            out: list[Output] = []
+            if call.reinvite_out is not None:
+                call.reinvite_out = None
+                dialog.update_target(resp)  # 12.2.1.2: a 2xx to a target refresh updates the target
+                call.local_sdp = call.reinvite_sdp
+                call.remote_sdp = resp.body
+                out += self._ack_2xx(call, resp)
+                out.append(CallUpdated(remote_sdp=resp.body))
+            elif call.ack is not None and resp.cseq[0] == call.ack_cseq:
+                out.append(Send(call.ack, dialog.next_hop(), self.config.transport))
+            return out
+        call.reinvite_out = None
+        if status in (408, 481):
+            # 14.1: the dialog is gone; tear the call down
+            call.move("bye")
+            return [CallUpdateFailed(status=status), *self._send_bye(call, now)]
+        return [CallUpdateFailed(status=status)]
+
+    def _on_client_failure(self, txn: ClientTransaction, now: float) -> list[Output]:
+        """Timer B/F fired or the transport failed: act as if a 408 arrived (8.1.3.1)."""
+        op = self._ops.pop(txn, None)
+        call = self.call
+        if op == "register" and txn is self._reg.txn:
+            self._reg.txn = None
+            self._reg.registered = False
+            if self._reg.expires == 0:
+                return [RegistrationFailed(status=408, reason="unregister timed out")]
+            return [RegistrationFailed(status=408, reason="Request Timeout")]
+        if op == "invite" and call is not None and txn is call.invite_txn and call.dialog is None and call.active:
+            call.give_up_at = None
+            call.move("final")
+            return [CallEnded(reason="timeout", status=408)]
+        if op == "reinvite" and call is not None and txn is call.reinvite_out:
+            call.reinvite_out = None
+            if call.state is CallState.CONFIRMED:
+                call.move("bye")
+                return [CallUpdateFailed(status=408), *self._send_bye(call, now)]
+            return [CallUpdateFailed(status=408)]
+        if op == "bye" and call is not None and call.state is CallState.TERMINATING:
+            call.move("bye_done")
+            return [CallEnded(reason="local hangup", status=408)]
+        if op == "options":
+            return [OptionsResult(status=408)]
+        return []
+
+    def _no_ack(self, call: Call, now: float) -> list[Output]:
+        """13.3.1.4: no ACK for our 2xx within 64*T1: the session is dead; send BYE and end it."""
+        call.ok_retx_at = None
+        if call.state is CallState.ANSWERED:
+            call.move("no_ack")
+            return [*self._send_bye(call, now), CallEnded(reason="no ACK", status=408)]
+        # an unacknowledged 2xx to a re-INVITE: also fatal for the dialog
+        if call.state is CallState.CONFIRMED:
+            call.move("bye")
+            return self._send_bye(call, now)
+        return []
+
+    # ------------------------------------------------------------------ requests
+    def _on_request(self, req: Request, txn: ClientTransaction | ServerTransaction | None,
+                    now: float) -> list[Output]:
+        method = req.method
+        if method == "ACK":
+            return self._on_ack(req, now)
+        assert isinstance(txn, ServerTransaction)
+        call = self.call
+        if req.to_tag is not None:
+            # in-dialog request (12.2.2)
+            if call is None or call.dialog is None or not call.dialog.matches(req):
+                return self._respond(txn, 481, now)
+            if not call.dialog.check_remote_cseq(req):
+                return self._respond(txn, 500, now, to_tag=call.local_tag, reason="CSeq Out of Order")
+            if method == "BYE":
+                return self._on_bye(call, txn, now)
+            if method == "INVITE":
+                return self._on_reinvite(call, txn, now)
+            if method == "OPTIONS":
+                return self._respond(txn, 200, now, to_tag=call.local_tag, headers=self._options_headers())
+            return self._respond(txn, 405, now, to_tag=call.local_tag, headers=[("Allow", ALLOW)])
+        if method == "INVITE":
+            return self._on_invite(req, txn, now)
+        if method == "CANCEL":
+            return self._on_cancel(req, txn, now)
+        if method == "OPTIONS":
+            return self._respond(txn, 200, now, headers=self._options_headers())
+        if method == "BYE":
+            return self._respond(txn, 481, now)
+        return self._respond(txn, 405, now, headers=[("Allow", ALLOW)])
+
+    def _options_headers(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", SDP), ("User-Agent", self.config.user_agent)]
+
+    def _on_invite(self, req: Request, txn: ServerTransaction, now: float) -> list[Output]:
+        if self.in_call:
+            return self._respond(txn, 486, now)  # 13.3.1.3: one call at a time
+        if req.body and (req.header("content-type") or "").split(";")[0].strip().lower() != SDP:
+            return self._respond(txn, 415, now, headers=[("Accept", SDP)])
+        call = Call(role="uas", call_id=req.call_id, local_tag=new_tag())
+        try:
+            call.dialog = dialog_as_uas(req, call.local_tag)
+        except (DialogError, SipParseError) as exc:
+            reason = exc.reason if isinstance(exc, SipParseError) else str(exc)
+            return self._respond(txn, 400, now, reason=f"Bad Request ({reason})")
+        call.invite = req
+        call.invite_txn = txn
+        call.remote_sdp = req.body
+        call.move("incoming")
+        self.call = call
+        # 180 with our tag and Contact: an early dialog the caller can already address (13.3.1.1)
+        ringing = make_response(req, 180, to_tag=call.local_tag, headers=self._uas_headers(req))
+        out = self._process(txn.send_response(ringing, now), now)
+        out.append(IncomingCall(call_id=req.call_id, caller=req.header("from") or "", remote_sdp=req.body))
+        return out
+
+    def _on_reinvite(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
+        if call.state is not CallState.CONFIRMED:
+            return self._respond(txn, 491 if call.state is CallState.ANSWERED else 481, now,
+                                 to_tag=call.local_tag)
+        if call.reinvite_in is not None or call.reinvite_out is not None or call.ok_retx_at is not None:
+            # 14.2: an offer of ours is pending (glare): 491, the peer retries later
+            return self._respond(txn, 491, now, to_tag=call.local_tag)
+        assert call.dialog is not None
+        call.dialog.update_target(txn.request)
+        call.reinvite_in = txn
+        call.reinvite_sdp = txn.request.body
+        return [OfferReceived(remote_sdp=txn.request.body)]
+
+    def _on_ack(self, ack: Request, now: float) -> list[Output]:
+        call = self.call
+        if call is None or call.dialog is None or not call.dialog.matches(ack):
+            return []  # 17.2.3 stray ACK (e.g. for a 2xx we already forgot): nothing to do
+        if call.ok_retx_at is None or ack.cseq[0] != call.ok_cseq:
+            return []
+        call.ok_retx_at = None
+        out: list[Output] = []
+        if call.state is CallState.ANSWERED:
+            call.move("ack")
+            out.append(CallEstablished(remote_sdp=call.remote_sdp))
+            if call.bye_pending:
+                call.bye_pending = False
+                call.move("bye")
+                out += self._send_bye(call, now)
+        else:
+            out.append(CallUpdated(remote_sdp=call.remote_sdp))
+        return out
+
+    def _on_bye(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
+        out = self._respond(txn, 200, now, to_tag=call.local_tag)
+        if call.state is CallState.INCOMING and isinstance(call.invite_txn, ServerTransaction):
+            # 15.1.2: a BYE in the early dialog: the INVITE gets 487
+            out += self._respond(call.invite_txn, 487, now, to_tag=call.local_tag)
+        call.ok_retx_at = None
+        call.reinvite_in = None
+        call.move("remote_bye")
+        out.append(CallEnded(reason="remote hangup", status=None))
+        return out
+
+    def _on_cancel(self, req: Request, txn: ServerTransaction, now: float) -> list[Output]:
+        target = self.table.find_cancel_target(req)
+        if target is None:
+            return self._respond(txn, 481, now)  # 9.2
+        call = self.call
+        out = self._respond(txn, 200, now, to_tag=call.local_tag if call is not None else None)
+        if call is not None and call.invite_txn is target and call.state is CallState.INCOMING:
+            out += self._respond(target, 487, now, to_tag=call.local_tag)
+            call.move("cancelled")
+            out.append(CallEnded(reason="cancelled", status=487))
+        return out
