@@ -120,6 +120,10 @@ class Runtime:
         udp = self.udp[0] if self.udp else None
         for item in out:
             if item.transport == "udp" and udp is not None:
+                # RFC 3261 18.1.1: a forwarded request over the MTU goes over TCP when streams are configured
+                large = getattr(self, "stream_send_large", None)
+                if len(item.data) > 1300 and large is not None and large(item.data, item.dest):
+                    continue
                 udp.sendto(item.data, item.dest)
             else:
                 sender = getattr(self, "stream_send", None)
