@@ -85,7 +85,14 @@ def binding_target(b: Binding) -> Target | None:
     if not isinstance(uri, SipURI):
         return None
     if b.transport != "udp" and b.conn_id:
-        return Target(b.contact, b.source, b.transport, b.conn_id, b.q)
+        # the registration's connection first (RFC 5626); when it has closed, the stream layer opens a new one
+        # to ``dest``: the Contact as written when it is reachable (not behind NAT), over the same transport
+        dest = b.source
+        if not b.received:
+            hop = uri_destination(uri)
+            if hop is not None:
+                dest = hop[0]
+        return Target(b.contact, dest, b.transport, b.conn_id, b.q)
     if b.received:
         return Target(b.contact, b.source, b.transport, None, b.q)
     hop = uri_destination(uri)
