@@ -80,12 +80,16 @@ def response_destination(via: Via, source: tuple[str, int]) -> tuple[str, int]:
     return source[0], via.port or 5060
 
 
-def stamp_via(req: Request, source: tuple[str, int]) -> None:
-    """Add ``received`` (and fill ``rport``) to the top Via (RFC 3261 18.2.1, RFC 3581 section 4)."""
+def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> None:
+    """Add ``received`` (and fill ``rport``) to the top Via (RFC 3261 18.2.1, RFC 3581 section 4).
+
+    On a connection (``transport`` not udp) rport is always filled: the response must go back over that
+    connection (RFC 3261 18.2.2), and received+rport name it for a stateless proxy that forwards the response
+    by the Via alone (the stream layer maps the address back to the open connection)."""
     via = req.top_via
     params = via.params
     host = via.host[1:-1] if via.host.startswith("[") else via.host
-    has_rport = "rport" in params
+    has_rport = "rport" in params or transport != "udp"
     if host == source[0] and not has_rport:
         return
     new_params = dict(params)
@@ -246,7 +250,7 @@ class ServerCore:
     def _request(self, req: Request, source: tuple[str, int], transport: str, now: float,
                  conn_id: str | None) -> list[Send]:
         method = req.method
-        stamp_via(req, source)
+        stamp_via(req, source, transport)
         ruri = req.ruri
         if method == "ACK":
             if self.proxy is not None:
