@@ -130,8 +130,7 @@ class StatefulProxy(StatelessProxy):
     def on_request(self, req: Request, source: tuple[str, int], transport: str, now: float,
                    conn_id: str | None) -> list[Send]:
         try:
-            actions = self.table.receive_request(req, source, transport, now,
-                                                 send_trying=req.method == "INVITE")
+            actions = self.table.receive_request(req, source, transport, now)
         except TooManyTransactions:
             self.core.stats.dropped("too many transactions")
             if req.method == "ACK":
@@ -149,7 +148,11 @@ class StatefulProxy(StatelessProxy):
                     # ACK for a 2xx (its own transaction, end to end): forward statelessly (RFC 3261 16.10)
                     out.extend(super().on_request(msg, source, transport, now, conn_id))
                 else:
-                    out.extend(self._new_request(msg, action.transaction, source, transport, now, conn_id))
+                    stx = action.transaction
+                    if isinstance(stx, InviteServerTransaction):
+                        # 100 Trying first (RFC 3261 16.2), so it never follows a final answer on the wire
+                        out.extend(self._run(stx.send_trying(now), now, conn_id))
+                    out.extend(self._new_request(msg, stx, source, transport, now, conn_id))
             else:
                 out.extend(self._run([action], now))
         return out
@@ -296,6 +299,10 @@ class StatefulProxy(StatelessProxy):
         best = ctx.best
         if best is None or ctx.final_sent:
             return []
+        if best.status == 503:
+            # RFC 3261 16.7 step 6: a 503 from downstream says nothing about us; answer 500 instead
+            best = best.copy()
+            best.status, best.reason = 500, "Server Internal Error"
         if best.status in (401, 407) and len(ctx.auth_headers) > 1:
             # RFC 3261 16.7 step 7: collect every challenge of every branch
             name = "www-authenticate" if best.status == 401 else "proxy-authenticate"
@@ -349,7 +356,8 @@ class StatefulProxy(StatelessProxy):
     def _branch_failed(self, ctxb: tuple[Context, Branch], now: float) -> list[Send]:
         """Timer B/F or a transport error on a branch: behave as if it answered 408 (RFC 3261 16.7 step 2)."""
         ctx, b = ctxb
-        timeout = make_response(b.request, 408)
+        # with our To tag: it goes upstream as a final response, which needs one (RFC 3261 8.2.6.2)
+        timeout = make_response(b.request, 408, to_tag=self.core.to_tag(ctx.request))
         return self._response(timeout, (ctx, b), now)
 
     def _forget(self, txn: object) -> None:
