@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
@@ -29,8 +30,10 @@ class RegistrarPolicy:
     max_contacts: int = 32
 
 
+@lru_cache(maxsize=65536)
 def contact_key(contact: str) -> str:
-    """Comparison key of a Contact URI (RFC 3261 10.3 step 6 compares with 19.1.4 rules)."""
+    """Comparison key of a Contact URI (RFC 3261 10.3 step 6 compares with 19.1.4 rules); cached because
+    every refresh of a binding asks for the same key several times."""
     try:
         return uri_key(parse_uri(contact))
     except SipParseError:
@@ -42,6 +45,7 @@ def aor_of(uri: SipURI, use_domain: bool) -> str:
     return f"{user}@{uri.host.lower()}" if use_domain else user
 
 
+@lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))

@@ -52,8 +52,24 @@ def unescape(text: str) -> str:
         raise SipParseError(f"bad %-escape in {text!r}") from exc
 
 
+_VALID_HOSTS: set[str] = set()
+
+
 def valid_host(host: str) -> bool:
-    """A hostname, an IPv4 address or a bracketed IPv6 reference (RFC 3261 25.1 ``host``)."""
+    """A hostname, an IPv4 address or a bracketed IPv6 reference (RFC 3261 25.1 ``host``).
+
+    Hosts that passed are remembered (bounded): the same few addresses appear in every message."""
+    if host in _VALID_HOSTS:
+        return True
+    ok = _valid_host(host)
+    if ok:
+        if len(_VALID_HOSTS) >= 4096:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(host)
+    return ok
+
+
+def _valid_host(host: str) -> bool:
     if not host:
         return False
     if host[0] == "[":
@@ -302,13 +318,32 @@ class AbsoluteURI:
 URI = SipURI | AbsoluteURI
 
 
+_URI_CACHE: dict[str, URI] = {}
+_NAME_ADDR_CACHE: dict[str, NameAddr] = {}
+_CACHE_MAX = 8192
+_BAD_URI_RE = re.compile(r"[ \t\r\n<>]")
+
+
 def parse_uri(text: str) -> URI:
+    """Parse a URI, reusing the result for text seen recently: the same Request-URIs, AORs and contacts come
+    back in every refresh and every call, and parsing is the hot path's largest cost. The returned object is
+    shared: treat it as immutable (use :meth:`SipURI.with_changes`)."""
+    uri = _URI_CACHE.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URI_CACHE) >= _CACHE_MAX:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     """Parse a Request-URI or the addr-spec inside ``<...>``.
 
     ``sip:user;par=u%40example.net@example.com`` is legal: ``;`` can be part of the user (RFC 4475 3.1.1.10), so
     the user part ends at the last ``@`` before any ``?``.
     """
-    if not text or any(ch in text for ch in " \t\r\n<>"):
+    if not text or _BAD_URI_RE.search(text):
         raise SipParseError(f"bad URI {text[:60]!r}")
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.match(scheme):
@@ -425,6 +460,18 @@ class NameAddr:
 
 
 def parse_name_addr(text: str) -> NameAddr:
+    """Cached :func:`_parse_name_addr` (To/From/Contact values repeat across refreshes and dialogs); the result
+    is shared: treat it as immutable."""
+    na = _NAME_ADDR_CACHE.get(text)
+    if na is None:
+        na = _parse_name_addr(text)
+        if len(_NAME_ADDR_CACHE) >= _CACHE_MAX:
+            _NAME_ADDR_CACHE.clear()
+        _NAME_ADDR_CACHE[text] = na
+    return na
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     """Parse ``[display-name] <addr-spec> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 20.10, 20.20).
 
     In the addr-spec form the URI cannot carry parameters or headers: everything after the first ``;`` is a
