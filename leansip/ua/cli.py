@@ -1,0 +1,327 @@
+"""``leansip phone``: register, call or answer from the command line, with WAV files for audio.
+
+``main(argv) -> int`` is called by ``leansip phone ...`` with the arguments after ``phone``. Each command is
+a short script over :class:`leansip.ua.phone.Phone` and its events; the exit status tells scripts what
+happened (see :data:`EPILOG`). One line per event goes to stderr (``-v`` adds the SIP messages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from leansip.ua.phone import MediaFailed, Phone, PhoneOptions
+from leansip.ua.useragent import (
+    CallEnded,
+    CallEstablished,
+    IncomingCall,
+    Registered,
+    RegistrationFailed,
+    Unregistered,
+)
+
+__all__ = ["main", "EXIT_OK", "EXIT_REGISTRATION", "EXIT_USAGE", "EXIT_REJECTED", "EXIT_TIMEOUT", "EXIT_MEDIA"]
+
+EXIT_OK = 0
+EXIT_REGISTRATION = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+EXIT_TIMEOUT = 4
+EXIT_MEDIA = 5
+
+EPILOG = """\
+exit status:
+  0  registered / call completed (answered and hung up by either side)
+  1  registration failed (bad credentials, registrar error or no answer from the registrar)
+  2  usage error
+  3  call rejected (busy, declined, not found, unavailable ...)
+  4  timeout: no answer, no incoming call, or no response at all
+  5  media negotiation failed (no common codec, SRTP required by one side only)
+
+examples:
+  leansip phone --server 127.0.0.1:5080 --user alice --password pw register --expires 300 --hold 10
+  leansip phone --server 127.0.0.1:5080 --user alice --password pw call bob --play in.wav --hangup-after 10
+  leansip phone --server 127.0.0.1:5080 --user bob --password pw answer --record out.wav --max-calls 1
+  leansip phone --user alice --local-port 5072 call sip:bob@127.0.0.1:5074 --play in.wav   (direct, no server)
+"""
+
+log = logging.getLogger("leansip.phone")
+REGISTER_TIMEOUT = 40.0  # a little more than Timer F (32 s): the UA reports the timeout itself
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"leansip phone: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="leansip phone", description="SIP softphone: register, call, answer; audio from/to WAV.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", type=_host_port, help="registrar/proxy HOST:PORT; without it: direct mode")
+    p.add_argument("--user", required=True, help="user name (AOR user part and digest username)")
+    p.add_argument("--password", help="digest password")
+    p.add_argument("--realm", help="domain of our address-of-record (default: the server's host)")
+    p.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
+    p.add_argument("--local-port", type=int, default=0, help="SIP UDP port (default: any free port)")
+    p.add_argument("--rtp-port", type=int, default=0, help="RTP port, even; RTCP uses the next (default: any)")
+    p.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                   help="SRTP with SDES keys: off, optional (best effort) or mandatory")
+    p.add_argument("--transport", choices=("udp",), default="udp", help="SIP transport (udp)")
+    p.add_argument("--codec", action="append", choices=("PCMU", "PCMA"),
+                   help="codec in preference order; repeat for more (default PCMU, PCMA)")
+    p.add_argument("--sound-card", action="store_true", help="also play received audio (needs sounddevice)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v: SIP messages too")
+    p.add_argument("-q", "--quiet", action="store_true", help="no event lines")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("register", help="register, stay registered for --hold seconds, unregister")
+    r.add_argument("--expires", type=int, default=3600, help="requested expiry in seconds (default 3600)")
+    r.add_argument("--hold", type=float, default=0.0, help="seconds to stay registered before unregistering")
+
+    c = sub.add_parser("call", help="call TARGET (user name via the server, or a full sip: URI)")
+    c.add_argument("target")
+    c.add_argument("--play", type=Path, help="WAV to send (any rate; converted to 8 kHz mono)")
+    c.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    c.add_argument("--hangup-after", type=float, default=10.0, help="seconds after answer to hang up (10)")
+    c.add_argument("--timeout", type=float, default=30.0, help="give up (CANCEL) when unanswered after S (30)")
+    c.add_argument("--register", action="store_true", help="register before calling (to be reachable)")
+    c.add_argument("--hold-at", type=float, help="put the call on hold this many seconds after answer")
+    c.add_argument("--resume-at", type=float, help="resume the held call this many seconds after answer")
+
+    a = sub.add_parser("answer", help="wait for calls and answer them")
+    a.add_argument("--play", type=Path, help="WAV to send")
+    a.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    a.add_argument("--auto-answer-after", type=float, default=0.0, help="ring for S seconds first (0)")
+    a.add_argument("--max-calls", type=int, default=1, help="exit after this many calls (1)")
+    a.add_argument("--timeout", type=float, default=60.0, help="give up waiting for a call after S (60)")
+    a.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
+    a.add_argument("--reject", type=int, metavar="STATUS", help="refuse calls with this status instead")
+    return p
+
+
+def _target_uri(target: str, args: argparse.Namespace) -> str:
+    if target.startswith(("sip:", "sips:")):
+        return target
+    if args.server is None:
+        raise ValueError("without --server the target must be a full sip: URI")
+    host, port = args.server
+    domain = args.realm or host
+    if "@" in target:
+        return f"sip:{target}"
+    return f"sip:{target}@{domain}" + (f":{port}" if domain == host and port != 5060 else "")
+
+
+async def _register(phone: Phone, expires: int) -> int:
+    phone.register(expires)
+    while True:
+        event = await phone.next_event(REGISTER_TIMEOUT)
+        if event is None or isinstance(event, RegistrationFailed):
+            return EXIT_REGISTRATION
+        if isinstance(event, Registered):
+            return EXIT_OK
+
+
+async def _unregister(phone: Phone) -> None:
+    assert phone.ua is not None
+    if not phone.ua.registered:
+        return
+    phone.unregister()
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        event = await phone.next_event(left)
+        if event is None or isinstance(event, Unregistered | RegistrationFailed):
+            return
+
+
+async def _wait_end(phone: Phone, timeout: float) -> CallEnded | None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        event = await phone.next_event(left)
+        if isinstance(event, CallEnded):
+            return event
+    return None
+
+
+def _status_exit(ended: CallEnded) -> int:
+    if ended.reason == "timeout":
+        return EXIT_TIMEOUT
+    if ended.status in (488, 606):
+        return EXIT_MEDIA
+    return EXIT_REJECTED
+
+
+async def _cmd_register(phone: Phone, args: argparse.Namespace) -> int:
+    code = await _register(phone, args.expires)
+    if code != EXIT_OK:
+        return code
+    if args.hold > 0:
+        await _drain(phone, args.hold)
+    await _unregister(phone)
+    return EXIT_OK
+
+
+async def _drain(phone: Phone, seconds: float) -> None:
+    """Let time pass while the phone keeps working (refreshes, events are logged by the phone)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        await phone.next_event(left)
+
+
+async def _cmd_call(phone: Phone, args: argparse.Namespace) -> int:
+    target = _target_uri(args.target, args)
+    if args.register:
+        code = await _register(phone, 3600)
+        if code != EXIT_OK:
+            return code
+    phone.call(target)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    media_failed = False
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            phone.hangup()  # CANCEL
+            await _wait_end(phone, 40.0)
+            return EXIT_TIMEOUT
+        event = await phone.next_event(left)
+        if isinstance(event, MediaFailed):
+            media_failed = True
+        elif isinstance(event, CallEnded):
+            return EXIT_MEDIA if media_failed else _status_exit(event)
+        elif isinstance(event, CallEstablished):
+            break
+    # answered: talk until --hangup-after or until the peer hangs up
+    answered = loop.time()
+    actions = sorted((t, name) for t, name in ((args.hold_at, "hold"), (args.resume_at, "resume"),
+                                               (args.hangup_after, "hangup")) if t is not None)
+    for at, name in actions:
+        while (left := answered + at - loop.time()) > 0:
+            event = await phone.next_event(left)
+            if isinstance(event, MediaFailed):
+                media_failed = True
+            if isinstance(event, CallEnded):
+                return EXIT_MEDIA if media_failed else EXIT_OK
+        if name == "hangup":
+            break
+        phone.hold(name == "hold")
+    phone.hangup()
+    ended = await _wait_end(phone, 40.0)
+    return EXIT_OK if ended is not None and not media_failed else (EXIT_MEDIA if media_failed else EXIT_TIMEOUT)
+
+
+async def _cmd_answer(phone: Phone, args: argparse.Namespace) -> int:
+    if args.server is not None:
+        code = await _register(phone, args.expires)
+        if code != EXIT_OK:
+            return code
+    loop = asyncio.get_running_loop()
+    calls = 0
+    result = EXIT_OK
+    deadline = loop.time() + args.timeout
+    try:
+        while calls < args.max_calls:
+            left = deadline - loop.time()
+            if left <= 0:
+                return EXIT_TIMEOUT
+            event = await phone.next_event(left)
+            if not isinstance(event, IncomingCall):
+                continue
+            if args.reject:
+                phone.reject(args.reject)
+                calls += 1
+                result = EXIT_REJECTED
+                continue
+            if args.auto_answer_after > 0:
+                ended = await _wait_end(phone, args.auto_answer_after)
+                if ended is not None:  # the caller gave up while it rang
+                    calls += 1
+                    result = EXIT_TIMEOUT
+                    continue
+            if not phone.answer(event.remote_sdp):
+                calls += 1
+                result = EXIT_MEDIA
+                continue
+            ended = await _wait_end(phone, 24 * 3600)
+            calls += 1
+            result = EXIT_OK if ended is not None and ended.reason in ("remote hangup", "local hangup") \
+                else EXIT_TIMEOUT
+            deadline = loop.time() + args.timeout
+    finally:
+        await _unregister(phone)
+    return result
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger("leansip")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("leansip.phone.sip").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose and not quiet:
+        root.setLevel(logging.DEBUG)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    options = PhoneOptions(
+        user=args.user, password=args.password, server=args.server, domain=args.realm,
+        local_host=args.local_host, local_port=args.local_port, rtp_port=args.rtp_port, srtp=args.srtp,
+        codecs=tuple(args.codec) if args.codec else ("PCMU", "PCMA"),
+        play=getattr(args, "play", None), record=getattr(args, "record", None), sound_card=args.sound_card,
+    )
+    phone = await Phone.start(options)
+    log.info("event=started sip=%s:%s rtp=%s", *phone.address, phone.rtp.port if phone.rtp else 0)
+    try:
+        if args.command == "register":
+            return await _cmd_register(phone, args)
+        if args.command == "call":
+            return await _cmd_call(phone, args)
+        return await _cmd_answer(phone, args)
+    finally:
+        await phone.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``leansip phone``; returns the exit status documented in ``--help``."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "register" and args.server is None:
+        parser.print_usage(sys.stderr)
+        print("leansip phone: error: register needs --server", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "call":
+        try:
+            _target_uri(args.target, args)
+        except ValueError as exc:
+            print(f"leansip phone: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    for name in ("play",):
+        path = getattr(args, name, None)
+        if path is not None and not path.is_file():
+            print(f"leansip phone: error: --{name}: no such file {str(path)!r}", file=sys.stderr)
+            return EXIT_USAGE
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return asyncio.run(_run(args))
+    except OSError as exc:
+        print(f"leansip phone: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_TIMEOUT
