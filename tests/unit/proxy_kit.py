@@ -45,7 +45,7 @@ def make_core(*, mode: str = "proxy", stateful: bool = True, auth: bool = False,
     authenticator = DigestAuthenticator(SECRET, "leansip", 300, algorithms) if auth else None
     return ServerCore(settings, LocationService(open_store("memory"), key=contact_key),
                       ha1_lookup=ha1_lookup, user_exists=lambda name: store.get(name) is not None,
-                      authenticator=authenticator, limiter=limiter or FailureLimiter(),
+                      authenticator=authenticator, limiter=limiter if limiter is not None else FailureLimiter(),
                       local_addresses=[("udp", *PROXY)], secret=SECRET)
 
 
