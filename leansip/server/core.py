@@ -130,7 +130,8 @@ class ServerCore:
         if settings.auth and authenticator is None:
             authenticator = DigestAuthenticator(self.secret, settings.realm)
         self.authenticator = authenticator
-        self.limiter = limiter or FailureLimiter()
+        # "is None", not "or": an empty FailureLimiter has len() 0 and is falsy, and the configured one must win
+        self.limiter = limiter if limiter is not None else FailureLimiter()
         #: (transport, host, port) of every socket we listen on; the first UDP one goes into our Via.
         self.local_addresses = local_addresses or [("udp", "127.0.0.1", 5060)]
         self.stats = Stats()
@@ -180,9 +181,14 @@ class ServerCore:
         return port is None and (host == self.settings.realm.lower() or host in self.local_names)
 
     def targets_self(self, req: Request) -> bool:
-        """A request for the server itself, not for a user: R-URI without a user part (e.g. ``sip:host``)."""
+        """A request for the server itself, not for a user: R-URI without a user part (e.g. ``sip:host``).
+
+        Not when the R-URI is our Record-Route URI (``lr``) and Route headers follow: a strict router put it
+        there and the real target is the last Route (RFC 3261 16.4), so the proxy must route it."""
         ruri = req.ruri
-        return isinstance(ruri, SipURI) and ruri.user is None and self.is_local(ruri)
+        if not isinstance(ruri, SipURI) or ruri.user is not None or not self.is_local(ruri):
+            return False
+        return not ("lr" in ruri.params and req.header("route") is not None and req.method != "REGISTER")
 
     # ------------------------------------------------------------------ entry points
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float,
@@ -221,9 +227,15 @@ class ServerCore:
         except SipParseError as exc:
             exc.message = exc.message or msg
             return self._reject(exc, source, transport, conn_id)
-        if out and msg.method != "INVITE" and msg.method != "ACK":
+        if out and msg.method != "INVITE" and msg.method != "ACK" and not self._stateful_forward(out):
             self._cache_reply(data, out, now)
         return out
+
+    def _stateful_forward(self, out: list[Send]) -> bool:
+        """Did a stateful proxy forward something? Then its transactions absorb retransmissions and answer them
+        with the latest response (RFC 3261 17.2.2); a cached copy of the forward would bypass them."""
+        return self.settings.stateful and self.proxy is not None and any(
+            not s.data.startswith(b"SIP/2.0 ") for s in out)
 
     def _cache_reply(self, data: bytes, out: list[Send], now: float) -> None:
         cache = self._reply_cache
