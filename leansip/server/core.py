@@ -139,7 +139,8 @@ class ServerCore:
         self.timing: StepTimer | None = None
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
         self.local_names: set[str] = {"localhost", settings.realm.lower()}
-        self._reply_cache: OrderedDict[bytes, tuple[float, list[Send]]] = OrderedDict()
+        #: (datagram, source) -> (expiry, what we sent): a retransmission is answered before parsing
+        self._reply_cache: OrderedDict[tuple[bytes, tuple[str, int]], tuple[float, list[Send]]] = OrderedDict()
         self._tag_salt = self.secret[:8]
         self.proxy = None
         self.redirect = None
@@ -190,6 +191,13 @@ class ServerCore:
             return False
         return not ("lr" in ruri.params and req.header("route") is not None and req.method != "REGISTER")
 
+    def _safe_to_tag(self, req: Request) -> str | None:
+        """The To tag for an error reply to a request whose From may itself be what is broken."""
+        try:
+            return self.to_tag(req)
+        except SipParseError:
+            return None
+
     # ------------------------------------------------------------------ entry points
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float,
                 conn_id: str | None = None) -> list[Send]:
@@ -197,7 +205,7 @@ class ServerCore:
         timing = self.timing
         if timing is not None:
             timing.start()
-        cached = self._reply_cache.get(data)
+        cached = self._reply_cache.get((data, source))
         if cached is not None and cached[0] > now:
             self.stats.retransmissions += 1
             return cached[1]
@@ -228,7 +236,7 @@ class ServerCore:
             exc.message = exc.message or msg
             return self._reject(exc, source, transport, conn_id)
         if out and msg.method != "INVITE" and msg.method != "ACK" and not self._stateful_forward(out):
-            self._cache_reply(data, out, now)
+            self._cache_reply((data, source), out, now)
         return out
 
     def _stateful_forward(self, out: list[Send]) -> bool:
@@ -237,9 +245,9 @@ class ServerCore:
         return self.settings.stateful and self.proxy is not None and any(
             not s.data.startswith(b"SIP/2.0 ") for s in out)
 
-    def _cache_reply(self, data: bytes, out: list[Send], now: float) -> None:
+    def _cache_reply(self, key: tuple[bytes, tuple[str, int]], out: list[Send], now: float) -> None:
         cache = self._reply_cache
-        cache[data] = (now + self.settings.reply_cache_ttl, out)
+        cache[key] = (now + self.settings.reply_cache_ttl, out)
         if len(cache) > self.settings.reply_cache_size:
             cache.popitem(last=False)
 
@@ -253,7 +261,7 @@ class ServerCore:
         try:
             msg.top_via  # noqa: B018
             stamp_via(msg, source)
-            resp = make_response(msg, exc.status, _reason_phrase(exc))
+            resp = make_response(msg, exc.status, _reason_phrase(exc), to_tag=self._safe_to_tag(msg))
             return [self.send_response(msg, resp, source, transport, conn_id)]
         except SipParseError as inner:
             self.stats.dropped(inner.reason)

@@ -36,6 +36,15 @@ class Proxy(Protocol):
     def set_local(self, addresses: list[tuple[str, str, int]]) -> None: ...
 
 
+def needs_auth(req: Request, routed_by_us: bool) -> bool:
+    """Which requests a proxy with --auth challenges (RFC 3261 22.3): every initial request, and in-dialog
+    requests that did not come back along our own Record-Route (otherwise anyone could use a made-up To tag
+    to relay through us). ACK and CANCEL are never challenged: they cannot be answered with a 407."""
+    if req.method in ("ACK", "CANCEL"):
+        return False
+    return req.to_tag is None or not routed_by_us
+
+
 def make_proxy(core: ServerCore) -> Proxy:
     if core.settings.stateful:
         try:
@@ -67,11 +76,11 @@ class StatelessProxy:
         router = self.router
         method = req.method
         out: list[Send] = []
-        if (core.authenticator is not None and req.to_tag is None and method not in ("ACK", "CANCEL")):
+        routed = router.preprocess_routes(req)
+        if core.authenticator is not None and needs_auth(req, routed):
             user, challenge = core.authenticate(req, source, transport, now, conn_id, proxy=True)
             if user is None:
                 return challenge
-        router.preprocess_routes(req)
         branch = router.branch_for(req)
         if router.loop_detected(req, branch):
             return [] if method == "ACK" else [core.reply(req, 482, None, source, transport, conn_id)]

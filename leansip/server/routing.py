@@ -46,6 +46,7 @@ class Decision:
 
 
 _resolve_cache: dict[str, str] = {}
+_unresolvable: set[str] = set()
 
 
 def resolve_host(host: str) -> str | None:
@@ -56,9 +57,14 @@ def resolve_host(host: str) -> str | None:
     cached = _resolve_cache.get(host)
     if cached is not None:
         return cached
+    if host in _unresolvable:
+        return None
     try:
         addr = socket.gethostbyname(host)
     except OSError:
+        # remember the failure too: a name that does not resolve must not block the loop on every message
+        if len(_unresolvable) < 1024:
+            _unresolvable.add(host)
         return None
     if len(_resolve_cache) < 1024:
         _resolve_cache[host] = addr
@@ -156,10 +162,12 @@ class Router:
 
     @staticmethod
     def _loop_key(req: Request) -> str:
+        # Only fields an INVITE shares with its CANCEL and its non-2xx ACK: a stateless proxy must give those
+        # the INVITE's branch (RFC 3261 16.11), so the To tag (the ACK has one), Proxy-Authorization and
+        # Proxy-Require (the CANCEL has none) stay out, unlike the full list of 16.6 step 8.
         seed = "|".join((
-            req.header("call-id") or "", req.from_tag or "", req.to_tag or "", str(req.cseq[0]), req.uri,
-            ",".join(req.header_values("route")), ",".join(req.header_values("proxy-require")),
-            "|".join(req.header_lines("proxy-authorization")),
+            req.header("call-id") or "", req.from_tag or "", str(req.cseq[0]), req.uri,
+            ",".join(req.header_values("route")),
         ))
         return hashlib.blake2s(seed.encode("latin-1"), digest_size=6).hexdigest()
 
@@ -180,10 +188,15 @@ class Router:
         return False
 
     # ------------------------------------------------------------------ decisions
-    def preprocess_routes(self, req: Request) -> None:
-        """RFC 3261 16.4: strict-router compatibility, then drop a top Route that names us."""
+    def preprocess_routes(self, req: Request) -> bool:
+        """RFC 3261 16.4: strict-router compatibility, then drop a top Route that names us.
+
+        Returns True when the request was routed through us by a Route (or strict-routed Request-URI) that
+        names us: an in-dialog request on a dialog we record-routed, which needs no new authentication."""
         ruri = req.ruri
+        ours = False
         if isinstance(ruri, SipURI) and self.is_us(ruri) and "lr" in ruri.params and req.header("route"):
+            ours = True
             # the previous hop was a strict router: our Record-Route URI came as the Request-URI
             routes = req.header_values("route")
             last = routes[-1]
@@ -197,8 +210,9 @@ class Router:
             try:
                 uri = parse_name_addr(first).uri
             except SipParseError:
-                return
+                return ours
             if isinstance(uri, SipURI) and self.is_us(uri):
+                ours = True
                 req.pop_first_value("route")
                 # double record-routing leaves two of our entries (transport change): drop the second too
                 top = req.header("route")
@@ -206,9 +220,10 @@ class Router:
                     try:
                         uri2 = parse_name_addr(split_comma(top)[0]).uri
                     except SipParseError:
-                        return
+                        return ours
                     if isinstance(uri2, SipURI) and self.is_us(uri2):
                         req.pop_first_value("route")
+        return ours
 
     def decide(self, req: Request, now: float) -> Decision:
         """Targets for a request, after :meth:`preprocess_routes`."""

@@ -18,7 +18,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from leansip.server.proxy import StatelessProxy
+from leansip.server.proxy import StatelessProxy, needs_auth
 from leansip.server.routing import Target
 from leansip.sip.message import Header, Request, Response, make_response
 from leansip.sip.send import Send
@@ -171,14 +171,14 @@ class StatefulProxy(StatelessProxy):
         method = req.method
         if method == "CANCEL":
             return self._cancel(req, stx, now, conn_id)
-        if core.authenticator is not None and req.to_tag is None:
+        routed = router.preprocess_routes(req)
+        if core.authenticator is not None and needs_auth(req, routed):
             user, challenge = core.check_credentials(req, source, now, proxy=True)
             if user is None:
                 if challenge is None:  # rate limited: no answer at all; let the transaction expire quietly
                     return []
                 self.core.stats.response(challenge.status)
                 return self._run(stx.send_response(challenge, now), now, conn_id)
-        router.preprocess_routes(req)
         base = router.branch_for(req)
         if router.loop_detected(req, base):
             return self._respond(stx, req, 482, now, conn_id=conn_id)
