@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
 
+from leansip.io.tls import create_self_signed
 from tests.integration import test_transports as tt
 
 websockets = pytest.importorskip("websockets")
@@ -43,8 +45,21 @@ def test_ws_register_then_invite_arrives_over_the_ws_connection(tmp_path: Path, 
         server.stop()
 
 
-async def _scenario(udp_port: int, ws_port: int) -> None:
-    async with connect(f"ws://127.0.0.1:{ws_port}", subprotocols=["sip"], compression=None) as ws:
+def test_wss_register_then_invite(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem", tmp_path / "key.pem"
+    create_self_signed(*cert)
+    server = tt.Server(tmp_path, ["udp:127.0.0.1:0", "wss:127.0.0.1:0"], *tt.tls_args(cert))
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert[0]))
+        asyncio.run(_scenario(server.ports["udp"], server.ports["wss"], ctx))
+    finally:
+        server.stop()
+
+
+async def _scenario(udp_port: int, ws_port: int, ctx: ssl.SSLContext | None = None) -> None:
+    scheme, via = ("wss", "WSS") if ctx is not None else ("ws", "WS")
+    async with connect(f"{scheme}://127.0.0.1:{ws_port}", subprotocols=["sip"], compression=None,
+                       ssl=ctx) as ws:
         assert ws.subprotocol == "sip"
         await ws.send(ws_register("wsbob", "wsreg1"))
         reply = await asyncio.wait_for(ws.recv(), 3)
@@ -63,7 +78,7 @@ async def _scenario(udp_port: int, ws_port: int) -> None:
             assert got.startswith(f"INVITE sip:wsbob@{WS_HOST};transport=ws SIP/2.0\r\n")
             top_via = re.search(r"\r\nVia: ([^\r]*)", got, re.IGNORECASE)
             assert top_via is not None
-            assert top_via.group(1).startswith(f"SIP/2.0/WS 127.0.0.1:{ws_port};"), top_via.group(1)
+            assert top_via.group(1).startswith(f"SIP/2.0/{via} 127.0.0.1:{ws_port};"), top_via.group(1)
             await ws.send(tt.answer(got.encode()).decode())
             final = await recv_final(caller)
             assert final.startswith(b"SIP/2.0 200 "), final[:60]
