@@ -337,7 +337,7 @@ class Message:
             value = self.header("cseq")
             if value is None:
                 raise SipParseError("missing CSeq")
-            num, _, method = value.strip(_WS).partition(" ")
+            num, _, method = value.strip(_WS).replace("\t", " ").partition(" ")  # LWS may be a tab
             method = method.strip(_WS)
             if not is_digits(num) or len(num.lstrip("0")) > 10 or not method or not is_token(method):
                 raise SipParseError(f"bad CSeq {value[:40]!r}")

@@ -457,6 +457,17 @@ def test_validate_response() -> None:
         assert info.value.status == 0
 
 
+def test_cseq_lws() -> None:
+    for value in ("1 INVITE", "  1   INVITE ", "1\tINVITE", "0009 INVITE"):
+        msg = parse_message(crlf("INVITE sip:h SIP/2.0", f"CSeq: {value}"))
+        assert msg.cseq[1] == "INVITE" and msg.cseq[0] in (1, 9)
+    folded = parse_message(crlf("INVITE sip:h SIP/2.0", "CSeq: 0009", "  INVITE"))
+    assert folded.cseq == (9, "INVITE")
+    for bad in ("INVITE", "1", "1 INV ITE", "1 INV(ITE", "x1 INVITE"):
+        with pytest.raises(SipParseError):
+            parse_message(crlf("INVITE sip:h SIP/2.0", f"CSeq: {bad}")).cseq  # noqa: B018
+
+
 def test_view_cache_invalidated_by_edits() -> None:
     msg = parse_message(GOOD)
     assert msg.branch == "z9hG4bK776asdhds"
