@@ -289,7 +289,10 @@ async def _run(args: argparse.Namespace) -> int:
         if args.command == "register":
             return await _cmd_register(phone, args)
         if args.command == "call":
-            return await _cmd_call(phone, args)
+            try:
+                return await _cmd_call(phone, args)
+            finally:
+                await _unregister(phone)  # only if --register made us register
         return await _cmd_answer(phone, args)
     finally:
         await phone.close()
