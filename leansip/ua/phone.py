@@ -215,7 +215,7 @@ class Phone:
         self.media_session = session
         if self.options.record is not None and self.recorder is None:
             self.recorder = WavWriter(self.options.record)
-        sink = self.recorder.write if self.recorder is not None else None
+        sink: Callable[[array], None] | None = self.recorder.write if self.recorder is not None else None
         if self.options.sound_card:
             sink = _sound_card_sink(sink)
         self.media = MediaRunner(self.rtp, session, sink)

@@ -670,11 +670,11 @@ class UserAgent:
             return out
         if call.state is not CallState.INCOMING:
             raise UaError(f"nothing to answer in call state {call.state.value}")
-        txn = call.invite_txn
-        assert isinstance(txn, ServerTransaction)
+        invite_txn = call.invite_txn
+        assert isinstance(invite_txn, ServerTransaction)
         call.move("answer")
         call.local_sdp = sdp
-        return self._send_2xx(call, txn, sdp, now)
+        return self._send_2xx(call, invite_txn, sdp, now)
 
     def _send_2xx(self, call: Call, txn: ServerTransaction, sdp: bytes, now: float) -> list[Output]:
         req = txn.request
@@ -829,10 +829,12 @@ class UserAgent:
                 out.append(Send(action.data, action.dest, action.transport))
             elif isinstance(action, Deliver):
                 msg = action.message
+                owner = action.transaction
+                assert owner is None or isinstance(owner, ClientTransaction | ServerTransaction)
                 if isinstance(msg, Request):
-                    out += self._on_request(msg, action.transaction, now)
+                    out += self._on_request(msg, owner, now)
                 else:
-                    out += self._on_response(msg, action.transaction, now)
+                    out += self._on_response(msg, owner, now)
             elif isinstance(action, Timeout | TransportError):
                 txn = action.transaction
                 if isinstance(txn, ClientTransaction):
