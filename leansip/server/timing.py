@@ -181,11 +181,27 @@ class StepTimer:
         pending[STEP_SEND] = t - self._last
         pending[STEP_TOTAL] = t - self._t0
         marked |= (1 << STEP_SEND) | (1 << STEP_TOTAL)
-        base = flow * _NSTEPS
+        # _record() inlined: this loop runs once per timed flow and a call per step would double its cost
+        counts, sums, ns_count, maxima = self._counts, self._sums, self._n, self._max
+        series = flow * _NSTEPS
         for step in range(_NSTEPS):
             if marked & (1 << step):
-                self._record(base + step, pending[step])
+                ns = pending[step]
                 pending[step] = 0
+                x = ns - 1
+                if x < _LOW:
+                    i = 0
+                else:
+                    e = x.bit_length() - 1
+                    i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
+                    if i > _LAST:
+                        i = _LAST
+                counts[series * NBUCKETS + i] += 1
+                sums[series] += ns
+                ns_count[series] += 1
+                if ns > maxima[series]:
+                    maxima[series] = ns
+            series += 1
 
     def _record(self, series: int, ns: int) -> None:
         x = ns - 1
