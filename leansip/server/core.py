@@ -301,7 +301,11 @@ class ServerCore:
         if self.redirect is not None:
             return self.redirect.on_request(req, source, transport, now, conn_id)
         if self.proxy is not None:
-            return self.proxy.on_request(req, source, transport, now, conn_id)
+            out = self.proxy.on_request(req, source, transport, now, conn_id)
+            timing = self.timing
+            if timing is not None and method == "INVITE" and any(not s.data.startswith(b"SIP/2.0 ") for s in out):
+                timing.forwarded()  # closes BUILD for a proxy that does not mark its own steps
+            return out
         return [self.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
 
     def _capabilities(self) -> list[tuple[str, str]]:

@@ -163,6 +163,15 @@ class StepTimer:
         self._marked |= 1 << step
         self._last = t
 
+    def forwarded(self) -> None:
+        """The proxy forwarded the request: end STEP_BUILD here unless the proxy marked it itself.
+
+        A proxy that marks STEP_LOCATION and STEP_BUILD (the stateless one) gets exact steps; one that does not
+        still gets its INVITEs timed, with routing, location and build together in STEP_BUILD.
+        """
+        if self._flow >= 0 and not self._marked & (1 << STEP_BUILD):
+            self.mark(STEP_BUILD)
+
     def abort(self) -> None:
         """Drop the current flow without recording it."""
         self._flow = -1

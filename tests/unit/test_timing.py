@@ -185,3 +185,30 @@ def test_core_without_timer_works_and_with_timer_records_register_and_invite() -
     core.timing.sent()
     assert core.timing.count(FLOW_REGISTER, STEP_TOTAL) == 3
     assert tm.STEPS[STEP_SEND] == "send"
+
+
+def test_stateful_proxy_invites_are_timed_through_the_core_fallback() -> None:
+    core = ServerCore(CoreSettings(mode="proxy", stateful=True), LocationService(),
+                      local_addresses=[("udp", "127.0.0.1", 5060)])
+    core.timing = StepTimer(FakeClock([10] * 1000))
+    core.receive(REGISTER.format(n=1).encode(), ("127.0.0.1", 5999), "udp", 1000.0)
+    core.timing.sent()
+    out = core.receive(INVITE.format(n=7).encode(), ("127.0.0.1", 5998), "udp", 1001.0)
+    assert any(s.data.startswith(b"INVITE ") for s in out)
+    core.timing.sent()
+    assert core.timing.count(FLOW_INVITE, STEP_TOTAL) == 1
+    assert core.timing.count(FLOW_INVITE, STEP_BUILD) == 1
+    # an INVITE to nobody is answered (404/480), not forwarded: not a timed flow
+    core.receive(INVITE.format(n=8).encode().replace(b"alice@", b"nobody@"), ("127.0.0.1", 5998), "udp", 1002.0)
+    core.timing.sent()
+    assert core.timing.count(FLOW_INVITE, STEP_TOTAL) == 1
+
+
+def test_forwarded_keeps_a_proxy_own_build_mark() -> None:
+    t = StepTimer(FakeClock([0, 5, 7, 100]))
+    t.start()
+    t.begin_request("INVITE", True)
+    t.mark(STEP_BUILD)
+    t.forwarded()  # no clock read, no change
+    t.sent()
+    assert t.snapshot()["invite"]["build"]["max_us"] == 0.007
