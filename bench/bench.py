@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""leansip vs Kamailio, side by side: the one command behind `make bench` and `leansip bench`.
+
+    python3 bench/bench.py [--quick] [--servers kamailio,leansip] [--scenarios register,register-auth,stateless,stateful]
+                           [--no-memory] [--no-profile] [--out DIR] [--no-report]
+
+For each scenario and each server: start the server pinned to core 1 (Kamailio: one UDP worker, `-n 1 -m 2048 -M 16
+-x tlsf` as in bench/ANCHOR.md; leansip: one worker, --location memory, --log-level error), run bench/harness.sh
+(SIPp on core 0: latency at LAT_RATE, CPU per call at a fixed rate, rate ladder + bisection), stop the server.
+Then (leansip only) memory per binding / per live transaction, and a py-spy profile of the hot path.
+Finally bench/report.py writes BENCHMARKS.md and bench/plot.py the PNGs.  Raw output: bench/results/<date>/.
+
+Environment knobs (defaults for the full run in brackets):
+  QUICK=1          smoke test in ~2-3 min: few rates, 2 s steps, no bisection, small memory test
+  RATES_KAMAILIO   ladder for Kamailio [1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000]
+  RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000]
+  STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]
+  FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
+  MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
+  PORT_BASE [38260]  the servers listen on PORT_BASE (Kamailio) / PORT_BASE+1 (leansip); sipp uses PORT_BASE+40..+52
+Every load is bounded (sipp -m, -timeout, coreutils timeout) and only touches 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+KAMAILIO = "/usr/sbin/kamailio"
+SCENARIOS = {  # name -> (kamailio config, leansip serve flags, harness scenario)
+    "register": ("registrar", ["--mode", "registrar", "--stateless", "--no-auth"], "register"),
+    "register-auth": ("registrar-auth", ["--mode", "registrar", "--stateless", "--auth"], "register-auth"),
+    "stateless": ("proxy-stateless", ["--mode", "proxy", "--stateless", "--no-auth"], "call"),
+    "stateful": ("proxy-stateful", ["--mode", "proxy", "--stateful", "--no-auth"], "call"),
+}
+QUICK = os.environ.get("QUICK", "0") == "1"
+
+
+def env(name: str, full: str, quick: str | None = None) -> str:
+    """An environment knob with a full-run default and a QUICK=1 default."""
+    return os.environ.get(name, quick if (QUICK and quick is not None) else full)
+
+
+def say(*a: object) -> None:
+    print("[bench]", *a, flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, text=True, capture_output=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+# ---------------------------------------------------------------- prerequisites
+def ensure_tools(need_kamailio: bool, need_pyspy: bool) -> dict[str, bool]:
+    """Check sipp, kamailio, taskset, matplotlib, py-spy; install what is missing when we can (apt as root, pip)."""
+    have: dict[str, bool] = {}
+    apt = []
+    if not shutil.which("sipp"):
+        apt.append("sip-tester")
+    if need_kamailio and not Path(KAMAILIO).exists():
+        apt.append("kamailio")
+    if apt:
+        if os.geteuid() == 0 and shutil.which("apt-get"):
+            say("installing", *apt, "with apt-get")
+            subprocess.run(["apt-get", "update", "-q"], check=False)
+            subprocess.run(["apt-get", "install", "-y", "-q", *apt], check=False)
+        else:
+            say("missing", *apt, "- install them (Debian: apt-get install sip-tester kamailio)")
+    have["sipp"] = bool(shutil.which("sipp"))
+    have["kamailio"] = Path(KAMAILIO).exists()
+    have["taskset"] = bool(shutil.which("taskset"))
+    for mod, pkg in (("matplotlib", "matplotlib"),) + ((("py_spy_dummy", "py-spy"),) if need_pyspy else ()):
+        if pkg == "py-spy":
+            ok = bool(shutil.which("py-spy"))
+        else:
+            ok = run([sys.executable, "-c", f"import {mod}"]).returncode == 0
+        if not ok:
+            say("pip install", pkg)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=False)
+            ok = bool(shutil.which("py-spy")) if pkg == "py-spy" else \
+                run([sys.executable, "-c", f"import {mod}"]).returncode == 0
+        have[pkg] = ok
+    return have
+
+
+def port_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def host_busy(secs: float = 2.0) -> float:
+    """Busy % of the whole machine (of 100*nproc) over `secs`, from the idle+iowait jiffies in /proc/stat."""
+    def idle() -> int:
+        f = open("/proc/stat").readline().split()
+        return int(f[4]) + int(f[5])
+    tck = os.sysconf("SC_CLK_TCK")
+    i0, t0 = idle(), time.monotonic()
+    time.sleep(secs)
+    i1, t1 = idle(), time.monotonic()
+    return max(0.0, 100.0 * os.cpu_count() - 100.0 * (i1 - i0) / tck / (t1 - t0))  # type: ignore[operator]
+
+
+def versions() -> dict[str, str]:
+    def first(cmd: list[str]) -> str:
+        try:
+            out = run(cmd)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    try:
+        from importlib.metadata import version
+        lv = version("leansip")
+    except Exception:  # noqa: BLE001 - any failure just means "unknown"
+        lv = "?"
+    git = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip()
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "leansip": f"{lv} (git {git})",
+        "kamailio": first([KAMAILIO, "-v"]),
+        "sipp": first(["sipp", "-v"]).split(" ")[0] if shutil.which("sipp") else "missing",
+        "sipp_full": next((x for x in (run(["sipp", "-v"]).stdout).split() if x.startswith("v3")), "?")
+        if shutil.which("sipp") else "?",
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "event_loop": "uvloop" if run([sys.executable, "-c", "import uvloop"]).returncode == 0 else "asyncio",
+    }
+
+
+# ---------------------------------------------------------------- servers
+class Server:
+    """One server process, pinned to core 1, stopped with SIGTERM (then SIGKILL) of its own pid."""
+
+    def __init__(self, kind: str, scenario: str, out: Path, port: int, admin_port: int | None,
+                 users: Path) -> None:
+        self.kind, self.scenario, self.out, self.port, self.admin_port = kind, scenario, out, port, admin_port
+        self.users = users
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cmd(self) -> list[str]:
+        cfg, flags, _ = SCENARIOS[self.scenario]
+        if self.kind == "kamailio":
+            return ["taskset", "-c", "1", KAMAILIO, "-DD", "-E", "-f", str(HERE / "kamailio" / f"{cfg}.cfg"),
+                    "-l", f"udp:127.0.0.1:{self.port}", "-n", "1", "-m", "2048", "-M", "16", "-x", "tlsf"]
+        admin = f"127.0.0.1:{self.admin_port}" if self.admin_port else "off"
+        return ["taskset", "-c", "1", sys.executable, "-m", "leansip", "serve",
+                "--listen", f"udp:127.0.0.1:{self.port}", *flags, "--auth-algorithms", "MD5",
+                "--users", str(self.users), "--location", "memory", "--workers", "1",
+                "--admin", admin, "--log-level", "error", "--db", str(self.out / "leansip.db"),
+                "--realm", "127.0.0.1"]
+
+    def start(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not port_free(self.port):
+            raise SystemExit(f"port {self.port} is busy; set PORT_BASE")
+        cmd = self.cmd()
+        (self.out / "server-cmd.txt").write_text(" ".join(cmd) + "\n")
+        e = dict(os.environ, LEANSIP_SECRET="bench-secret-0123456789",
+                 PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(cmd, stdout=open(self.out / "server.log", "wb"), stderr=subprocess.STDOUT,
+                                     env=e, cwd=str(REPO))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.kind} exited, see {self.out / 'server.log'}")
+            if not port_free(self.port):
+                time.sleep(1.0)  # Kamailio forks its workers after binding; leansip builds its core first
+                return self.proc.pid
+            time.sleep(0.2)
+        raise SystemExit(f"{self.kind} did not open port {self.port}, see {self.out / 'server.log'}")
+
+    def timings(self) -> object | None:
+        """leansip's internal per-step timings (GET /api/timings on the admin port), or None if not there."""
+        if not self.admin_port:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/api/timings", timeout=3) as r:
+                return json.loads(r.read())
+        except Exception as exc:  # noqa: BLE001 - any failure means: not available
+            return {"unavailable": str(exc)}
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def harness(server: Server, pid: int, out: Path, rates: str, fixed: int, extra_env: dict[str, str],
+            scenario: str) -> None:
+    e = dict(os.environ, TARGET=f"127.0.0.1:{server.port}", SERVER_PID=str(pid), OUT=str(out),
+             LABEL=f"{server.kind}", RATES=rates, FIXED_RATE=str(fixed), SIPP_PORT=str(PORT_BASE + 40),
+             CALLEE="callee", **extra_env)
+    with open(out / "harness.log", "w") as log:
+        subprocess.run(["bash", str(HERE / "harness.sh"), scenario], env=e, stdout=log, stderr=subprocess.STDOUT,
+                       check=False, timeout=1800)
+
+
+def admin_available() -> bool:
+    return (REPO / "leansip" / "app" / "admin.py").exists()
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = int(s.getsockname()[1])
+    s.close()
+    return p
+
+
+# ---------------------------------------------------------------- memory and profile (leansip only)
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_test(outdir: Path) -> None:
+    """RSS per registered binding (MEM_BINDINGS via sipp) and per live INVITE transaction (tools/memprobe.py)."""
+    n = int(env("MEM_BINDINGS", "100000", "10000"))
+    rate = int(env("MEM_RATE", "1000", "1000"))
+    ntx = int(env("MEM_TXNS", "5000", "1000"))
+    out = outdir / "leansip-memory"
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "users-mem.csv"
+    csv.write_text("SEQUENTIAL\n" + "".join(f"mem{i};x\n" for i in range(n)))
+    srv = Server("leansip", "stateful", out, PORT_BASE + 1, None, outdir / "users.txt")
+    pid = srv.start()
+    res = out / "results.txt"
+    try:
+        time.sleep(1)
+        r0 = rss_kib(pid)
+        cmd = ["taskset", "-c", "0", "timeout", str(n // rate + 120), "sipp", f"127.0.0.1:{srv.port}",
+               "-sf", str(HERE / "sipp" / "register.xml"), "-inf", str(csv), "-i", "127.0.0.1", "-nostdin",
+               "-buff_size", "4194304", "-recv_timeout", "10000", "-trace_stat", "-fd", "1",
+               "-p", str(PORT_BASE + 45), "-stf", str(out / "stat.csv"), "-m", str(n), "-r", str(rate),
+               "-l", "20000", "-timeout", str(n // rate + 100)]
+        (out / "cmd.txt").write_text(" ".join(cmd) + "\n")
+        say(f"memory: registering {n} bindings at {rate}/s")
+        t0 = time.monotonic()
+        with open(out / "sipp.out", "w") as so:
+            subprocess.run(cmd, stdout=so, stderr=subprocess.STDOUT, check=False, cwd=out)
+        secs = time.monotonic() - t0
+        stat = run([sys.executable, str(HERE / "tools" / "sippstat.py"), "stat", str(out / "stat.csv")]).stdout.split()
+        ok = int(stat[0]) if stat else 0
+        time.sleep(2)
+        r1 = rss_kib(pid)
+        per = (r1 - r0) * 1024 / max(ok, 1)
+        line = (f"RESULT label=leansip scenario=memory kind=bindings n={n} ok={ok} failed={stat[1] if stat else '?'} "
+                f"retrans={stat[2] if stat else '?'} secs={secs:.0f} rss_before_kib={r0} rss_after_kib={r1} "
+                f"bytes_per_binding={per:.0f}")
+        say(line)
+        with open(res, "a") as f:
+            f.write(line + "\n")
+        say(f"memory: {ntx} live INVITE transactions with the bindings held")
+        mp = run(["taskset", "-c", "0", "timeout", "120", sys.executable, str(HERE / "tools" / "memprobe.py"),
+                  "--target", f"127.0.0.1:{srv.port}", "--pid", str(pid), "--n", str(ntx), "--rate", "1000",
+                  "--port", str(PORT_BASE + 46)])
+        last = (mp.stdout.strip().splitlines() or ["fail=no_output " + mp.stderr[-200:].replace("\n", " ")])[-1]
+        line = f"RESULT label=leansip scenario=memory kind=transactions bindings_held={ok} {last}"
+        say(line)
+        with open(res, "a") as f:
+            f.write(line + "\n")
+    finally:
+        srv.stop()
+
+
+def profile(outdir: Path, have_pyspy: bool) -> None:
+    """py-spy (sampling, 250 Hz, no line numbers) on leansip under a REGISTER load and a stateful call load."""
+    out = outdir / "leansip-profile"
+    out.mkdir(parents=True, exist_ok=True)
+    if not have_pyspy:
+        (out / "results.txt").write_text("# py-spy not available: no profile\n")
+        return
+    secs = int(env("PROFILE_SECS", "10", "4"))
+    for scen, rate in (("register", int(env("PROFILE_RATE_REGISTER", "500"))),
+                       ("stateful", int(env("PROFILE_RATE_CALL", "150")))):
+        sub = out / scen
+        srv = Server("leansip", scen, sub, PORT_BASE + 1, None, outdir / "users.txt")
+        pid = srv.start()
+        try:
+            e = dict(os.environ, TARGET=f"127.0.0.1:{srv.port}", SERVER_PID=str(pid), OUT=str(sub),
+                     LABEL="leansip-profile", FIXED_RATE=str(rate), FIXED_SECS=str(secs + 4), FIXED_ONLY="1",
+                     SIPP_PORT=str(PORT_BASE + 40), LADDER_RTT="0")
+            h = subprocess.Popen(["bash", str(HERE / "harness.sh"), SCENARIOS[scen][2]], env=e,
+                                 stdout=open(sub / "harness.log", "w"), stderr=subprocess.STDOUT)
+            time.sleep(3)  # past the callee registration and sipp start-up
+            say(f"profile: py-spy on leansip {scen} at {rate}/s for {secs} s")
+            subprocess.run(["timeout", str(secs + 30), "py-spy", "record", "-p", str(pid), "-d", str(secs), "-r",
+                            "250", "--nolineno", "-f", "raw", "-o", str(sub / "pyspy.txt")],
+                           stdout=subprocess.DEVNULL, stderr=open(sub / "pyspy.err", "w"), check=False)
+            h.wait(timeout=secs + 120)
+        finally:
+            srv.stop()
+
+
+# ---------------------------------------------------------------- main
+PORT_BASE = int(os.environ.get("PORT_BASE", "38260"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="leansip bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--quick", action="store_true", help="same as QUICK=1 (smoke test, ~2-3 min)")
+    ap.add_argument("--servers", default="kamailio,leansip")
+    ap.add_argument("--scenarios", default="register,register-auth,stateless,stateful")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md / copy plots")
+    ap.add_argument("--out", help="results directory [bench/results/<date>]")
+    ap.add_argument("--report-only", metavar="DIR", help="only (re)write the report from an existing results dir")
+    a = ap.parse_args(argv)
+    global QUICK
+    if a.quick:
+        QUICK = True
+        os.environ["QUICK"] = "1"
+    if a.report_only:
+        return report(Path(a.report_only), write_md=not a.no_report)
+    servers = [s for s in a.servers.split(",") if s]
+    scenarios = [s for s in a.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s}")
+    have = ensure_tools("kamailio" in servers, not a.no_profile)
+    if not have["sipp"] or not have["taskset"] or ("kamailio" in servers and not have["kamailio"]):
+        say("cannot run without sipp, taskset (and kamailio):", have)
+        return 2
+    outdir = Path(a.out) if a.out else HERE / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir.mkdir(parents=True, exist_ok=True)
+    with open(outdir / "users.txt", "w") as f:  # digest users for the harness (same as sipp/users.csv)
+        f.writelines(f"user{i}:pass{i}\n" for i in range(10000))
+        f.write("callee:callee\ncallee-probe:callee\n")
+    t_start = time.monotonic()
+    meta = versions()
+    meta["command"] = "make bench  (= bash bench/run.sh = python3 bench/bench.py" + \
+        (" " + " ".join(argv) if argv else "") + (", QUICK=1" if QUICK else "") + ")"
+    meta["host_busy_before"] = f"{host_busy():.0f}"
+    knobs = {
+        "RATES_KAMAILIO": env("RATES_KAMAILIO", "1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000",
+                              "1000 4000 16000"),
+        "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000",
+                             "200 500 1000"),
+        "STEP_SECS": env("STEP_SECS", "5", "2"), "LAT_RATE": env("LAT_RATE", "500"),
+        "LAT_SECS": env("LAT_SECS", "10", "2"), "REFINE": env("REFINE", "2", "0"), "SETTLE": env("SETTLE", "5", "2"),
+        "FIXED_REGISTER": env("FIXED_REGISTER", "1000"), "FIXED_CALL": env("FIXED_CALL", "200"),
+    }
+    meta["knobs"] = json.dumps(knobs)
+    say("results in", outdir)
+    use_admin = admin_available()
+    for scen in scenarios:
+        for kind in servers:
+            sub = outdir / f"{kind}-{scen}"
+            admin_port = free_port() if (kind == "leansip" and use_admin) else None
+            srv = Server(kind, scen, sub, PORT_BASE + (0 if kind == "kamailio" else 1), admin_port,
+                         outdir / "users.txt")
+            say(f"{kind} {scen}: starting")
+            pid = srv.start()
+            try:
+                fixed = int(knobs["FIXED_CALL"] if SCENARIOS[scen][2] == "call" else knobs["FIXED_REGISTER"])
+                rates = knobs["RATES_KAMAILIO"] if kind == "kamailio" else knobs["RATES_LEANSIP"]
+                harness(srv, pid, sub, rates, fixed,
+                        {k: knobs[k] for k in ("STEP_SECS", "LAT_RATE", "LAT_SECS", "REFINE", "SETTLE")},
+                        SCENARIOS[scen][2])
+                if kind == "leansip":
+                    tm = srv.timings() if use_admin else None
+                    (sub / "timings.json").write_text(json.dumps(
+                        tm if tm is not None else {"unavailable": "leansip/app/admin.py not present"}, indent=1))
+            finally:
+                srv.stop()
+            for line in (sub / "results.txt").read_text().splitlines():
+                if line.startswith("RESULT") and ("kind=max" in line or "kind=fixed" in line
+                                                  or "latency_probe" in line):
+                    say("  ", line[7:])
+            time.sleep(2)
+    for wanted, step in ((not a.no_memory, lambda: memory_test(outdir)),
+                         (not a.no_profile, lambda: profile(outdir, have.get("py-spy", False)))):
+        if "leansip" in servers and wanted:
+            try:
+                step()
+            except (SystemExit, OSError, subprocess.SubprocessError) as exc:  # keep the rest of the report
+                say("step failed:", exc)
+    meta["host_busy_after"] = f"{host_busy():.0f}"
+    meta["total_secs"] = f"{time.monotonic() - t_start:.0f}"
+    (outdir / "meta.json").write_text(json.dumps(meta, indent=1))
+    say(f"done in {meta['total_secs']} s")
+    return report(outdir, write_md=not a.no_report)
+
+
+def report(outdir: Path, write_md: bool) -> int:
+    sys.path.insert(0, str(HERE))
+    import report as rep  # bench/report.py
+
+    return rep.main(outdir, write_md)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

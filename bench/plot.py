@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""PNG plots of a bench run: throughput and latency against offered load, leansip vs Kamailio.
+
+    python3 bench/plot.py bench/results/<date>      -> <dir>/throughput.png, <dir>/latency.png
+
+Reads the RESULT lines of every <server>-<scenario>/results.txt (bench/harness.sh output).  matplotlib is needed
+(bench/bench.py pip-installs it when missing; it is not a leansip dependency).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+SCENS = ["register", "register-auth", "stateless", "stateful"]
+TITLES = {"register": "REGISTER (no auth)", "register-auth": "REGISTER + digest (MD5)",
+          "stateless": "stateless proxy call", "stateful": "stateful proxy call"}
+COLORS = {"kamailio": "tab:blue", "leansip": "tab:orange"}
+
+
+def results(outdir: Path) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """(server, scenario) -> RESULT lines as dicts; sipp RTT percentiles under rtt{N}_p50/p99 (ms)."""
+    rows: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for f in sorted(outdir.glob("*-*/results.txt")):
+        server, _, scen = f.parent.name.partition("-")
+        for line in f.read_text().splitlines():
+            if not line.startswith("RESULT"):
+                continue
+            head = line.split(" rtd=", 1)[0]
+            kv = dict(re.findall(r"(\w+)=(\S+)", head))
+            for rtd, p50, p99 in re.findall(r"rtd=(\d+) n=\d+ p50_ms=(\S+) p90_ms=\S+ p99_ms=(\S+)", line):
+                kv[f"rtt{rtd}_p50"], kv[f"rtt{rtd}_p99"] = p50, p99
+            rows.setdefault((server, scen), []).append(kv)
+    return rows
+
+
+def make_plots(outdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results(outdir)
+    made: list[Path] = []
+    # throughput: achieved vs offered, every ladder/bisection step; hollow markers = failed step
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, scen in zip(axes.flat, SCENS, strict=True):
+        top = 100.0
+        for server in ("kamailio", "leansip"):
+            steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
+                           key=lambda r: int(r["rate"]))
+            if not steps:
+                continue
+            x = [int(r["rate"]) for r in steps]
+            y = [int(r["achieved"]) for r in steps]
+            top = max(top, *x)
+            ax.plot(x, y, "-", color=COLORS[server], alpha=0.6)
+            for xi, yi, r in zip(x, y, steps, strict=True):
+                ax.plot(xi, yi, "o", color=COLORS[server], mfc=COLORS[server] if r["pass"] == "1" else "none")
+            ax.plot([], [], "o-", color=COLORS[server], label=server)
+            mx = next((int(r["max_rate"]) for r in rows[(server, scen)] if r.get("kind") == "max"), 0)
+            if mx:
+                ax.axvline(mx, color=COLORS[server], ls=":", lw=1)
+        ax.plot([50, top], [50, top], "k--", lw=0.7, label="achieved = offered")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(TITLES[scen])
+        ax.set_xlabel("offered rate (/s)")
+        ax.set_ylabel("completed /s (0 failures: filled)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Throughput vs offered load (SIPp on core 0, server on core 1; dotted = max zero-failure rate)")
+    fig.tight_layout()
+    p = outdir / "throughput.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    made.append(p)
+
+    # latency: sipp RTT (ms, coarse clock) per ladder step + latprobe p50/p99 at LAT_RATE (us resolution)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, scen in zip(axes.flat, SCENS, strict=True):
+        for server in ("kamailio", "leansip"):
+            steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step" and "rtt1_p50" in r),
+                           key=lambda r: int(r["rate"]))
+            c = COLORS[server]
+            if steps:
+                x = [int(r["rate"]) for r in steps]
+                ax.plot(x, [float(r["rtt1_p50"]) for r in steps], "o-", color=c, label=f"{server} sipp p50")
+                ax.plot(x, [float(r["rtt1_p99"]) for r in steps], "s--", color=c, alpha=0.6,
+                        label=f"{server} sipp p99")
+            pr = next((r for r in rows.get((server, scen), []) if r.get("kind") == "latency_probe"), None)
+            if pr:
+                k = next((k[:-7] for k in pr if k.endswith("_p50_us")), None)
+                if k:
+                    rate = float(pr.get("rate", 500))
+                    ax.plot([rate], [float(pr[f"{k}_p50_us"]) / 1000], "*", ms=13, color=c,
+                            label=f"{server} probe p50 ({k})")
+                    ax.plot([rate], [float(pr[f"{k}_p99_us"]) / 1000], "^", ms=9, color=c,
+                            label=f"{server} probe p99")
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_title(TITLES[scen])
+        ax.set_xlabel("offered rate (/s)")
+        ax.set_ylabel("latency (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Latency vs offered load: SIPp RTT per ladder step (ms clock, ~4 ms steps) "
+                 "and the us probe at its rate", fontsize=10)
+    fig.tight_layout()
+    p = outdir / "latency.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    made.append(p)
+    return made
+
+
+if __name__ == "__main__":
+    for path in make_plots(Path(sys.argv[1])):
+        print(path)
