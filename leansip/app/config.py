@@ -175,7 +175,8 @@ class Config:
         auth against the shipped demo users (alice/alice, bob/bob, carol/carol), SQLite in ./var/.
         """
         return cls(
-            listen=[ListenSpec("udp", "127.0.0.1", 5060)],
+            listen=[ListenSpec("udp", "127.0.0.1", 5060), ListenSpec("tcp", "127.0.0.1", 5060),
+                    ListenSpec("tls", "127.0.0.1", 5061)],
             port_fallback=True,
             mode="proxy",
             stateful=True,
@@ -248,11 +249,13 @@ class Config:
                 _split_hostport(self.admin)
             except ValueError as exc:
                 raise ConfigError(str(exc), key="admin") from None
-        if any(spec.secure for spec in self.listen):
-            for name in ("tls_cert", "tls_key"):
-                if getattr(self, name) is None:
-                    secure = next(str(s) for s in self.listen if s.secure)
-                    raise ConfigError(f"listen {secure} needs tls_cert and tls_key", key=name)
+        if any(spec.secure for spec in self.listen) and (self.tls_cert is None) != (self.tls_key is None):
+            # both missing is allowed: the server then makes a self-signed development certificate under the
+            # database's directory (./var/ by default) and says so in its log
+            name = "tls_key" if self.tls_key is None else "tls_cert"
+            secure = next(str(s) for s in self.listen if s.secure)
+            raise ConfigError(f"listen {secure} needs both tls_cert and tls_key (or neither, for a development "
+                              "certificate)", key=name)
         return self
 
 

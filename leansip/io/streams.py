@@ -530,10 +530,13 @@ async def start(runtime: Runtime, spec: ListenSpec) -> list[str]:
             cert, key = ensure_dev_certificate(Path(config.db).parent)
             log.warning("event=dev_certificate cert=%s (self-signed, for testing only)", cert)
         ctx = server_context(cert, key, config.tls_ca)
-    if spec.transport in ("tcp", "tls"):
-        host, port = await table.listen_stream(spec.transport, spec.host, spec.port, ctx)
-    else:
-        host, port = await table.listen_ws(spec.transport, spec.host, spec.port, ctx)
+    listen = table.listen_stream if spec.transport in ("tcp", "tls") else table.listen_ws
+    try:
+        host, port = await listen(spec.transport, spec.host, spec.port, ctx)
+    except OSError:
+        if not config.port_fallback:
+            raise
+        host, port = await listen(spec.transport, spec.host, 0, ctx)  # the demo takes any free port
     table.local.setdefault(spec.transport, (host, port))
     core = runtime.core
     core.local_addresses = [a for a in core.local_addresses

@@ -99,7 +99,7 @@ class StatelessProxy:
         fwd = req.copy()
         if target.ruri is not None:
             fwd.uri = target.ruri
-        router.prepare_forward(fwd, record_route=core.settings.record_route)
+        router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport)
         fwd.add_header("via", router.via(branch, target.transport), first=True)
         core.stats.forwarded_requests += 1
         data = fwd.to_bytes()

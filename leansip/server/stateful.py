@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from leansip.server.proxy import StatelessProxy, needs_auth
 from leansip.server.routing import Target
+from leansip.server.timing import STEP_BUILD, STEP_LOCATION
 from leansip.sip.message import Header, Request, Response, make_response
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
@@ -183,6 +184,9 @@ class StatefulProxy(StatelessProxy):
         if router.loop_detected(req, base):
             return self._respond(stx, req, 482, now, conn_id=conn_id)
         decision = router.decide(req, now)
+        timing = core.timing
+        if timing is not None:
+            timing.mark(STEP_LOCATION)
         if decision.status:
             return self._respond(stx, req, decision.status, now, decision.reason, conn_id=conn_id)
         ctx = Context(stx, req, conn_id)
@@ -193,10 +197,12 @@ class StatefulProxy(StatelessProxy):
             fwd = req.copy()
             if target.ruri is not None:
                 fwd.uri = target.ruri
-            router.prepare_forward(fwd, record_route=core.settings.record_route)
+            router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport)
             branch = f"{base}.{i}"
             fwd.add_header("via", router.via(branch, target.transport), first=True)
             data = fwd.to_bytes()
+            if timing is not None and i == 0:
+                timing.mark(STEP_BUILD)
             try:
                 ctx_txn = self.table.create_client(fwd, target.dest, target.transport, data=data)
             except TooManyTransactions:

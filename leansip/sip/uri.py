@@ -224,7 +224,7 @@ def split_comma(value: str) -> list[str]:
     return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class SipURI:
     """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1). ``user`` and ``password`` stay escaped as written."""
 
@@ -296,11 +296,11 @@ class SipURI:
         }
         values.update(changes)
         uri = SipURI(**values)  # type: ignore[arg-type]
-        uri.text = uri.build()
+        object.__setattr__(uri, "text", uri.build())  # frozen: parsed URIs are shared by the cache
         return uri
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class AbsoluteURI:
     """Any other URI scheme (tel:, urn:, http: ...). Kept opaque: leansip routes only SIP URIs."""
 
@@ -432,7 +432,7 @@ def uri_key(uri: URI) -> str:
     return "".join(key)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class NameAddr:
     """A To/From/Contact/Route style value: optional display name, URI, header parameters."""
 
@@ -445,7 +445,7 @@ class NameAddr:
     @property
     def uri(self) -> URI:
         if self._uri is None:
-            self._uri = parse_uri(self.uri_text)
+            object.__setattr__(self, "_uri", parse_uri(self.uri_text))  # frozen: shared by the cache
         return self._uri
 
     @property

@@ -50,7 +50,9 @@ def test_defaults_match_the_product() -> None:
 def test_demo_config() -> None:
     c = Config.demo().validate()
     assert c.port_fallback is True
-    assert c.listen == [ListenSpec("udp", "127.0.0.1", 5060)]
+    assert c.listen == [ListenSpec("udp", "127.0.0.1", 5060), ListenSpec("tcp", "127.0.0.1", 5060),
+                        ListenSpec("tls", "127.0.0.1", 5061)]
+    assert c.tls_cert is None and c.tls_key is None  # a development certificate is made under ./var/
     assert (c.mode, c.stateful, c.auth, c.location) == ("proxy", True, True, "sqlite")
     assert c.users == DEMO_USERS_FILE and c.users.parts[-2:] == ("data", "users.txt")
     assert c.db.parts[0] == "var"
@@ -211,7 +213,8 @@ def test_bad_type_names_file_key_and_line(tmp_path: Path, body: str, line: int, 
     ("workers = 0\n", 1, "workers", "must be >= 1"),
     ('auth_algorithms = ["SHA-1"]\n', 1, "auth_algorithms", "must be one of SHA-256"),
     ("auth = true\n", None, "users", "auth is on but no users file"),
-    ('listen = ["tls:127.0.0.1"]\n', None, "tls_cert", "listen tls:127.0.0.1:5061 needs tls_cert"),
+    ('listen = ["tls:127.0.0.1"]\ntls_key = "k.pem"\n', None, "tls_cert",
+     "listen tls:127.0.0.1:5061 needs both tls_cert and tls_key"),
     ('admin = "localhost"\n', 1, "admin", "expected HOST:PORT"),
     ('log_level = "loud"\n', 1, "log_level", "must be one of debug"),
 ])
