@@ -225,7 +225,9 @@ def harness(server: Server, pid: int, out: Path, rates: str, fixed: int, extra_e
 
 
 def admin_available() -> bool:
-    return (REPO / "leansip" / "app" / "admin.py").exists()
+    """True once leansip's admin endpoint can be started by `serve` (leansip/app/admin.py with start_admin)."""
+    p = REPO / "leansip" / "app" / "admin.py"
+    return p.exists() and "def start_admin" in p.read_text()
 
 
 def free_port() -> int:
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "leansip":
                     tm = srv.timings() if use_admin else None
                     (sub / "timings.json").write_text(json.dumps(
-                        tm if tm is not None else {"unavailable": "leansip/app/admin.py not present"}, indent=1))
+                        tm if tm is not None else {"unavailable": "no start_admin() in leansip/app/admin.py yet: serve cannot start the admin endpoint"}, indent=1))
             finally:
                 srv.stop()
             for line in (sub / "results.txt").read_text().splitlines():

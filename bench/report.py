@@ -39,7 +39,7 @@ def pick(rows: list[dict[str, str]], kind: str) -> dict[str, str] | None:
 def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
     """The headline figures of one server in one scenario."""
     out: dict[str, float | None] = dict.fromkeys(
-        ("max", "fixed_us", "fixed_rate", "fixed_pass", "max_us", "p50", "p99", "p50b", "p99b", "busy_min",
+        ("max", "fixed_us", "fixed_net_us", "idle_ms", "fixed_rate", "fixed_pass", "max_us", "p50", "p99", "p50b", "p99b", "busy_min",
          "busy_max"))
     mx = pick(rows, "max")
     steps = [r for r in rows if r.get("kind") == "step"]
@@ -49,8 +49,13 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
         if at and "srv_us_per_call" in at[-1]:
             out["max_us"] = float(at[-1]["srv_us_per_call"])
     fx = pick(rows, "fixed")
+    idle = pick(rows, "idle")
+    out["idle_ms"] = float(idle["server_ns_per_s"]) / 1e6 if idle else None
     if fx:
         out["fixed_us"] = float(fx["srv_us_per_call"])
+        if idle and "wall_s" in fx:
+            net = float(fx["server_ns"]) - float(idle["server_ns_per_s"]) * float(fx["wall_s"])
+            out["fixed_net_us"] = net / 1000 / max(1.0, float(fx["ok"]))
         out["fixed_rate"] = float(fx["rate"])
         out["fixed_pass"] = float(fx["pass"])
     pr = pick(rows, "latency_probe")
@@ -145,6 +150,8 @@ def main(outdir: Path, write_md: bool = True) -> int:
             f"| {t} | max zero-failure rate (/s) | {f0(k['max'])} | {f0(lq['max'])} | {ratio(lq['max'], k['max'])} |",
             f"| | CPU µs/call at {fr}/s | {f0(k['fixed_us'])}{fail(k)} | {f0(lq['fixed_us'])}{fail(lq)} | "
             f"{ratio(lq['fixed_us'], k['fixed_us'])} |",
+            f"| | same, idle CPU subtracted (idle: K {f0(k['idle_ms'])}, L {f0(lq['idle_ms'])} ms/s) | "
+            f"{f0(k['fixed_net_us'])} | {f0(lq['fixed_net_us'])} | {ratio(lq['fixed_net_us'], k['fixed_net_us'])} |",
             f"| | CPU µs/call at own max step | {f0(k['max_us'])} | {f0(lq['max_us'])} | "
             f"{ratio(lq['max_us'], k['max_us'])} |",
             f"| | latency p50 / p99 (µs) | {f0(k['p50'])} / {f0(k['p99'])} | {f0(lq['p50'])} / {f0(lq['p99'])} | "
@@ -207,8 +214,9 @@ def main(outdir: Path, write_md: bool = True) -> int:
                 found = True
                 md += [f"* {scen}:", "", "```json", json.dumps(data, indent=1)[:3000], "```", ""]
     if not found:
-        md.append("\n(The admin endpoint with /api/timings did not exist in this checkout when the run was made; "
-                  "bench.py queries it automatically once `leansip/app/admin.py` is there.)")
+        md.append("\n(`GET /api/timings` could not be queried in this checkout at run time; bench.py starts leansip "
+                  "with `--admin 127.0.0.1:<free port>` and saves it per scenario automatically once "
+                  "`leansip/app/admin.py` has `start_admin()`.)")
     md.append("")
     # profile
     md += ["## Where the time goes (py-spy, leansip)", ""]
