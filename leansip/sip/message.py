@@ -555,13 +555,15 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if not data:
         raise SipParseError("empty message", status=0)
     head, rest = _split_head(data)
-    lines = head.split("\r\n") if "\r" in head else head.split("\n")
-    if "\n" in head and "\r" in head:
+    lines = head.split("\r\n")
+    if head.count("\n") != len(lines) - 1:
+        # bare LF (alone or mixed with CRLF): be liberal (RFC 3261 7.5 asks for CRLF, peers do not always)
         lines = [line.rstrip("\r") for line in head.replace("\r\n", "\n").split("\n")]
     start = lines[0]
     headers: list[Header] = []
     append = headers.append
     current: Header | None = None
+    names = _NAME_CACHE
     for line in lines[1:]:
         if not line:
             continue
@@ -578,14 +580,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         colon = line.find(":")
         if colon <= 0:
             raise SipParseError(f"header line without a colon: {line[:40]!r}")
-        name = line[:colon].rstrip(_WS)
-        lname = name.lower()
-        if len(lname) == 1:
-            if lname not in TOKEN_CHARS:  # one-letter names are tokens too (RFC 3261 7.3.1)
-                raise SipParseError(f"bad header name {name!r}")
-            lname = COMPACT_FORMS.get(lname, lname)
-        elif not is_token(name):
-            raise SipParseError(f"bad header name {name[:40]!r}")
+        lname = names.get(line[:colon])
+        if lname is None:
+            lname = _header_name(line[:colon])
         current = Header(lname, line[colon + 1 :].strip(_WS), line)
         append(current)
 
@@ -597,6 +594,25 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     msg._start = start
     msg.body = _body(msg, rest, stream)
     return msg
+
+
+_NAME_CACHE: dict[str, str] = {}
+
+
+def _header_name(raw: str) -> str:
+    """Canonical name of a header name as written (``MaX-fOrWaRdS `` -> ``max-forwards``, ``v`` -> ``via``),
+    checked to be a token; remembered (bounded) because the same few spellings arrive in every message."""
+    name = raw.rstrip(_WS)
+    lname = name.lower()
+    if len(lname) == 1:
+        if lname not in TOKEN_CHARS:  # one-letter names are tokens too (RFC 3261 7.3.1)
+            raise SipParseError(f"bad header name {name!r}")
+        lname = COMPACT_FORMS.get(lname, lname)
+    elif not is_token(name):
+        raise SipParseError(f"bad header name {name[:40]!r}")
+    if len(_NAME_CACHE) < 4096:
+        _NAME_CACHE[raw] = lname
+    return lname
 
 
 def _parse_request_line(start: str, headers: list[Header]) -> Request:
