@@ -27,7 +27,10 @@ from tests.integration.interop import Baresip, check_tone, phone, stop_proc, wai
 CALL_SECONDS = 4.0
 BARESIP_TONE = 440.0
 LEANSIP_TONE = 1000.0
-SERVER_ARGS = ["--auth", "--location", "memory", "--realm", "test", "--stateless"]
+SERVER_ARGS = ["--auth", "--location", "memory", "--realm", "test"]
+#: (SRTP, proxy mode): the stateful proxy (the default) with and without SRTP, and the stateless one once
+CASES = [(False, "--stateful"), (True, "--stateful"), (False, "--stateless")]
+CASE_IDS = ["rtp", "srtp", "rtp-stateless"]
 
 
 @pytest.fixture
@@ -65,14 +68,14 @@ def _check_srtp_stats(phone_log: str, logs: str) -> None:
     assert dropped == 0 and failures <= 2, logs
 
 
-@pytest.mark.parametrize("srtp", [False, True], ids=["rtp", "srtp"])
-def test_baresip_calls_leansip_phone(setup: Path, srtp: bool) -> None:
+@pytest.mark.parametrize(("srtp", "mode"), CASES, ids=CASE_IDS)
+def test_baresip_calls_leansip_phone(setup: Path, srtp: bool, mode: str) -> None:
     """baresip alice dials bob (a leansip phone); baresip's WAV ends after CALL_SECONDS and it hangs up."""
     tmp = setup
     write_tone_wav(tmp / "tone440.wav", BARESIP_TONE, CALL_SECONDS)
     write_tone_wav(tmp / "tone1k.wav", LEANSIP_TONE, CALL_SECONDS + 6)
     srtp_flags = ["--srtp", "mandatory"] if srtp else []
-    with _server(tmp, "--auth-algorithms", "MD5") as srv:
+    with _server(tmp, "--auth-algorithms", "MD5", mode) as srv:
         bob_log = tmp / "bob.log"
         bob = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "bob", "--password", "bobpw", *srtp_flags,
                      "answer", "--record", str(tmp / "bob.wav"), "--play", str(tmp / "tone1k.wav"),
@@ -104,14 +107,14 @@ def test_baresip_calls_leansip_phone(setup: Path, srtp: bool) -> None:
     check_tone(recordings[0], LEANSIP_TONE, 0.8 * CALL_SECONDS)
 
 
-@pytest.mark.parametrize("srtp", [False, True], ids=["rtp", "srtp"])
-def test_leansip_phone_calls_baresip(setup: Path, srtp: bool) -> None:
+@pytest.mark.parametrize(("srtp", "mode"), CASES, ids=CASE_IDS)
+def test_leansip_phone_calls_baresip(setup: Path, srtp: bool, mode: str) -> None:
     """A leansip phone dials baresip bob (auto-answer) and hangs up after CALL_SECONDS."""
     tmp = setup
     write_tone_wav(tmp / "tone440.wav", BARESIP_TONE, CALL_SECONDS + 10)  # longer than the call
     write_tone_wav(tmp / "tone1k.wav", LEANSIP_TONE, CALL_SECONDS + 2)
     srtp_flags = ["--srtp", "mandatory"] if srtp else []
-    with _server(tmp, "--auth-algorithms", "MD5") as srv:
+    with _server(tmp, "--auth-algorithms", "MD5", mode) as srv:
         account = _account("bob", srv.port, "answermode=auto", *(["mediaenc=srtp-mand"] if srtp else []))
         with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=25, name="bob") as bob:
             bob.wait_registered()
