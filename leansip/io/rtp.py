@@ -16,6 +16,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
+from leansip.media.stun import is_stun
 from leansip.ua.session import FRAME_SECONDS, MediaSession
 
 __all__ = ["RtpPorts", "MediaRunner", "open_rtp_ports"]
@@ -57,10 +58,15 @@ class RtpPorts:
         self.rtcp = rtcp
         self.session: MediaSession | None = None
         self.clock: Callable[[], float] = asyncio.get_running_loop().time
+        #: STUN answers arrive on the RTP socket (we ask from it to learn its public mapping): this hook sees
+        #: STUN-looking datagrams first and returns True for the ones it consumed (RFC 7983 demultiplexing)
+        self.stun: Callable[[bytes, Address, float], bool] | None = None
         rtp.on_packet = self._on_rtp
         rtcp.on_packet = self._on_rtcp
 
     def _on_rtp(self, data: bytes, source: Address) -> None:
+        if self.stun is not None and is_stun(data) and self.stun(data, source, self.clock()):
+            return
         if self.session is not None:
             self.session.receive_rtp(data, source, self.clock())
 

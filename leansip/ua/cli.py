@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leansip.ua.phone import MediaFailed, Phone, PhoneOptions
+from leansip.ua.resolve import ResolveError, parse_host_port, resolve_server
 from leansip.ua.useragent import (
     CallEnded,
     CallEstablished,
@@ -44,6 +45,8 @@ exit status:
 
 examples:
   leansip phone --server 127.0.0.1:5080 --user alice --password pw register --expires 300 --hold 10
+  leansip phone --server example.com --transport tls --user alice --password pw ui --dial bob=sip:bob@example.com
+  leansip phone --server 127.0.0.1:5081 --transport tls --ca-file var/leansip-dev-cert.pem --user bob ... answer
   leansip phone --server 127.0.0.1:5080 --user alice --password pw call bob --play in.wav --hangup-after 10
   leansip phone --server 127.0.0.1:5080 --user bob --password pw answer --record out.wav --max-calls 1
   leansip phone --user alice --local-port 5072 call sip:bob@127.0.0.1:5074 --play in.wav   (direct, no server)
@@ -67,10 +70,35 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _server(text: str) -> tuple[str, int | None]:
+    """HOST or HOST:PORT; a name without a port is located with DNS SRV (RFC 3263)."""
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT], got {text!r} ({exc})") from None
+
+
+def _dial_entry(text: str) -> tuple[str, str]:
+    name, sep, uri = text.partition("=")
+    if not sep or not name.strip() or not uri.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=URI, got {text!r}")
+    return name.strip(), uri.strip()
+
+
+def _transport(args: argparse.Namespace) -> str:
+    """--transport, except that a sips: target needs TLS (RFC 3261 26.2.2)."""
+    target = getattr(args, "target", None) or ""
+    if target.startswith("sips:"):
+        return "tls"
+    return str(args.transport)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="leansip phone", description="SIP softphone: register, call, answer; audio from/to WAV.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", type=_host_port, help="registrar/proxy HOST:PORT; without it: direct mode")
+    p.add_argument("--server", type=_server,
+                   help="registrar/proxy HOST[:PORT]; a name without port is looked up with DNS SRV "
+                        "(_sip._udp, _sip._tcp, _sips._tcp); without --server: direct mode")
     p.add_argument("--user", required=True, help="user name (AOR user part and digest username)")
     p.add_argument("--password", help="digest password")
     p.add_argument("--realm", help="domain of our address-of-record (default: the server's host)")
@@ -79,7 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtp-port", type=int, default=0, help="RTP port, even; RTCP uses the next (default: any)")
     p.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
                    help="SRTP with SDES keys: off, optional (best effort) or mandatory")
-    p.add_argument("--transport", choices=("udp",), default="udp", help="SIP transport (udp)")
+    p.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp",
+                   help="SIP transport to the server (default udp; a sips: target implies tls). TCP/TLS keep "
+                        "one connection to the server that also carries the calls to us")
+    p.add_argument("--ca-file", type=Path, help="TLS: trust this CA / certificate (PEM) for the server")
+    p.add_argument("--insecure", action="store_true", help="TLS: do not verify the server's certificate")
+    p.add_argument("--keepalive", type=float, metavar="SECONDS",
+                   help="keep-alive interval to the server (default 25 over UDP, 120 over TCP/TLS; 0: off)")
+    p.add_argument("--keepalive-method", choices=("crlf", "options"), default="crlf",
+                   help="UDP keep-alive: CRLFCRLF (RFC 5626) or an OPTIONS request (default crlf)")
+    p.add_argument("--stun", type=_host_port, metavar="HOST:PORT",
+                   help="STUN server: learn the public RTP address (RFC 5389) and announce it in SDP")
     p.add_argument("--codec", action="append", choices=("PCMU", "PCMA"),
                    help="codec in preference order; repeat for more (default PCMU, PCMA)")
     p.add_argument("--sound-card", action="store_true", help="also play received audio (needs sounddevice)")
@@ -109,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=60.0, help="give up waiting for a call after S (60)")
     a.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
     a.add_argument("--reject", type=int, metavar="STATUS", help="refuse calls with this status instead")
+    a.add_argument("--hangup-after", type=float, help="hang up S seconds after answering (default: the caller does)")
+
+    u = sub.add_parser("ui", help="full-screen terminal phone (curses): quick-dial, call, answer, hang up")
+    u.add_argument("--dial", type=_dial_entry, action="append", default=[], metavar="NAME=URI",
+                   help="quick-dial entry (keys 1-9 in order); repeat for more")
+    u.add_argument("--play", type=Path, help="WAV to send during calls")
+    u.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    u.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
+    u.add_argument("--log-file", type=Path, help="also write the event log here (the screen shows the last lines)")
     return p
 
 
@@ -121,7 +168,7 @@ def _target_uri(target: str, args: argparse.Namespace) -> str:
     domain = args.realm or host
     if "@" in target:
         return f"sip:{target}"
-    return f"sip:{target}@{domain}" + (f":{port}" if domain == host and port != 5060 else "")
+    return f"sip:{target}@{domain}" + (f":{port}" if domain == host and port and port != 5060 else "")
 
 
 async def _register(phone: Phone, expires: int) -> int:
@@ -254,7 +301,10 @@ async def _cmd_answer(phone: Phone, args: argparse.Namespace) -> int:
                 calls += 1
                 result = EXIT_MEDIA
                 continue
-            ended = await _wait_end(phone, 24 * 3600)
+            ended = await _wait_end(phone, args.hangup_after if args.hangup_after is not None else 24 * 3600)
+            if ended is None and args.hangup_after is not None:
+                phone.hangup()  # BYE from the callee
+                ended = await _wait_end(phone, 40.0)
             calls += 1
             result = EXIT_OK if ended is not None and ended.reason in ("remote hangup", "local hangup") \
                 else EXIT_TIMEOUT
@@ -264,8 +314,9 @@ async def _cmd_answer(phone: Phone, args: argparse.Namespace) -> int:
     return result
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging(verbose: int, quiet: bool, log_file: Path | None = None) -> None:
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if log_file is None \
+        else logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     root = logging.getLogger("leansip")
     root.handlers[:] = [handler]
@@ -276,16 +327,37 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         root.setLevel(logging.DEBUG)
 
 
-async def _run(args: argparse.Namespace) -> int:
-    options = PhoneOptions(
-        user=args.user, password=args.password, server=args.server, domain=args.realm,
+def _options(args: argparse.Namespace, transport: str) -> PhoneOptions:
+    """PhoneOptions from the arguments; locates the server (RFC 3263, may block on DNS). Raises ResolveError."""
+    server: tuple[str, int] | None = None
+    alternates: tuple[tuple[str, int], ...] = ()
+    server_name = domain = None
+    if args.server is not None:
+        host, port = args.server
+        targets = resolve_server(host, port, transport)
+        server = (targets[0].host, targets[0].port)
+        alternates = tuple((t.host, t.port) for t in targets[1:])
+        server_name = host
+        domain = args.realm or (host if host != server[0] else None)
+    return PhoneOptions(
+        user=args.user, password=args.password, server=server, domain=domain,
         local_host=args.local_host, local_port=args.local_port, rtp_port=args.rtp_port, srtp=args.srtp,
         codecs=tuple(args.codec) if args.codec else ("PCMU", "PCMA"),
         play=getattr(args, "play", None), record=getattr(args, "record", None), sound_card=args.sound_card,
+        transport=transport, server_alternates=alternates, server_name=server_name, ca_file=args.ca_file,
+        insecure=args.insecure, keepalive=args.keepalive, keepalive_method=args.keepalive_method, stun=args.stun,
     )
+
+
+async def _run(args: argparse.Namespace, options: PhoneOptions) -> int:
     phone = await Phone.start(options)
-    log.info("event=started sip=%s:%s rtp=%s", *phone.address, phone.rtp.port if phone.rtp else 0)
+    log.info("event=started sip=%s:%s transport=%s rtp=%s", *phone.address, options.transport,
+             phone.rtp.port if phone.rtp else 0)
     try:
+        if args.command == "ui":
+            from leansip.ua.tui import run_ui
+
+            return await run_ui(phone, args)
         if args.command == "register":
             return await _cmd_register(phone, args)
         if args.command == "call":
@@ -309,6 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("leansip phone: error: register needs --server", file=sys.stderr)
         return EXIT_USAGE
+    transport = _transport(args)
+    if transport != "udp" and args.server is None:
+        print(f"leansip phone: error: --transport {transport} needs --server (one connection to it carries "
+              "everything)", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "call":
         try:
             _target_uri(args.target, args)
@@ -320,9 +397,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path is not None and not path.is_file():
             print(f"leansip phone: error: --{name}: no such file {str(path)!r}", file=sys.stderr)
             return EXIT_USAGE
-    _setup_logging(args.verbose, args.quiet)
+    if args.command == "ui":
+        if args.log_file is None:
+            args.quiet = True  # the screen is ours; events are shown in its log pane
+    _setup_logging(args.verbose, args.quiet, getattr(args, "log_file", None))
     try:
-        return asyncio.run(_run(args))
+        options = _options(args, transport)
+    except ResolveError as exc:
+        print(f"leansip phone: error: --server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run(args, options))
     except OSError as exc:
         print(f"leansip phone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -263,7 +263,9 @@ class UaConfig:
     def contact_uri(self) -> str:
         host, port = self.local
         host = f"[{host}]" if ":" in host else host
-        return f"sip:{self.user}@{host}:{port}"
+        # over a stream the transport parameter makes requests to us come back over TCP/TLS (RFC 3261 19.1.4)
+        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"sip:{self.user}@{host}:{port}{suffix}"
 
 
 # --------------------------------------------------------------------------- the call state table
