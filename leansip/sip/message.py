@@ -564,6 +564,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     append = headers.append
     current: Header | None = None
     names = _NAME_CACHE
+    #: the first broken header line: raised after the start line and the other headers are read, so a 400 can
+    #: still be addressed by the Via (RFC 3261 8.2 / 16.3) instead of the request being dropped in silence
+    bad_line: str | None = None
     for line in lines[1:]:
         if not line:
             continue
@@ -571,7 +574,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         if first == " " or first == "\t":
             # RFC 3261 7.3.1 folding: a continuation line joins the previous value with one SP
             if current is None:
-                raise SipParseError("header section starts with a continuation line")
+                bad_line = bad_line or "header section starts with a continuation line"
+                continue
             stripped = line.strip(_WS)
             if stripped:
                 current.value = f"{current.value} {stripped}" if current.value else stripped
@@ -579,10 +583,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             continue
         colon = line.find(":")
         if colon <= 0:
-            raise SipParseError(f"header line without a colon: {line[:40]!r}")
+            bad_line = bad_line or f"header line without a colon: {line[:40]!r}"
+            current = None  # a continuation of a broken line belongs to nothing
+            continue
         lname = names.get(line[:colon])
         if lname is None:
-            lname = _header_name(line[:colon])
+            try:
+                lname = _header_name(line[:colon])
+            except SipParseError as exc:
+                bad_line = bad_line or exc.reason
+                current = None
+                continue
         current = Header(lname, line[colon + 1 :].strip(_WS), line)
         append(current)
 
@@ -591,6 +602,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = _parse_status_line(start, headers)
     else:
         msg = _parse_request_line(start, headers)
+    if bad_line is not None:
+        raise SipParseError(bad_line, message=msg if isinstance(msg, Request) else None)
     msg._start = start
     msg.body = _body(msg, rest, stream)
     return msg
