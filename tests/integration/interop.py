@@ -229,12 +229,14 @@ class Kamailio:
     """``kamailio -DD -E`` (foreground, log to stderr) with ``cfg`` on ``udp:127.0.0.1:<free port>``.
 
     One worker, small memory (``-m 64 -M 8``), run dir and working dir in ``workdir`` so no root-owned
-    /run/kamailio is needed. Ready when the UDP port answers an OPTIONS (any reply) or, for configs
+    /run/kamailio is needed; ``defines`` are extra arguments such as ``["-A", "WITH_AUTH"]``. Ready when the UDP port answers an OPTIONS (any reply) or, for configs
     that answer nothing, when the port is bound.
     """
 
-    def __init__(self, cfg: Path, workdir: Path, *, name: str = "kamailio") -> None:
+    def __init__(self, cfg: Path, workdir: Path, *, defines: list[str] | None = None,
+                 name: str = "kamailio") -> None:
         self.cfg = Path(cfg)
+        self.defines = list(defines or [])  # e.g. ["-A", "WITH_AUTH"]
         self.workdir = Path(workdir)
         self.rundir = self.workdir / f"{name}-run"
         self.log = self.workdir / f"{name}.log"
@@ -247,7 +249,7 @@ class Kamailio:
         exe = require_program("kamailio")
         self.rundir.mkdir(parents=True, exist_ok=True)
         cmd = [exe, "-DD", "-E", "-f", str(self.cfg), "-l", f"udp:127.0.0.1:{self.port}", "-n", "1",
-               "-m", "64", "-M", "8", "-Y", str(self.rundir), "-w", str(self.workdir), "-a", "no"]
+               "-m", "64", "-M", "8", "-Y", str(self.rundir), "-w", str(self.workdir), "-a", "no", *self.defines]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
