@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import re
 import subprocess
+from array import array
 from pathlib import Path
 
 import pytest
 
-from leansip.media.tone import write_tone_wav
+from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
+from leansip.media.wav import read_wav
 from tests.conftest import require_program
 from tests.integration.helpers import ServerProcess
-from tests.integration.interop import Baresip, check_tone, phone, stop_proc, wait_for_text, wait_proc
+from tests.integration.interop import (
+    Baresip,
+    check_tone,
+    free_port_block,
+    phone,
+    stop_proc,
+    wait_for_text,
+    wait_proc,
+)
 
 CALL_SECONDS = 4.0
 BARESIP_TONE = 440.0
@@ -179,3 +189,90 @@ def test_baresip_registers_and_unregisters(setup: Path) -> None:
     # the unregister: a REGISTER with expires=0 answered 200 (a 200 without bindings)
     assert "expires=0" in text, text
     assert text.count("SIP/2.0 200 OK") >= 2, text
+
+
+def test_leansip_phone_holds_and_resumes_baresip(setup: Path) -> None:
+    """Re-INVITE a=sendonly at 2 s (hold), a=sendrecv at 4 s (resume), BYE at 6 s (RFC 3264 8.4).
+
+    baresip must answer recvonly and stop sending while held: the leansip recording is baresip's tone,
+    then silence, then the tone again. (baresip 1.0's sndfile stops its receive dump at the first
+    re-INVITE, which restarts its player, so only the part before the hold is checked on its side.)
+    """
+    tmp = setup
+    write_tone_wav(tmp / "tone440.wav", BARESIP_TONE, 20.0)
+    write_tone_wav(tmp / "tone1k.wav", LEANSIP_TONE, 10.0)
+    with _server(tmp, "--auth-algorithms", "MD5") as srv:
+        account = _account("bob", srv.port, "answermode=auto")
+        with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=25, name="bob") as bob:
+            bob.wait_registered()
+            alice_log = tmp / "alice.log"
+            alice = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
+                           "call", "bob", "--play", str(tmp / "tone1k.wav"), "--record", str(tmp / "alice.wav"),
+                           "--hold-at", "2", "--resume-at", "4", "--hangup-after", "6", "--timeout", "8"],
+                          alice_log)
+            try:
+                alice_rc = wait_proc(alice, 25)
+                bob.wait_for("terminated (duration:", 5)
+            finally:
+                stop_proc(alice)
+                logs = _logs(alice_log, bob.log) + srv.output()
+    assert alice_rc == 0, logs
+    text = alice_log.read_text()
+    assert "event=media_updated direction=sendonly" in text, logs
+    assert "event=media_updated direction=sendrecv" in text, logs
+    assert "a=recvonly" in bob.text(), logs  # baresip's answer to the hold offer
+    samples, rate, _ = read_wav(tmp / "alice.wav")
+
+    def part(start: float, end: float) -> array[int]:
+        return samples[int(start * rate):int(end * rate)]
+
+    for start, end in ((0.3, 1.7), (4.3, 5.7)):  # talking: baresip's tone
+        assert active_duration(part(start, end), rate) >= 0.9 * (end - start), (start, end, logs)
+        assert abs(dominant_frequency(part(start, end), rate) - BARESIP_TONE) <= 20.0, (start, end)
+    assert active_duration(part(2.4, 3.6), rate) == 0.0, logs  # held: baresip sends nothing
+    recordings = bob.recordings()
+    assert len(recordings) == 1, (recordings, logs)
+    check_tone(recordings[0], LEANSIP_TONE, 1.5)
+
+
+def test_direct_calls_without_server(setup: Path) -> None:
+    """No registrar: the leansip phone calls baresip's contact address, then baresip calls the phone's."""
+    tmp = setup
+    write_tone_wav(tmp / "tone440.wav", BARESIP_TONE, CALL_SECONDS)
+    write_tone_wav(tmp / "tone1k.wav", LEANSIP_TONE, CALL_SECONDS + 6)
+    nowhere = free_port_block(1)  # the account's registrar: never contacted (regint=0)
+    account = f"<sip:bob@127.0.0.1:{nowhere};transport=udp>;regint=0;answermode=auto"
+    # 1. leansip -> baresip (auto-answer); baresip's WAV is CALL_SECONDS long, so leansip hangs up first
+    with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=20, name="bob") as bob:
+        bob.wait_for("baresip is ready")
+        alice_log = tmp / "alice.log"
+        alice = phone(["--user", "alice", "call", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play",
+                       str(tmp / "tone1k.wav"), "--record", str(tmp / "alice.wav"), "--hangup-after",
+                       str(CALL_SECONDS - 1)], alice_log)
+        try:
+            alice_rc = wait_proc(alice, 20)
+            bob.wait_for("terminated (duration:", 5)
+        finally:
+            stop_proc(alice)
+            logs = _logs(alice_log, bob.log)
+    assert alice_rc == 0, logs
+    check_tone(tmp / "alice.wav", BARESIP_TONE, 0.8 * (CALL_SECONDS - 1))
+    check_tone(bob.recordings()[0], LEANSIP_TONE, 0.8 * (CALL_SECONDS - 1))
+    # 2. baresip -> leansip (answer --local-port); baresip hangs up when its WAV ends
+    port = free_port_block(1)
+    carol_log = tmp / "carol.log"
+    carol = phone(["--user", "carol", "--local-port", str(port), "answer", "--record", str(tmp / "carol.wav"),
+                   "--play", str(tmp / "tone1k.wav"), "--timeout", "20"], carol_log)
+    try:
+        wait_for_text(carol_log, "event=started", proc=carol)
+        with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=20, name="dave",
+                     command=f"/dial sip:carol@127.0.0.1:{port}") as dave:
+            carol_rc = wait_proc(carol, CALL_SECONDS + 15)
+            dave.wait_for("terminated (duration:", 5)
+            logs = _logs(carol_log, dave.log)
+    finally:
+        stop_proc(carol)
+    assert carol_rc == 0, logs
+    assert "event=CallEnded reason='remote hangup'" in carol_log.read_text(), logs
+    check_tone(tmp / "carol.wav", BARESIP_TONE, 0.8 * CALL_SECONDS)
+    check_tone(dave.recordings()[0], LEANSIP_TONE, 0.8 * CALL_SECONDS)
