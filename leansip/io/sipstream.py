@@ -138,6 +138,7 @@ class SipStream:
         """Send a double-CRLF keep-alive (RFC 5626 3.5.1); the server answers with one CRLF."""
         if self.send(PING):
             self.pings_sent += 1
+            log.debug("event=keepalive_ping server=%s:%s pings=%d", *self.peer, self.pings_sent)
             return True
         return False
 
@@ -168,6 +169,7 @@ class SipStream:
             self.send(PONG)
         if framer.pongs != pongs_before:
             self.pongs_received = framer.pongs
+            log.debug("event=keepalive_pong server=%s:%s pongs=%d", *self.peer, self.pongs_received)
             if self.on_pong is not None:
                 self.on_pong()
         now = self._loop.time()
