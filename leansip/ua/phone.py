@@ -110,6 +110,8 @@ class PhoneOptions:
 DEFAULT_KEEPALIVE = {"udp": 25.0, "tcp": 120.0, "tls": 120.0}
 #: RFC 5626 4.4.1: no pong within 10 s means the flow has failed.
 PONG_TIMEOUT = 10.0
+#: How long :meth:`Phone.start` waits for the first STUN answer before going on with the local address.
+STUN_START_WAIT = 3.0
 
 
 class KeepAlive:
@@ -194,6 +196,7 @@ class Phone:
         self._ssl: ssl.SSLContext | None = None
         self.call_peer: str | None = None  # who the current call is with (for displays)
         self.call_answered_at: float | None = None
+        self._stun_answered = asyncio.Event()
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -252,7 +255,16 @@ class Phone:
         client.on_change = self._on_stun_mapping
         self.stun_client = client
         self.rtp.stun = self._on_stun_datagram
+        self._stun_answered = asyncio.Event()
         self._send_stun(client.start(self._now()))
+        self._arm()
+        # The first offer should already carry the mapping: wait for the first answer, but not for the whole
+        # 39.5 s transaction -- a dead STUN server must not stop the phone from starting.
+        try:
+            await asyncio.wait_for(self._stun_answered.wait(), STUN_START_WAIT)
+        except TimeoutError:
+            log.info("event=stun_pending reason='no answer within %.0f s; local address until then'",
+                     STUN_START_WAIT)
 
     async def close(self) -> None:
         self._closing = True
@@ -411,6 +423,8 @@ class Phone:
         assert self.stun_client is not None
         consumed = self.stun_client.receive(data, source, now)
         if consumed:
+            if self.stun_client.state != "querying":
+                self._stun_answered.set()
             self._arm()
         return consumed
 
