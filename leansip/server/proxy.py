@@ -76,6 +76,11 @@ class StatelessProxy:
         router = self.router
         method = req.method
         out: list[Send] = []
+        if method == "ACK" and req.to_tag is not None and req.to_tag == core.to_tag(req):
+            # the ACK for a non-2xx reply we generated (407, 404, ...): it ends our stateless "transaction"
+            # (RFC 3261 17.2.1) and must not reach the callee, who never saw that INVITE (as Kamailio's sl)
+            core.stats.dropped("ACK for our reply")
+            return []
         routed = router.preprocess_routes(req)
         if core.authenticator is not None and needs_auth(req, routed):
             user, challenge = core.authenticate(req, source, transport, now, conn_id, proxy=True)
