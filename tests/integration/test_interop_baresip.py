@@ -276,3 +276,34 @@ def test_direct_calls_without_server(setup: Path) -> None:
     assert "event=CallEnded reason='remote hangup'" in carol_log.read_text(), logs
     check_tone(tmp / "carol.wav", BARESIP_TONE, 0.8 * CALL_SECONDS)
     check_tone(dave.recordings()[0], LEANSIP_TONE, 0.8 * CALL_SECONDS)
+
+
+@pytest.mark.parametrize("mode", ["--stateful", "--stateless"])
+def test_leansip_phone_cancels_ringing_baresip(setup: Path, mode: str) -> None:
+    """baresip rings (no auto-answer); the phone gives up after 2 s: CANCEL, 487, exit status 4.
+
+    baresip must see exactly one ACK, the one for its 487. (The stateless proxy used to pass on the
+    caller's ACK for the proxy's own 407 as well.)
+    """
+    tmp = setup
+    write_tone_wav(tmp / "tone440.wav", BARESIP_TONE, 20.0)
+    with _server(tmp, "--auth-algorithms", "MD5", mode) as srv:
+        with Baresip(tmp, account=_account("bob", srv.port), source=tmp / "tone440.wav", lifetime=20,
+                     name="bob") as bob:
+            bob.wait_registered()
+            alice_log = tmp / "alice.log"
+            alice = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
+                           "call", "bob", "--timeout", "2"], alice_log)
+            try:
+                alice_rc = wait_proc(alice, 15)
+                bob.wait_for("session closed", 5)
+                bob.wait_for("\nACK sip:", 3)
+            finally:
+                stop_proc(alice)
+                logs = _logs(alice_log, bob.log) + srv.output()
+    assert alice_rc == 4, logs
+    assert "event=CallEnded reason='cancelled' status=487" in alice_log.read_text(), logs
+    text = bob.text()
+    assert "Incoming call from" in text and "\nCANCEL sip:" in text, logs
+    assert "SIP/2.0 487 Request Terminated" in text, logs
+    assert text.count("\nACK sip:") == 1, logs
