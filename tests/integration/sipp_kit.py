@@ -1,0 +1,98 @@
+"""Running SIPp scenarios from tests/data/sipp against a ``leansip serve`` process (see helpers.ServerProcess).
+
+:class:`Sipp` runs one client scenario to completion and reads its statistics file; :class:`SippServer` keeps a
+UAS scenario running in the background and stops it by its own process id.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from tests.conftest import REPO_ROOT, free_udp_port
+
+SCENARIOS = REPO_ROOT / "tests" / "data" / "sipp"
+
+
+def scenario(name: str, workdir: Path, **replace: str) -> Path:
+    """Path of a scenario; with ``replace``, a copy in ``workdir`` with each ``@KEY@`` replaced."""
+    path = SCENARIOS / name
+    if not replace:
+        return path
+    text = path.read_text()
+    for key, value in replace.items():
+        text = text.replace(f"@{key}@", value)
+    out = workdir / name
+    out.write_text(text)
+    return out
+
+
+class SippResult:
+    def __init__(self, returncode: int, stats: dict[str, str], output: str, errors: str) -> None:
+        self.returncode = returncode
+        self.stats = stats
+        self.output = output
+        self.errors = errors
+
+    def count(self, name: str) -> int:
+        """A cumulative counter of the statistics file, e.g. ``SuccessfulCall`` or ``FailedCall``."""
+        return int(self.stats.get(f"{name}(C)", "0") or 0)
+
+    def __repr__(self) -> str:
+        return (f"<sipp rc={self.returncode} ok={self.count('SuccessfulCall')} failed={self.count('FailedCall')}>"
+                f"\n{self.errors[-3000:]}\n{self.output[-1500:]}")
+
+
+def run_sipp(server_port: int, scenario_path: Path, workdir: Path, args: list[str], *, name: str,
+             timeout: float = 60.0) -> SippResult:
+    """Run a client scenario against 127.0.0.1:``server_port`` until it ends (``-m`` in ``args``)."""
+    stat = workdir / f"{name}.csv"
+    errors = workdir / f"{name}.errors"
+    cmd = ["sipp", f"127.0.0.1:{server_port}", "-sf", str(scenario_path), "-i", "127.0.0.1",
+           "-p", str(free_udp_port()), "-nostdin", "-recv_timeout", "5000", "-timeout", str(int(timeout) - 5),
+           "-trace_stat", "-stf", str(stat), "-trace_err", "-error_file", str(errors), *args]
+    proc = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    stats: dict[str, str] = {}
+    if stat.exists():
+        rows = list(csv.reader(stat.read_text(errors="replace").splitlines(), delimiter=";"))
+        if len(rows) >= 2:
+            stats = dict(zip(rows[0], rows[-1], strict=False))
+    return SippResult(proc.returncode, stats, proc.stdout.decode(errors="replace"),
+                      errors.read_text(errors="replace") if errors.exists() else "")
+
+
+class SippServer:
+    """A UAS scenario listening on a free port, e.g. the callee of a call: ``with SippServer(...) as uas``."""
+
+    def __init__(self, scenario_path: Path, workdir: Path, server_port: int, *, name: str = "uas") -> None:
+        self.port = free_udp_port()
+        self.messages = workdir / f"{name}.messages"
+        self.cmd = ["sipp", f"127.0.0.1:{server_port}", "-sf", str(scenario_path), "-i", "127.0.0.1",
+                    "-p", str(self.port), "-nostdin", "-trace_msg", "-message_file", str(self.messages)]
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SippServer:
+        self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def received(self, start_line: str) -> int:
+        """How many received messages began with ``start_line`` (from the -trace_msg log)."""
+        if not self.messages.exists():
+            return 0
+        text = self.messages.read_text(errors="replace")
+        return sum(1 for chunk in text.split("message received")[1:]
+                   if chunk.split("\n", 1)[-1].lstrip().startswith(start_line))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
