@@ -88,7 +88,9 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     authenticator = None
     if config.auth:
         authenticator = DigestAuthenticator(secret, config.realm, config.nonce_ttl, config.auth_algorithms)
-    limiter = FailureLimiter(threshold_slow=config.fail_slow_after, threshold_block=config.fail_block_after,
+    never = 2**31  # 0 in the config means "never slow down" / "never block"
+    limiter = FailureLimiter(threshold_slow=config.fail_slow_after or never,
+                             threshold_block=config.fail_block_after or never,
                              block_for=config.block_seconds)
     core = ServerCore(
         settings,

@@ -338,11 +338,6 @@ class ServerCore:
         if kind == "BLOCK":
             self.stats.blocked += 1
             return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
-        if kind == "DELAY":
-            # Slow a guessing source down without a timer: drop this attempt; a UDP client retransmits after
-            # T1, a TCP client waits for its own timeout. Other sources are not affected.
-            self.stats.delayed += 1
-            return None, None
         header = "proxy-authorization" if proxy else "authorization"
         stale = False
         for value in req.header_lines(header):
@@ -358,8 +353,17 @@ class ServerCore:
                 stale = True
             else:
                 self.stats.auth_failures += 1
-                self.limiter.record_failure(source[0], now)
+                decision = self.limiter.record_failure(source[0], now).kind.name
                 log.info("event=auth_failed src=%s reason=%r", source[0], result.reason)
+                if decision == "BLOCK":
+                    self.stats.blocked += 1
+                    return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
+                if kind == "DELAY":
+                    # Slow a guessing source down without a timer: a wrong answer from it gets no reply at all,
+                    # so the client only retries after its retransmission timer or timeout. Its failures keep
+                    # counting towards the block; a right password still gets in; other sources are unaffected.
+                    self.stats.delayed += 1
+                    return None, None
         status, hname = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
         challenges = [(hname, v) for v in auth.challenge(now, stale=stale)]
         return None, make_response(req, status, to_tag=self.to_tag(req), headers=challenges)

@@ -168,7 +168,7 @@ def test_repeated_failures_slow_one_source_but_not_another(stateful: bool) -> No
         out = _invite_with(core, build_authorization(chal, "INVITE", BOB, "alice", f"guess{i}"), now, attacker)
         assert _up(out, attacker)[-1] == 407
         now += 0.1
-    # from now on the attacker's attempts are dropped unanswered (no hashing, no reply to time) ...
+    # from now on the attacker's wrong answers are dropped unanswered (still counted towards a block) ...
     out = _invite_with(core, build_authorization(chal, "INVITE", BOB, "alice", "guess9"), now, attacker, cseq=9)
     assert requests(out) == [] and 407 not in _up(out, attacker)
     assert core.stats.delayed >= 1
