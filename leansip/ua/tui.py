@@ -62,7 +62,7 @@ class UiState:
     rtp_local: str = ""
     sdp_address: str = ""  # what our SDP announces (the STUN mapping when there is one)
     stun: str = "off"
-    call: str = "idle"  # idle, calling, ringing (them), incoming (us), in call, hanging up
+    call: str = "idle"  # idle, calling, ringing (them), incoming (us), connecting, in call, hanging up
     peer: str | None = None
     call_seconds: float | None = None
     secured: bool | None = None  # SRTP in use for the current call; None: no media
@@ -109,6 +109,12 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "~"
 
 
+def _secured(secured: bool | None) -> str:
+    if secured is None:
+        return "-"
+    return "yes (SRTP)" if secured else "NO (plain RTP)"
+
+
 def render(state: UiState, width: int = 80, height: int = 24) -> list[str]:
     """The screen as ``height`` lines of at most ``width`` characters (pure; see the module docstring)."""
     width = max(width, 20)
@@ -131,8 +137,6 @@ def render(state: UiState, width: int = 80, height: int = 24) -> list[str]:
         call += f" {preposition} {state.peer}"
     if state.call_seconds is not None:
         call += f"  {format_duration(state.call_seconds)}"
-    if state.secured is not None:
-        call += "  [SRTP secured]" if state.secured else "  [not secured: plain RTP]"
     if state.call == "incoming":
         call += "   -- press a to answer, h to refuse"
     top = [
@@ -144,6 +148,7 @@ def render(state: UiState, width: int = 80, height: int = 24) -> list[str]:
         f" STUN         : {state.stun}",
         rule,
         f" Call         : {call}",
+        f" Secured      : {_secured(state.secured)}",
         rule,
         " Quick dial",
     ]
@@ -221,7 +226,7 @@ _CALL_NAMES = {
     CallState.EARLY: "ringing",
     CallState.CANCELLING: "cancelling",
     CallState.INCOMING: "incoming",
-    CallState.ANSWERED: "in call",
+    CallState.ANSWERED: "connecting",  # our 200 OK sent, its ACK not yet here
     CallState.CONFIRMED: "in call",
     CallState.TERMINATING: "hanging up",
 }
@@ -297,9 +302,10 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
     root = logging.getLogger("leansip")
     saved = (root.handlers[:], root.level)
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-    root.addHandler(_PaneHandler(state, redraw))
+    pane = _PaneHandler(state, redraw)
+    root.addHandler(pane)
     root.setLevel(logging.INFO if not args.verbose else logging.DEBUG)
-    logging.getLogger("leansip.phone.sip").setLevel(logging.INFO)  # SIP dumps go to --log-file only
+    pane.setLevel(logging.INFO)  # SIP dumps (-v) go to --log-file only: they would flood the pane
 
     screen = curses.initscr()
     try:

@@ -39,6 +39,7 @@ def test_idle_screen_shows_registration_addresses_stun_and_quick_dial() -> None:
     assert "RTP address  : 192.168.1.20:40000  (SDP announces 203.0.113.7:40000)" in text
     assert "STUN         : stun.example.com:3478 -> 203.0.113.7:40000 (mapped)" in text
     assert "Call         : idle" in text
+    assert "Secured      : -" in text
     assert "1  bob" in text and "2  carol" in text and "sip:carol@example.com" in text
     assert text.splitlines()[-1].strip() == HELP
 
@@ -47,9 +48,10 @@ def test_in_call_screen_shows_peer_duration_and_srtp() -> None:
     state = idle_state()
     state.call, state.peer, state.call_seconds, state.secured = "in call", "sip:bob@example.com", 75.4, True
     text = screen(state)
-    assert "Call         : in call with sip:bob@example.com  01:15  [SRTP secured]" in text
+    assert "Call         : in call with sip:bob@example.com  01:15\n" in text
+    assert "Secured      : yes (SRTP)" in text
     state.secured = False
-    assert "[not secured: plain RTP]" in screen(state)
+    assert "Secured      : NO (plain RTP)" in screen(state)
 
 
 def test_incoming_call_tells_which_keys_to_press() -> None:
