@@ -105,7 +105,7 @@ class SipStream:
                 kwargs["local_addr"] = (local_host, local_port)
             try:
                 io, _proto = await asyncio.wait_for(
-                    self._loop.create_connection(lambda: _Protocol(self), host, port, **kwargs), timeout)  # type: ignore[arg-type]
+                    self._loop.create_connection(lambda: _Protocol(self), host, port, **kwargs), timeout)  # type: ignore[call-overload]
             except (OSError, TimeoutError) as exc:
                 log.info("event=connect_failed transport=%s dest=%s:%s error=%r", transport_name, host, port, exc)
                 last = exc if isinstance(exc, OSError) else OSError(f"connect to {host}:{port} timed out")
