@@ -134,6 +134,12 @@ class Runtime:
                     sender(item)
         self._arm()
 
+    def send_failed(self, data: bytes, dest: tuple[str, int], reason: str) -> None:
+        """A stream transport could not deliver ``data``: let the core react (RFC 3261 16.9, 17.1.4)."""
+        out = self.core.transport_error(data, time.time(), reason)
+        if out:
+            self.dispatch(out)
+
     def handle(self, data: bytes, source: tuple[str, int], transport: str, now: float,
                conn_id: str | None) -> list[Send]:
         return self.core.receive(data, source, transport, now, conn_id)

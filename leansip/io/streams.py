@@ -220,6 +220,9 @@ class StreamTable:
         self.client_ssl = client_ssl
         self.udp_send = udp_send
         self.clock = clock
+        #: told about messages that could not be sent (no connection could be opened), so a stateful proxy
+        #: answers at once instead of waiting for its timers (RFC 3261 16.9)
+        self.on_send_error: Callable[[bytes, tuple[str, int], str], None] | None = None
         self.conns: dict[str, Connection] = {}
         self.by_addr: dict[tuple[str, str, int], str] = {}
         self.per_ip: Counter[str] = Counter()
@@ -364,9 +367,11 @@ class StreamTable:
         """An outgoing connection could not be opened: UDP for what came from UDP (RFC 3261 18.1.1), drop
         the rest (a stateful proxy's transaction times out and answers 408)."""
         log.info("event=connect_failed dest=%s:%s reason=%s", dest[0], dest[1], reason)
-        for _data, fallback in queued:
+        for data, fallback in queued:
             if fallback is not None and self.udp_send is not None:
                 self.udp_send(fallback, dest)
+            elif self.on_send_error is not None:
+                self.on_send_error(data, dest, reason)
 
     def _flush_pending(self, conn: Connection) -> None:
         if not conn.outgoing:
@@ -519,6 +524,7 @@ async def start(runtime: Runtime, spec: ListenSpec) -> list[str]:
                             max_connections=config.max_connections, max_per_ip=config.max_connections_per_ip,
                             client_ssl=client_ssl, udp_send=udp_send)
         runtime.streams = table  # type: ignore[attr-defined]
+        table.on_send_error = runtime.send_failed
     runtime.stream_send = table.send  # type: ignore[attr-defined]
     runtime.stream_send_large = table.send_large_udp  # type: ignore[attr-defined]
     ctx: ssl.SSLContext | None = None

@@ -389,6 +389,14 @@ class ServerCore:
         timing.mark(STEP_BUILD)  # serialized
         return out
 
+    def transport_error(self, data: bytes, now: float, reason: str = "") -> list[Send]:
+        """The transport could not send ``data`` (one of our outputs): a stateful proxy fails that branch at once
+        (RFC 3261 16.9: as if it had answered 503); otherwise there is nothing to undo."""
+        handler = getattr(self.proxy, "on_transport_error", None)
+        if handler is None:
+            return []
+        return handler(data, now, reason)
+
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         if self.proxy is not None:

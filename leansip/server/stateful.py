@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from leansip.server.proxy import StatelessProxy, needs_auth
 from leansip.server.routing import Target
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION
-from leansip.sip.message import Header, Request, Response, make_response
+from leansip.sip.errors import SipParseError
+from leansip.sip.message import Header, Request, Response, make_response, parse_message
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
     ClientTransaction,
@@ -109,6 +110,9 @@ class StatefulProxy(StatelessProxy):
                 continue
             if hard:
                 # the callee ignored our CANCEL too: end the branch as a 408 (16.8 "terminate the transaction")
+                ctxb = self.branch_of.get(b.txn)
+                if ctxb is not None:
+                    out.extend(self._branch_failed(ctxb, now, 408))
                 out.extend(self._run(b.txn.transport_error(now, "timer C"), now))
             else:
                 out.extend(self._send_cancel(b, now) if not b.cancelled else [])
@@ -353,18 +357,35 @@ class StatefulProxy(StatelessProxy):
                 if isinstance(txn, ClientTransaction):
                     ctxb = self.branch_of.get(txn)
                     if ctxb is not None and not ctxb[1].final:
-                        out.extend(self._branch_failed(ctxb, now))
+                        status = 503 if isinstance(action, TransportError) else 408
+                        out.extend(self._branch_failed(ctxb, now, status))
                 # a server transaction without ACK (Timer H) just ends
             elif isinstance(action, Terminated):
                 self._forget(action.transaction)
         return out
 
-    def _branch_failed(self, ctxb: tuple[Context, Branch], now: float) -> list[Send]:
-        """Timer B/F or a transport error on a branch: behave as if it answered 408 (RFC 3261 16.7 step 2)."""
+    def _branch_failed(self, ctxb: tuple[Context, Branch], now: float, status: int = 408) -> list[Send]:
+        """Timer B/F: behave as if the branch answered 408 (RFC 3261 16.7 step 2); a transport error: as if
+        it answered 503 (16.9), which goes upstream as 500 if nothing better arrives (16.7 step 6)."""
         ctx, b = ctxb
         # with our To tag: it goes upstream as a final response, which needs one (RFC 3261 8.2.6.2)
-        timeout = make_response(b.request, 408, to_tag=self.core.to_tag(ctx.request))
+        timeout = make_response(b.request, status, to_tag=self.core.to_tag(ctx.request))
         return self._response(timeout, (ctx, b), now)
+
+    def on_transport_error(self, data: bytes, now: float, reason: str = "") -> list[Send]:
+        """A request we forwarded could not be sent (e.g. no TCP/TLS connection to the target)."""
+        try:
+            msg = parse_message(data, stream=True)
+            branch = msg.branch
+            method = msg.cseq[1]
+        except SipParseError:
+            return []
+        if not isinstance(msg, Request) or branch is None:
+            return []
+        txn = self.table.client(branch, method)
+        if txn is None:
+            return []
+        return self._run(txn.transport_error(now, reason), now)
 
     def _forget(self, txn: object) -> None:
         if isinstance(txn, ClientTransaction):

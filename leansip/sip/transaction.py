@@ -1020,6 +1020,10 @@ class TransactionTable:
             return None
         return self._clients.get((branch, response.cseq[1]))
 
+    def client(self, branch: str, method: str) -> ClientTransaction | None:
+        """The live client transaction with this branch and method (e.g. to report a transport error)."""
+        return self._clients.get((branch, method))
+
     def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2): the CANCEL's key with method
         INVITE; in the RFC 2543 fallback the To tag is not compared (the CANCEL was built before it existed)."""
