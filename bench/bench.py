@@ -170,6 +170,7 @@ class Server:
         return ["taskset", "-c", "1", sys.executable, "-m", "leansip", "serve",
                 "--listen", f"udp:127.0.0.1:{self.port}", *flags, "--auth-algorithms", "MD5",
                 "--users", str(self.users), "--location", "memory", "--workers", "1",
+                "--fail-slow-after", "0", "--fail-block-after", "0",  # no brute-force guard: Kamailio has none
                 "--admin", admin, "--log-level", "error", "--db", str(self.out / "leansip.db"),
                 "--realm", "127.0.0.1"]
 

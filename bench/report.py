@@ -122,7 +122,8 @@ def main(outdir: Path, write_md: bool = True) -> int:
            f"* Versions: Python {meta.get('python', '?')} ({meta.get('event_loop', '?')} loop), leansip "
            f"{meta.get('leansip', '?')}, {meta.get('kamailio', '?')}, SIPp {meta.get('sipp_full', '?')}",
            "* Pinning: server on core 1 (`taskset -c 1`; Kamailio `-n 1 -m 2048 -M 16 -x tlsf`, leansip "
-           "`--workers 1 --location memory --log-level error --admin off`), every SIPp and the latency probe on "
+           "`--workers 1 --location memory --log-level error`, admin endpoint on a free loopback port for "
+           "/api/timings when it exists; memory and profile runs `--admin off`), every SIPp and the latency probe on "
            "core 0. UDP on 127.0.0.1.",
            f"* **Noise**: host_busy (whole machine, % of {int(meta.get('nproc', '2')) * 100}) was "
            f"{meta.get('host_busy_before', '?')} before and {meta.get('host_busy_after', '?')} after the run; "
@@ -212,7 +213,19 @@ def main(outdir: Path, write_md: bool = True) -> int:
                 md.append(f"* {scen}: not available ({data['unavailable']})")
             else:
                 found = True
-                md += [f"* {scen}:", "", "```json", json.dumps(data, indent=1)[:3000], "```", ""]
+                flows = data.get("flows") if isinstance(data, dict) else None
+                if isinstance(flows, dict):
+                    md += [f"* after the {scen} run (whole run, all rates; µs):", "",
+                           "| flow | step | count | p50 | p90 | p99 | mean |", "|---|---|---:|---:|---:|---:|---:|"]
+                    for flow, steps in flows.items():
+                        for step, v in (steps or {}).items():
+                            if isinstance(v, dict) and v.get("count"):
+                                md.append(f"| {flow} | {step} | {v['count']} | {v.get('p50_us', '?')} | "
+                                          f"{v.get('p90_us', '?')} | {v.get('p99_us', '?')} | "
+                                          f"{v.get('mean_us', '?')} |")
+                    md.append("")
+                else:
+                    md += [f"* {scen}:", "", "```json", json.dumps(data, indent=1)[:3000], "```", ""]
     if not found:
         md.append("\n(`GET /api/timings` could not be queried in this checkout at run time; bench.py starts leansip "
                   "with `--admin 127.0.0.1:<free port>` and saves it per scenario automatically once "
