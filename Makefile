@@ -16,7 +16,7 @@ VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
 .PHONY: run test lint bench clean venv
 
 run: $(STAMP)
-	$(VENV)/bin/leansip serve --demo
+	$(VENV)/bin/leansip serve --demo $(ARGS)
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check leansip tests
@@ -34,6 +34,9 @@ $(VPY):
 	@test -n "$(PYTHON)" || { echo "error: python3 not found; install Python 3.11 or newer" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "error: $(PYTHON) is older than Python 3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+	  || { echo "make: installing python3-venv (Debian's python3 has no ensurepip without it)"; \
+	       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
 	  || { echo "error: $(PYTHON) cannot create a virtualenv (venv/ensurepip missing). $(VENV_HINT)" >&2; exit 1; }
 	@$(PYTHON) -m venv $(VENV) \
