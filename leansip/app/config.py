@@ -226,6 +226,11 @@ class Config:
                      "workers", "block_seconds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
+        if self.workers > 1:
+            # One process per node for now: a stateful proxy's responses must reach the worker that holds the
+            # transaction, which needs per-worker sockets; scale out with several nodes on --location redis.
+            raise ConfigError(f"only 1 worker per node is supported, got {self.workers} (run several nodes "
+                              "with location = \"redis\" to use more cores)", key="workers")
         for name in ("fail_slow_after", "fail_block_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be >= 0 (0 disables it), got {getattr(self, name)}", key=name)
@@ -324,7 +329,7 @@ FIELDS: dict[str, FieldInfo] = {
     "tcp_idle_timeout": FieldInfo("float", "close idle TCP/TLS/WS connections after, seconds", "SECONDS"),
     "max_connections": FieldInfo("int", "open stream connections in total", "N"),
     "max_connections_per_ip": FieldInfo("int", "open stream connections per source address", "N"),
-    "workers": FieldInfo("int", "worker processes", "N"),
+    "workers": FieldInfo("int", "worker processes per node (only 1 is supported; scale out with redis)", "N"),
     "t1": FieldInfo("float", "RFC 3261 timer T1 (RTT estimate), seconds", "SECONDS"),
     "t2": FieldInfo("float", "RFC 3261 timer T2 (max non-INVITE retransmit interval), seconds", "SECONDS"),
     "t4": FieldInfo("float", "RFC 3261 timer T4 (max message lifetime in the network), seconds", "SECONDS"),
