@@ -409,10 +409,12 @@ class ServerCore:
         return []
 
     def housekeeping(self, now: float) -> None:
-        """Once a second: expire bindings, drop old cached replies."""
+        """Once a second: expire bindings, drop old cached replies, forget sources whose auth failures aged out."""
         expired = self.location.expire(now)
         if expired:
             self.stats.expired_bindings += len(expired)
+        # without this, every source that ever failed once stays in the limiter until max_sources evicts it
+        self.limiter.purge(now)
         cache = self._reply_cache
         while cache:
             key, (deadline, _out) = next(iter(cache.items()))
