@@ -18,7 +18,7 @@ from pathlib import Path
 
 from leansip.app.config import Config
 from leansip.app.logging import log_event, setup_logging
-from leansip.io.udp import UdpEndpoint, open_udp
+from leansip.io.udp import UdpServerSocket, open_udp_server
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
@@ -113,7 +113,7 @@ class Runtime:
     def __init__(self, config: Config, core: ServerCore) -> None:
         self.config = config
         self.core = core
-        self.udp: list[UdpEndpoint] = []
+        self.udp: list[UdpServerSocket] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stop = asyncio.Event()
@@ -186,8 +186,8 @@ class Runtime:
         addresses: list[str] = []
         for spec in self.config.listen:
             if spec.transport == "udp":
-                ep = await open_udp(spec.host, spec.port, self.handle, self.dispatch,
-                                    port_fallback=self.config.port_fallback)
+                ep = await open_udp_server(spec.host, spec.port, self.handle, self.dispatch,
+                                           port_fallback=self.config.port_fallback)
                 ep.timing = self.core.timing
                 self.udp.append(ep)
                 host, port = ep.address
@@ -224,6 +224,8 @@ class Runtime:
         await self._stop.wait()
         for t in tasks:
             t.cancel()
+        for ep in self.udp:
+            ep.close()
         self.core.location.close()
         if admin is not None and hasattr(admin, "close"):
             await admin.close()

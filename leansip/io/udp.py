@@ -41,11 +41,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-                except OSError:  # pragma: no cover - the kernel may cap it; fine
-                    pass
+            _big_buffers(sock)
         self.address = transport.get_extra_info("sockname")[:2]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
@@ -88,3 +84,119 @@ async def open_udp(host: str, port: int, handler: Handler, dispatch: Callable[[l
         _t, proto = await loop.create_datagram_endpoint(
             lambda: UdpEndpoint(handler, dispatch), local_addr=(host, 0), family=family)
     return proto
+
+
+def _big_buffers(sock: socket.socket) -> None:
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+        except OSError:  # pragma: no cover - the kernel may cap it; fine
+            pass
+
+
+class UdpServerSocket:
+    """The server's UDP socket, read in a tight loop: one event-loop wake-up drains up to ``BATCH`` datagrams
+    with plain ``recvfrom`` calls, and replies go out with ``sendto`` on the same non-blocking socket.
+
+    This is the receive path with the least machinery between the wire and the core: no transport object, no
+    callback Handle per datagram (what asyncio's DatagramProtocol costs), no task, no queue. A datagram is still
+    handled to its reply before the next one is read. Sends that would block (a full socket buffer) wait in a
+    small queue written when the socket is writable again; past its bound they are dropped (UDP may drop, and a
+    SIP client retransmits).
+    """
+
+    BATCH = 64
+    MAX_BACKLOG = 4096
+
+    def __init__(self, sock: socket.socket, handler: Handler, dispatch: Callable[[list[Send]], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.dispatch = dispatch
+        self.clock = clock
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self.timing: StepTimer | None = None
+        self._backlog: list[tuple[bytes, tuple[str, int]]] = []
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        handler = self.handler
+        timing = self.timing
+        for _ in range(self.BATCH):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors surface here on some kernels: nothing to do for a server
+                log.debug("event=udp_error error=%r", exc)
+                continue
+            if timing is not None:
+                timing.datagram_in()
+            try:
+                out = handler(data, addr[:2], "udp", self.clock(), None)
+            except Exception:  # noqa: BLE001 - a bug must not stop the server; it is logged with its traceback
+                log.exception("event=handler_error src=%s:%s", addr[0], addr[1])
+                continue
+            if out:
+                self.dispatch(out)
+            if timing is not None:
+                timing.sent()
+
+    def sendto(self, data: bytes, dest: tuple[str, int]) -> None:
+        if self._backlog:
+            self._queue(data, dest)
+            return
+        try:
+            self.sock.sendto(data, dest)
+        except (BlockingIOError, InterruptedError):
+            self._queue(data, dest)
+            self._loop.add_writer(self.sock.fileno(), self._writable)
+        except OSError as exc:  # e.g. an unroutable address taken from a peer's Via
+            log.debug("event=send_failed dest=%s error=%r", dest, exc)
+
+    def _queue(self, data: bytes, dest: tuple[str, int]) -> None:
+        if len(self._backlog) < self.MAX_BACKLOG:
+            self._backlog.append((data, dest))
+        else:
+            log.debug("event=send_dropped reason=backlog dest=%s", dest)
+
+    def _writable(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            data, dest = backlog[0]
+            try:
+                self.sock.sendto(data, dest)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("event=send_failed dest=%s error=%r", dest, exc)
+            backlog.pop(0)
+        self._loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.sock.fileno())
+        if self._backlog:
+            self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+
+
+async def open_udp_server(host: str, port: int, handler: Handler, dispatch: Callable[[list[Send]], None],
+                          *, port_fallback: bool = False) -> UdpServerSocket:
+    """Bind the server's UDP socket; with ``port_fallback`` an address in use falls back to a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            if not port_fallback:
+                raise
+            sock.bind((host, 0))
+        sock.setblocking(False)
+        _big_buffers(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return UdpServerSocket(sock, handler, dispatch)
