@@ -23,6 +23,53 @@ log = logging.getLogger("leansip.io.udp")
 
 Handler = Callable[[bytes, tuple[str, int], str, float, "str | None"], list[Send]]
 
+#: name lookups for destinations in flight at once; past it such sends are dropped (UDP may drop)
+MAX_LOOKUPS = 64
+LOOKUP_TIMEOUT = 5.0
+_lookups = 0
+_pending: set[asyncio.Task[None]] = set()  # strong references while a lookup runs
+
+
+def _is_address(host: str) -> bool:
+    """An IP literal, which ``sendto`` uses as is. Anything else (a name from a peer's Via ``maddr``,
+    ``received`` or sent-by, or a bogus "999.999.999.999") would make ``sendto`` resolve it synchronously,
+    stalling every other message while DNS answers or times out."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: bytes, dest: tuple[str, int],
+                       family: int) -> None:
+    """Resolve ``dest`` in the loop's resolver thread, then ``send``; bounded by :data:`MAX_LOOKUPS`."""
+    global _lookups
+    if _lookups >= MAX_LOOKUPS:
+        log.info("event=send_dropped reason=too_many_lookups dest=%s", dest[0][:80])
+        return
+    _lookups += 1
+
+    async def lookup() -> None:
+        global _lookups
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(dest[0], dest[1], family=family, type=socket.SOCK_DGRAM), LOOKUP_TIMEOUT)
+        except (TimeoutError, OSError, ValueError) as exc:  # ValueError: NUL or bad IDNA in the name
+            log.debug("event=send_failed dest=%s error=%r", dest[0][:80], exc)
+            return
+        finally:
+            _lookups -= 1
+        if infos and _is_address(infos[0][4][0]):  # (a scoped IPv6 address would come back here forever)
+            send(data, infos[0][4][:2])
+
+    task = asyncio.get_running_loop().create_task(lookup())
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
 
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One listening UDP socket. ``dispatch`` writes the core's output (possibly over other transports)."""
@@ -63,6 +110,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         log.debug("event=udp_error error=%r", exc)
 
     def sendto(self, data: bytes, dest: tuple[str, int]) -> None:
+        if self.transport is not None and not _is_address(dest[0]):
+            sock = self.transport.get_extra_info("socket")
+            _send_after_lookup(self.sendto, data, dest, sock.family if sock is not None else socket.AF_INET)
+            return
         if self.transport is not None:
             try:
                 self.transport.sendto(data, dest)
@@ -145,6 +196,9 @@ class UdpServerSocket:
                 timing.sent()
 
     def sendto(self, data: bytes, dest: tuple[str, int]) -> None:
+        if not _is_address(dest[0]):
+            _send_after_lookup(self.sendto, data, dest, self.sock.family)
+            return
         if self._backlog:
             self._queue(data, dest)
             return
