@@ -470,3 +470,30 @@ def test_sipvicious_svmap_finds_the_server_and_it_keeps_running(tmp_path: Path) 
                                   text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
             assert f"127.0.0.1:{server.port}" in proc.stdout, proc.stdout + proc.stderr
         assert_healthy(server)
+
+
+# ------------------------------------------------------------------ names in a peer's Via
+
+
+def test_names_from_a_via_are_not_resolved_by_a_blocking_sendto() -> None:
+    """A Via's maddr/received/sent-by name (or a bogus dotted "address") must not reach ``sendto`` as is:
+    ``sendto`` would resolve it synchronously and stall the server for as long as DNS takes."""
+    from leansip.io.udp import _is_address
+
+    assert _is_address("127.0.0.1") and _is_address("::1") and _is_address("2001:db8::9:1")
+    for name in ("localhost", "host.example.com", "999.999.999.999", "1", "1.2.3", "\u0661\u0662\u0663", ""):
+        assert not _is_address(name), name
+
+
+def test_reply_to_a_via_maddr_name_still_arrives(noauth_server: ServerProcess) -> None:
+    """RFC 3261 18.2.2: the response goes to the maddr, here a name (localhost, from /etc/hosts: no network)
+    looked up off the event loop; meanwhile the server goes on answering."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sink = sock.getsockname()[1]
+        data = sip_request("OPTIONS", f"sip:127.0.0.1:{noauth_server.port}", user="alice").replace(
+            b"127.0.0.1:9;rport;", f"127.0.0.1:{sink};maddr=localhost;".encode(), 1)
+        sock.sendto(data, ("127.0.0.1", noauth_server.port))
+        sock.settimeout(5)
+        assert status_of(sock.recv(65535)) == 200
+    assert_healthy_noauth(noauth_server)
