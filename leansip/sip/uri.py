@@ -110,6 +110,12 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
     text = text.strip(_WS)
     if not text:
         return params
+    if _SIMPLE_PARAMS_RE.match(text):
+        # the usual case (no LWS, no quotes): the regex has checked every name and value already
+        for part in text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
     if text[0] != ";":
         raise SipParseError(f"{what} parameters must start with ';': {text[:40]!r}")
     for part in _split_outside_quotes(text[1:], ";"):
@@ -131,13 +137,15 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
     return params
 
 
+# gen-value = token / host / quoted-string; host covers IPv6 references with brackets and colons
+# (RFC 5118 via-received-param-no-delim asks us to accept an unbracketed IPv6 received= too).
+_PARAM_VALUE = r"[A-Za-z0-9\-.!%*_+`'~\[\]:/&$@?=]+"
+_PARAM_VALUE_RE = re.compile(_PARAM_VALUE + r"\Z")
+_SIMPLE_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=" + _PARAM_VALUE + r")?)+\Z")
+
+
 def _param_value_ok(value: str) -> bool:
-    # gen-value = token / host / quoted-string; host covers IPv6 references with brackets and colons
-    # (RFC 5118 via-received-param-no-delim asks us to accept an unbracketed IPv6 received= too).
-    for ch in value:
-        if ch not in TOKEN_CHARS and ch not in "[]:/&$@?=":
-            return False
-    return True
+    return _PARAM_VALUE_RE.match(value) is not None
 
 
 def format_params(params: dict[str, str | None]) -> str:
