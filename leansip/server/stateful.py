@@ -38,7 +38,6 @@ from leansip.sip.transaction import (
     TransactionTable,
     TransportError,
 )
-from leansip.sip.transaction import Send as TxnSend
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
@@ -337,12 +336,13 @@ class StatefulProxy(StatelessProxy):
     def _run(self, actions: list, now: float, conn_id: str | None = None) -> list[Send]:
         out: list[Send] = []
         for action in actions:
-            if isinstance(action, TxnSend):
+            if isinstance(action, Send):
                 txn = action.transaction
                 cid = conn_id
                 if cid is None and isinstance(txn, ServerTransaction):
                     ctx = self.contexts.get(txn)
                     cid = ctx.conn_id if ctx is not None else None
+                # drop the transaction reference: outputs may be kept (reply cache) longer than transactions
                 out.append(Send(action.data, action.dest, action.transport, cid))
             elif isinstance(action, Deliver):
                 msg = action.message

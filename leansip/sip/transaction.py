@@ -38,6 +38,7 @@ import heapq
 from dataclasses import dataclass
 
 from leansip.sip.message import Header, Request, Response, make_response
+from leansip.sip.send import Send
 from leansip.sip.uri import Via
 
 __all__ = [
@@ -336,20 +337,6 @@ class TooManyTransactions(TransactionError):
 
 
 # --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Send:
-    """Pass ``data`` to the transport for ``dest`` (over the connection to it, for stream transports)."""
-
-    data: bytes
-    dest: tuple[str, int]
-    transport: str
-    transaction: Transaction | None = None
-
-    def __post_init__(self) -> None:
-        if not self.data:
-            raise ValueError("Send with no data")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

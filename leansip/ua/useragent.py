@@ -56,7 +56,6 @@ from leansip.sip.transaction import (
     TransactionTable,
     TransportError,
 )
-from leansip.sip.transaction import Send as TxnSend
 from leansip.sip.uri import SipURI, parse_uri
 from leansip.ua.dialog import (
     MAX_FORWARDS,
@@ -827,8 +826,8 @@ class UserAgent:
         """Turn transaction actions into outputs: sends pass through, deliveries reach the TU logic."""
         out: list[Output] = []
         for action in actions:
-            if isinstance(action, TxnSend):
-                out.append(Send(action.data, action.dest, action.transport))
+            if isinstance(action, Send):
+                out.append(action)
             elif isinstance(action, Deliver):
                 msg = action.message
                 owner = action.transaction
