@@ -179,7 +179,37 @@ def send_case(server_port: int, data: bytes, *, timeout: float = 1.0, linger: fl
     with listener:
         listener.sendto(data, ("127.0.0.1", server_port))
         replies = _collect(listener, timeout=timeout, linger=linger)
+        for ack in _acks(data, replies):
+            listener.sendto(ack, ("127.0.0.1", server_port))
     return Outcome(classify(replies), replies, how)
+
+
+def _acks(request: bytes, replies: list[bytes]) -> list[bytes]:
+    """The ACK a UA's transaction layer sends for a non-2xx final answer to its INVITE (RFC 3261 17.1.1.3),
+    built from the answer. Without it a stateful server retransmits the answer (Timer G) until Timer H, and
+    on a fixed port such as 5060 those retransmissions would land in the next message's outcome."""
+    from leansip.sip.message import parse_message
+
+    parts = request.split(None, 2)
+    acks = []
+    for reply in replies:
+        if not reply.startswith(b"SIP/2.0 ") or status_of(reply) < 300:
+            continue
+        try:
+            resp = parse_message(reply)
+            num, method = resp.cseq
+            via = resp.header_lines("via")[0]
+        except (ValueError, IndexError):
+            continue
+        if method != "INVITE" or len(parts) < 2:
+            continue
+        lines = [f"ACK {parts[1].decode('latin-1')} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
+                 f"From: {resp.header('from')}", f"To: {resp.header('to')}", f"Call-ID: {resp.header('call-id')}",
+                 f"CSeq: {num} ACK", "Content-Length: 0", "", ""]
+        ack = "\r\n".join(lines).encode("latin-1")
+        if ack not in acks:
+            acks.append(ack)
+    return acks
 
 
 def _call_id(reply: bytes) -> str | None:
