@@ -154,7 +154,9 @@ def capture(background, tmp_path: Path, ports: list[int]) -> tuple[Background, P
     pcap = tmp_path / "tls.pcap"
     flt = " or ".join(f"tcp port {p}" for p in ports)
     proc = background([require_program("tshark"), "-i", "lo", "-f", flt, "-w", str(pcap), "-q"], "tshark")
-    proc.wait_until(lambda: "Capturing on" in proc.err.read_text(errors="replace"), "capturing")
+    # "Capturing on 'lo'" comes first, up to a second before packets are really recorded; dumpcap reports
+    # "Capture started." once the interface is live and the file is open
+    proc.wait_until(lambda: "Capture started" in proc.err.read_text(errors="replace"), "capture started")
     return proc, pcap
 
 
