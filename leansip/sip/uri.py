@@ -563,10 +563,15 @@ def parse_via(text: str) -> Via:
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}")
     # sent-by = host [ COLON port ] and COLON = SWS ":" SWS: RFC 3261 20.42 itself writes "first.example.com: 4000"
-    name, version, transport, host_text, port_text, rest = m.groups()
-    hostport = host_text if port_text is None else f"{host_text}:{port_text}"
-    host, port = split_host_port(hostport)
-    if not valid_host(host):
+    name, version, transport, host, port_text, rest = m.groups()
+    # the regex has split host and port already (a host is bracketed or holds no ':'): check the port here
+    # rather than joining and re-splitting them through split_host_port
+    port: int | None = None
+    if port_text is not None:
+        if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
+            raise SipParseError(f"bad port in {f'{host}:{port_text}'!r}")
+        port = int(port_text)
+    if host not in _VALID_HOSTS and not valid_host(host):
         raise SipParseError(f"bad Via host {host[:60]!r}")
     params = parse_params(rest, what="Via")
     if "branch" in params and not params["branch"]:
