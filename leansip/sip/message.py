@@ -186,10 +186,17 @@ def canonical_name(name: str) -> str:
 
 def display_name(name: str) -> str:
     """The conventional spelling of a canonical header name, for headers leansip writes itself."""
-    special = _SPECIAL_DISPLAY.get(name)
-    if special is not None:
-        return special
-    return "-".join(part.capitalize() for part in name.split("-"))
+    spelled = _DISPLAY_CACHE.get(name)
+    if spelled is None:
+        spelled = _SPECIAL_DISPLAY.get(name)
+        if spelled is None:
+            spelled = "-".join(part.capitalize() for part in name.split("-"))
+        if len(_DISPLAY_CACHE) < 1024:  # the names leansip edits are few; a peer's odd ones are not kept forever
+            _DISPLAY_CACHE[name] = spelled
+    return spelled
+
+
+_DISPLAY_CACHE: dict[str, str] = {}
 
 
 class Header:
@@ -418,7 +425,13 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        return self.int_header("max-forwards", limit=2**31 - 1)
+        # cached: validation, the core and prepare_forward each ask; an edit clears the cache (_touch)
+        cache = self._cache
+        if "max-forwards" in cache:
+            return cache["max-forwards"]  # type: ignore[return-value]
+        value = self.int_header("max-forwards", limit=2**31 - 1)
+        cache["max-forwards"] = value
+        return value
 
     @property
     def expires(self) -> int | None:
@@ -681,12 +694,10 @@ def validate_request(req: Request) -> None:
     mismatch01), a parsable top Via and Request-URI. Raises :class:`SipParseError` carrying the request, so
     the caller can answer 400 (or drop when no Via exists to answer to).
     """
-    seen: dict[str, int] = {}
-    for h in req.headers:
-        if h.name in SINGLE_HEADERS:
-            seen[h.name] = seen.get(h.name, 0) + 1
+    # one pass in Python to list the names; the counting below runs in C (list.count / in)
+    names = [h.name for h in req.headers]
     try:
-        if "via" not in {h.name for h in req.headers}:
+        if "via" not in names:
             raise SipParseError("missing Via", status=0)
         req.top_via  # noqa: B018 - parses and caches; a broken Via means no reply can be routed
     except SipParseError as exc:
@@ -695,12 +706,12 @@ def validate_request(req: Request) -> None:
         raise
     try:
         for name in ("call-id", "cseq", "from", "to"):
-            count = seen.get(name, 0)
+            count = names.count(name)
             if count == 0:
                 raise SipParseError(f"missing {display_name(name)}")
             if count > 1:
                 raise SipParseError(f"more than one {display_name(name)} header")
-        if seen.get("max-forwards", 0) > 1:
+        if names.count("max-forwards") > 1:
             raise SipParseError("more than one Max-Forwards header")
         num, method = req.cseq
         if method != req.method:
