@@ -18,7 +18,7 @@ from functools import lru_cache
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, make_response
-from leansip.sip.uri import NameAddr, SipURI, parse_uri, unquote, uri_key
+from leansip.sip.uri import NameAddr, SipURI, parse_name_addr, parse_uri, unquote, uri_key
 
 
 @dataclass(slots=True)
@@ -126,8 +126,10 @@ class Registrar:
             return self._fail(req, 403, "Too many contacts", to_tag)
 
         user_agent = req.header("user-agent") or ""
-        planned: list[tuple[NameAddr, str, int, float]] = []
-        for contact in req.contacts:
+        path = req.header_values("path")
+        planned: list[tuple[NameAddr, int, float]] = []
+        # the values split above, parsed once (what req.contacts would split and parse again)
+        for contact in [parse_name_addr(v) for v in raw_contacts]:
             uri = contact.uri  # raises SipParseError on a bad URI
             params = contact.params
             expires = default
@@ -139,7 +141,6 @@ class Registrar:
             q = 1.0
             if params.get("q") is not None:
                 q = _q_value(params["q"] or "", req)
-            key = contact_key(str(uri))
             existing = self.location.get(aor, str(uri))
             if existing is not None and existing.call_id == call_id:
                 if cseq < existing.cseq:
@@ -148,9 +149,9 @@ class Registrar:
                     # the same REGISTER again (a retransmission the reply cache no longer holds, or one that
                     # came over another connection): answer as before and change nothing
                     return self._ok(req, aor, now, to_tag)
-            planned.append((contact, key, expires, q))
+            planned.append((contact, expires, q))
 
-        for contact, _key, expires, q in planned:
+        for contact, expires, q in planned:
             uri_text = contact.uri_text
             if expires == 0:
                 self.location.remove(aor, uri_text)
@@ -175,7 +176,7 @@ class Registrar:
                     registered_at=now,
                     instance=unquote(instance) if instance else None,
                     reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
-                    path=req.header_values("path"),
+                    path=list(path),
                     received=received,
                     conn_id=conn_id,
                 )
