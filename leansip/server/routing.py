@@ -12,8 +12,9 @@ forwarded copy shares: Max-Forwards, Route popping, Record-Route).
 from __future__ import annotations
 
 import hashlib
-import socket
+import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from leansip.sip.errors import SipParseError
@@ -45,35 +46,34 @@ class Decision:
     reason: str | None = None
 
 
-_resolve_cache: dict[str, str] = {}
-_unresolvable: set[str] = set()
+_LOCAL_NAMES = {"localhost": "127.0.0.1"}
+
+
+@lru_cache(maxsize=4096)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_host(host: str) -> str | None:
-    """IP literal as is; a name through the system resolver (cached: the hot path must not block twice)."""
+    """The next-hop address for a URI host, without blocking: an IP literal as is, ``localhost`` as loopback,
+    and any other name unchanged, for the I/O layer to look up off the event loop (``leansip.io.udp`` does;
+    asyncio's connect does for TCP/TLS). A blocking lookup here would let one peer's made-up host name stall
+    every other request. None only for what can never be an address (empty)."""
     host = host[1:-1] if host.startswith("[") else host
-    if host.replace(".", "").isdigit() or ":" in host:
+    if not host:
+        return None
+    if _is_ip_literal(host):
         return host
-    cached = _resolve_cache.get(host)
-    if cached is not None:
-        return cached
-    if host in _unresolvable:
-        return None
-    try:
-        addr = socket.gethostbyname(host)
-    except OSError:
-        # remember the failure too: a name that does not resolve must not block the loop on every message
-        if len(_unresolvable) < 1024:
-            _unresolvable.add(host)
-        return None
-    if len(_resolve_cache) < 1024:
-        _resolve_cache[host] = addr
-    return addr
+    return _LOCAL_NAMES.get(host.lower(), host)
 
 
 def uri_destination(uri: SipURI) -> tuple[tuple[str, int], str] | None:
     """Next hop for a SIP URI without DNS SRV: maddr or host, port or the scheme default (RFC 3263 A/AAAA
-    fallback); None when the name does not resolve."""
+    fallback, done by the I/O layer for names)."""
     host = uri.params.get("maddr") or uri.host
     addr = resolve_host(host)
     if addr is None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import leansip.server.routing as routing
 from leansip.app.config import Config, ListenSpec
 from leansip.app.serve import build_core
 from leansip.server.core import CoreSettings, ServerCore
@@ -36,15 +35,13 @@ BOB = ("192.0.2.30", 5080)
 
 @pytest.fixture(autouse=True)
 def _no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests never reach a resolver: names other than localhost do not resolve."""
+    """The core never calls a (blocking) resolver: names are left to the I/O layer. Fail loudly if it does."""
 
-    def fake(host: str) -> str:
-        if host == "localhost":
-            return "127.0.0.1"
-        raise OSError(f"no DNS in unit tests ({host})")
+    def fake(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"blocking DNS lookup from the core: {args!r}")
 
-    monkeypatch.setattr(routing.socket, "gethostbyname", fake)
-    monkeypatch.setattr(routing, "_resolve_cache", {})
+    monkeypatch.setattr(socket, "gethostbyname", fake)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
 def make_core(mode: str = "proxy", users: tuple[str, ...] = ("alice", "bob", "carol")) -> ServerCore:
