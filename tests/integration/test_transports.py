@@ -91,7 +91,7 @@ def require_sipp_transport(transport: str) -> None:
     if transport == "tls" and not sipp_supports_tls():
         # Not a missing program but a missing build feature of Debian's sip-tester (no OpenSSL): skipped even
         # under LEANSIP_REQUIRE_EXTERNAL=1, with TLS load covered by the Python TLS peers in this file.
-        pytest.skip("this sipp is built without TLS (sipp -v lists no TLS); TLS is covered by the Python peers below")
+        pytest.skip("this sipp is built without TLS (sipp -v lists no TLS); SIPp load over TLS runs through socat in test_sipp_tls.py")
 
 
 def sipp(target: str, scenario: str, transport: str, cert: tuple[Path, Path], cwd: Path, *args: str,
