@@ -371,8 +371,9 @@ class ServerCore:
     # ------------------------------------------------------------------ registrar
     def _register(self, req: Request, source: tuple[str, int], transport: str, now: float,
                   conn_id: str | None) -> list[Send]:
-        aor = self.registrar.aor_for(req)
         if self.authenticator is not None:
+            # a To that names no AOR is a 400 before any challenge (register() checks it again without auth)
+            aor = self.registrar.aor_for(req)
             user, out = self.authenticate(req, source, transport, now, conn_id, proxy=False)
             if user is None:
                 return out
