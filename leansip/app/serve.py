@@ -102,7 +102,7 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
         local_addresses=[(spec.transport, spec.host, spec.port) for spec in config.listen],
         secret=secret,
     )
-    core.users = users  # type: ignore[attr-defined]
+    core.users = users
     core.timing = StepTimer(clock=time.perf_counter_ns)  # always on: see leansip.server.timing
     return core
 

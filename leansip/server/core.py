@@ -19,6 +19,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from leansip.server.location import LocationService
 from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
@@ -134,6 +135,8 @@ class ServerCore:
         #: (transport, host, port) of every socket we listen on; the first UDP one goes into our Via.
         self.local_addresses = local_addresses or [("udp", "127.0.0.1", 5060)]
         self.stats = Stats()
+        #: the user store behind ``ha1_lookup``/``user_exists`` (a ``UserStore``), for the admin view; may be None
+        self.users: Any = None
         #: per-step timings of REGISTER / initial INVITE; the app injects one with its clock, None = off
         self.timing: StepTimer | None = None
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
