@@ -356,15 +356,18 @@ def parse_digest(value: str) -> DigestParams:
     return DigestParams(scheme="Digest", params=MappingProxyType(params))
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def quote_string(text: str) -> str:
     """Return ``text`` as a quoted-string, escaping '"' and '\\'.
 
     Raises ValueError for CR, LF or other control characters, which cannot be represented
     (and would allow header injection if they came from configuration).
     """
-    for c in text:
-        if (ord(c) < 0x20 and c != "\t") or c == "\x7f":
-            raise ValueError(f"control character {c!r} cannot be quoted")
+    bad = _CONTROL_RE.search(text)
+    if bad is not None:
+        raise ValueError(f"control character {bad.group()!r} cannot be quoted")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
