@@ -773,6 +773,7 @@ class DigestAuthenticator:
         self.allow_no_qop = allow_no_qop
         self.nonces = NonceCounter(max_tracked_nonces)
         self._secret = secret
+        self._opaque: dict[str, str] = {}
         self._random_bytes = random_bytes
         # A per-secret stand-in password, so unknown users cost the same hashing as known ones.
         self._dummy_password = hmac.new(secret, b"leansip-dummy-user", hashlib.sha256).hexdigest()
@@ -781,7 +782,7 @@ class DigestAuthenticator:
 
     def _nonce_mac(self, realm: str, body: bytes) -> bytes:
         msg = b"leansip-nonce-v1\x00" + _utf8(realm) + b"\x00" + body
-        return hmac.new(self._secret, msg, hashlib.sha256).digest()[:_NONCE_MAC]
+        return hmac.digest(self._secret, msg, "sha256")[:_NONCE_MAC]  # one-shot C HMAC: no HMAC object
 
     def make_nonce(self, now: float, algorithm: str, realm: str | None = None) -> str:
         """A fresh nonce bound to ``now``, ``algorithm`` and ``realm`` (default: ours)."""
@@ -814,8 +815,14 @@ class DigestAuthenticator:
 
     def opaque(self, realm: str | None = None) -> str:
         """Constant per secret and realm: clients echo it; it carries no state."""
-        msg = b"leansip-opaque\x00" + _utf8(realm or self.realm)
-        return _b64(hmac.new(self._secret, msg, hashlib.sha256).digest()[:16])
+        realm = realm or self.realm
+        cached = self._opaque.get(realm)
+        if cached is None:
+            msg = b"leansip-opaque\x00" + _utf8(realm)
+            cached = _b64(hmac.digest(self._secret, msg, "sha256")[:16])
+            if len(self._opaque) < 64:
+                self._opaque[realm] = cached
+        return cached
 
     # -- challenge ------------------------------------------------------------------------
 
