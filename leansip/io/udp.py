@@ -72,7 +72,8 @@ def _send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: byt
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    """One listening UDP socket. ``dispatch`` writes the core's output (possibly over other transports)."""
+    """A UDP socket as an asyncio protocol, for the phone's SIP socket (the server uses :class:`UdpServerSocket`).
+    ``dispatch`` writes the handler's output."""
 
     def __init__(self, handler: Handler, dispatch: Callable[[list[Send]], None],
                  clock: Callable[[], float] = time.time) -> None:
@@ -81,8 +82,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.clock = clock
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = ("", 0)
-        #: the core's step timer (set by the runtime): datagram-in and datagram-out bound a flow's total time
-        self.timing: StepTimer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -92,18 +91,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.address = transport.get_extra_info("sockname")[:2]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        timing = self.timing
-        if timing is not None:
-            timing.datagram_in()
         try:
             out = self.handler(data, addr[:2], "udp", self.clock(), None)
-        except Exception:  # noqa: BLE001 - a bug must not stop the server; it is logged with its traceback
+        except Exception:  # noqa: BLE001 - a bug must not stop the program; it is logged with its traceback
             log.exception("event=handler_error src=%s:%s", addr[0], addr[1])
             return
         if out:
             self.dispatch(out)
-        if timing is not None:
-            timing.sent()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier send: nothing to do for a datagram server

@@ -213,15 +213,8 @@ class StepTimer:
             series += 1
 
     def _record(self, series: int, ns: int) -> None:
-        x = ns - 1
-        if x < _LOW:
-            i = 0
-        else:
-            e = x.bit_length() - 1
-            i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
-            if i > _LAST:
-                i = _LAST
-        self._counts[series * NBUCKETS + i] += 1
+        """One sample into one series (what :meth:`sent` does inline for a whole flow)."""
+        self._counts[series * NBUCKETS + bucket_of(ns)] += 1
         self._sums[series] += ns
         self._n[series] += 1
         if ns > self._max[series]:
