@@ -103,6 +103,7 @@ def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> 
             values[0] = text
             req.headers[i] = Header("via", ", ".join(values))
             break
+    req._cache.pop("vias", None)
     req._cache["top_via"] = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
 
 

@@ -256,9 +256,17 @@ class Message:
         return out
 
     # ----------------------------------------------------------------- editing
-    def _touch(self) -> None:
-        if self._cache:
-            self._cache.clear()
+    def _touch(self, key: str) -> None:
+        """Forget the parsed views of header ``key`` (canonical name) after an edit; the others stay valid."""
+        cache = self._cache
+        if cache:
+            if key == "via":
+                cache.pop("vias", None)
+                cache.pop("top_via", None)
+            elif key == "contact":
+                cache.pop("contacts", None)
+            else:
+                cache.pop(key, None)  # cseq, from, to, max-forwards are cached under their header names
 
     def add_header(self, name: str, value: str, *, first: bool = False) -> None:
         """Append (or, with ``first``, put before the first header of that name, or at the top)."""
@@ -273,7 +281,7 @@ class Message:
                 self.headers.insert(0, header)
         else:
             self.headers.append(header)
-        self._touch()
+        self._touch(key)
 
     def set_header(self, name: str, value: str) -> None:
         """Replace the first header of that name (dropping later ones) or append it."""
@@ -290,13 +298,13 @@ class Message:
         if not found:
             kept.append(Header(key, value))
         self.headers = kept
-        self._touch()
+        self._touch(key)
 
     def remove_header(self, name: str) -> int:
         key = canonical_name(name)
         before = len(self.headers)
         self.headers = [h for h in self.headers if h.name != key]
-        self._touch()
+        self._touch(key)
         return before - len(self.headers)
 
     def pop_first_value(self, name: str) -> str | None:
@@ -312,14 +320,14 @@ class Message:
             values = split_comma(h.value)
             if not values:
                 del self.headers[i]  # an empty line holds no value; the next one is now at index i
-                self._touch()
+                self._touch(key)
                 continue
             first = values[0]
             if len(values) == 1:
                 del self.headers[i]
             else:
                 self.headers[i] = Header(key, ", ".join(values[1:]))
-            self._touch()
+            self._touch(key)
             return first
         return None
 
@@ -500,6 +508,7 @@ class Request(Message):
         until edited: editing replaces Header objects, it never mutates them)."""
         other = Request(self.method, self._uri, (), self.body, self.version)
         other.headers = list(self.headers)
+        other._cache = dict(self._cache)  # parsed views are immutable values; an edit of the copy pops its own
         other._start = self._start
         other._ruri = self._ruri
         return other
@@ -532,6 +541,7 @@ class Response(Message):
     def copy(self) -> Response:
         other = Response(self.status, self.reason, (), self.body, self.version)
         other.headers = list(self.headers)
+        other._cache = dict(self._cache)
         other._start = self._start
         return other
 
