@@ -143,6 +143,8 @@ def canonical_aor(aor: str) -> str:
     The user part stays case-sensitive (RFC 3261 19.1.4) while the host is not,
     so only the part after the last ``@`` is lowercased.  No scheme is expected.
     """
+    if "@" not in aor:
+        return aor  # a bare user name (the registrar's default, use_domain off): case-sensitive, as is
     user, at, host = aor.rpartition("@")
     return user + at + host.lower()
 

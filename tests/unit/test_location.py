@@ -365,3 +365,11 @@ def test_sqlite_failed_flush_keeps_the_batch(tmp_path: Path) -> None:
     b = again.get("alice@example.com", contact_key("sip:a@1"))
     assert b is not None and b.cseq == 2 and again.count() == 2
     again.close()
+
+
+def test_bare_user_aor_keeps_its_case() -> None:
+    """With use_domain off the AOR is the user part alone, which RFC 3261 19.1.4 compares case-sensitively."""
+    from leansip.server.location import canonical_aor
+
+    assert canonical_aor("Alice") == "Alice"
+    assert canonical_aor("Alice@Example.COM") == "Alice@example.com"
