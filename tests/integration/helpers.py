@@ -176,3 +176,38 @@ def contacts_in(packet: bytes) -> dict[str, int]:
         na = parse_name_addr(value)
         out[na.uri_text] = int(na.params.get("expires") or 0)
     return out
+
+
+def phone_env() -> dict[str, str]:
+    """Environment for a ``python -m leansip`` child: the checkout on PYTHONPATH, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_phone(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``leansip phone ARGS`` with its output in ``log`` (and its working directory beside it)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "leansip", "phone", *args], stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL, env=phone_env(), cwd=log.parent)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """The exit status, killing the process if it is still running after ``timeout``."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
+    """Poll ``path`` until it contains ``text``; fail with its content after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in {path}: {path.read_text(errors='replace') if path.exists() else ''}")

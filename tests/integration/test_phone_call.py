@@ -8,11 +8,9 @@ RTP payloads on the wire are not G.711 (a tone has a handful of distinct code wo
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
 from leansip.media.wav import read_wav
 from tests.conftest import REPO_ROOT, free_udp_port
-from tests.integration.helpers import ServerProcess
+from tests.integration.helpers import ServerProcess, phone_env, start_phone, wait_exit, wait_for_text
 
 HANGUP_AFTER = 4.0
 
@@ -30,37 +28,6 @@ def _modes() -> list[str]:
     if (REPO_ROOT / "leansip" / "server" / "stateful.py").exists():
         modes.append("--stateful")
     return modes
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _phone(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "leansip", "phone", *args], stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, env=_env(), cwd=log.parent)
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def _wait_for(path: Path, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in {path}: {path.read_text(errors='replace') if path.exists() else ''}")
 
 
 @pytest.fixture
@@ -76,14 +43,14 @@ def _run_call(tmp: Path, port: int, extra: list[str], *, bob_rtp: int | None = N
     if bob_rtp is not None:
         bob_args += ["--rtp-port", str(bob_rtp)]
     bob_log, alice_log = tmp / "bob.log", tmp / "alice.log"
-    bob = _phone([*bob_args, "answer", "--record", str(tmp / "bob.wav"), "--timeout", "15"], bob_log)
+    bob = start_phone([*bob_args, "answer", "--record", str(tmp / "bob.wav"), "--timeout", "15"], bob_log)
     try:
-        _wait_for(bob_log, "event=Registered")
-        alice = _phone([*server, "--user", "alice", "--password", "alicepw", *extra, "call", "bob",
+        wait_for_text(bob_log, "event=Registered")
+        alice = start_phone([*server, "--user", "alice", "--password", "alicepw", *extra, "call", "bob",
                         "--play", str(tmp / "tone1k.wav"), "--hangup-after", str(HANGUP_AFTER), "--timeout", "8"],
                        alice_log)
-        alice_rc = _wait(alice, 20)
-        bob_rc = _wait(bob, 10)
+        alice_rc = wait_exit(alice, 20)
+        bob_rc = wait_exit(bob, 10)
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -152,7 +119,7 @@ def test_call_with_mandatory_srtp(call_setup: Path) -> None:
                                        f"udp dst port {bob_rtp}", "-a", "duration:15"],
                                       stdout=subprocess.DEVNULL, stderr=err)
         try:
-            _wait_for(tshark_log, "Capturing on", 8.0)
+            wait_for_text(tshark_log, "Capturing on", 8.0)
         except AssertionError:
             tshark.kill()
             tshark.wait()
@@ -183,13 +150,13 @@ def test_srtp_mismatch_exits_5(call_setup: Path) -> None:
                        tmp) as srv:
         server = ["--server", f"127.0.0.1:{srv.port}"]
         bob_log, alice_log = tmp / "bob.log", tmp / "alice.log"
-        bob = _phone([*server, "--user", "bob", "--password", "bobpw", "answer", "--timeout", "10"], bob_log)
+        bob = start_phone([*server, "--user", "bob", "--password", "bobpw", "answer", "--timeout", "10"], bob_log)
         try:
-            _wait_for(bob_log, "event=Registered")
-            alice = _phone([*server, "--user", "alice", "--password", "alicepw", "--srtp", "mandatory", "call",
+            wait_for_text(bob_log, "event=Registered")
+            alice = start_phone([*server, "--user", "alice", "--password", "alicepw", "--srtp", "mandatory", "call",
                             "bob", "--timeout", "8"], alice_log)
-            assert _wait(alice, 15) == 5, alice_log.read_text() + bob_log.read_text()
-            assert _wait(bob, 10) == 5, bob_log.read_text()
+            assert wait_exit(alice, 15) == 5, alice_log.read_text() + bob_log.read_text()
+            assert wait_exit(bob, 10) == 5, bob_log.read_text()
         finally:
             if bob.poll() is None:
                 bob.kill()
@@ -200,14 +167,14 @@ def test_direct_call_without_server(call_setup: Path) -> None:
     tmp = call_setup
     bob_port = free_udp_port()
     bob_log, alice_log = tmp / "bob.log", tmp / "alice.log"
-    bob = _phone(["--user", "bob", "--local-port", str(bob_port), "answer", "--record", str(tmp / "bob.wav"),
+    bob = start_phone(["--user", "bob", "--local-port", str(bob_port), "answer", "--record", str(tmp / "bob.wav"),
                   "--timeout", "10"], bob_log)
     try:
-        _wait_for(bob_log, "event=started")
-        alice = _phone(["--user", "alice", "call", f"sip:bob@127.0.0.1:{bob_port}", "--play",
+        wait_for_text(bob_log, "event=started")
+        alice = start_phone(["--user", "alice", "call", f"sip:bob@127.0.0.1:{bob_port}", "--play",
                         str(tmp / "tone1k.wav"), "--hangup-after", "2"], alice_log)
-        assert _wait(alice, 15) == 0, alice_log.read_text() + bob_log.read_text()
-        assert _wait(bob, 10) == 0, bob_log.read_text()
+        assert wait_exit(alice, 15) == 0, alice_log.read_text() + bob_log.read_text()
+        assert wait_exit(bob, 10) == 0, bob_log.read_text()
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -218,17 +185,17 @@ def test_direct_call_without_server(call_setup: Path) -> None:
 
 def test_usage_and_rejection_exit_codes(call_setup: Path) -> None:
     tmp = call_setup
-    rc = subprocess.run([sys.executable, "-m", "leansip", "phone", "--user", "a", "call", "bob"], env=_env(),
+    rc = subprocess.run([sys.executable, "-m", "leansip", "phone", "--user", "a", "call", "bob"], env=phone_env(),
                         capture_output=True, timeout=20).returncode
     assert rc == 2
     with ServerProcess(["--auth", "--users", str(tmp / "users.txt"), "--location", "memory", "--stateless"],
                        tmp) as srv:
         server = ["--server", f"127.0.0.1:{srv.port}"]
         bad = subprocess.run([sys.executable, "-m", "leansip", "phone", *server, "--user", "alice", "--password",
-                              "wrong", "register"], env=_env(), capture_output=True, timeout=20)
+                              "wrong", "register"], env=phone_env(), capture_output=True, timeout=20)
         assert bad.returncode == 1, bad.stderr
         # nobody registered as bob: the proxy answers 480 -> rejected
         alone = subprocess.run([sys.executable, "-m", "leansip", "phone", *server, "--user", "alice", "--password",
-                                "alicepw", "call", "bob", "--timeout", "5"], env=_env(), capture_output=True,
+                                "alicepw", "call", "bob", "--timeout", "5"], env=phone_env(), capture_output=True,
                                timeout=20)
         assert alone.returncode == 3, alone.stderr

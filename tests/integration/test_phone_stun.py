@@ -16,7 +16,7 @@ from pathlib import Path
 
 from leansip.media.stun import StunClass, binding_success, parse_message
 from tests.conftest import free_udp_port
-from tests.integration.test_phone_transports import _phone, _wait, _wait_for
+from tests.integration.helpers import start_phone, wait_exit, wait_for_text
 
 PUBLIC = ("203.0.113.7", 40000)
 
@@ -59,14 +59,14 @@ def test_offer_carries_the_stun_mapped_address(tmp_path: Path) -> None:
     bob_port = free_udp_port()
     bob_log, alice_log = tmp_path / "bob.log", tmp_path / "alice.log"
     with StunServer() as stun:
-        bob = _phone(["--user", "bob", "--local-port", str(bob_port), "-v", "answer", "--reject", "486",
+        bob = start_phone(["--user", "bob", "--local-port", str(bob_port), "-v", "answer", "--reject", "486",
                       "--timeout", "20"], bob_log)
         try:
-            _wait_for(bob_log, "event=started")
-            alice = _phone(["--user", "alice", "--stun", f"127.0.0.1:{stun.port}", "call",
+            wait_for_text(bob_log, "event=started")
+            alice = start_phone(["--user", "alice", "--stun", f"127.0.0.1:{stun.port}", "call",
                             f"sip:bob@127.0.0.1:{bob_port}", "--timeout", "8"], alice_log)
-            alice_rc = _wait(alice, 20)
-            bob_rc = _wait(bob, 10)
+            alice_rc = wait_exit(alice, 20)
+            bob_rc = wait_exit(bob, 10)
         finally:
             if bob.poll() is None:
                 bob.kill()
@@ -88,14 +88,14 @@ def test_dead_stun_server_falls_back_to_the_local_address(tmp_path: Path) -> Non
     bob_port = free_udp_port()
     silent = free_udp_port()  # nobody answers there
     bob_log, alice_log = tmp_path / "bob.log", tmp_path / "alice.log"
-    bob = _phone(["--user", "bob", "--local-port", str(bob_port), "-v", "answer", "--reject", "486",
+    bob = start_phone(["--user", "bob", "--local-port", str(bob_port), "-v", "answer", "--reject", "486",
                   "--timeout", "20"], bob_log)
     try:
-        _wait_for(bob_log, "event=started")
-        alice = _phone(["--user", "alice", "--stun", f"127.0.0.1:{silent}", "call", f"sip:bob@127.0.0.1:{bob_port}",
+        wait_for_text(bob_log, "event=started")
+        alice = start_phone(["--user", "alice", "--stun", f"127.0.0.1:{silent}", "call", f"sip:bob@127.0.0.1:{bob_port}",
                         "--timeout", "8"], alice_log)
-        alice_rc = _wait(alice, 20)
-        _wait(bob, 10)
+        alice_rc = wait_exit(alice, 20)
+        wait_exit(bob, 10)
     finally:
         if bob.poll() is None:
             bob.kill()

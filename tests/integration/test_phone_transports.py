@@ -12,11 +12,7 @@ directory) only when given ``--ca-file``; without it the handshake fails and the
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,41 +20,9 @@ import pytest
 from leansip.io.tls import DEV_CERT_NAME
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
 from leansip.media.wav import read_wav
-from tests.conftest import REPO_ROOT
-from tests.integration.helpers import ServerProcess
+from tests.integration.helpers import ServerProcess, start_phone, wait_exit, wait_for_text
 
 TALK = 3.0
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _phone(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "leansip", "phone", *args], stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, env=_env(), cwd=log.parent)
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def _wait_for(path: Path, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in {path}: {path.read_text(errors='replace') if path.exists() else ''}")
 
 
 class Server:
@@ -113,12 +77,12 @@ def _call(tmp: Path, srv: Server, caller: str, callee: str, *, callee_hangs_up: 
         alice_cmd += ["--hangup-after", str(TALK + 6)]
     else:
         alice_cmd += ["--hangup-after", str(TALK)]
-    bob = _phone(bob_cmd, bob_log)
+    bob = start_phone(bob_cmd, bob_log)
     try:
-        _wait_for(bob_log, "event=Registered")
-        alice = _phone(alice_cmd, alice_log)
-        alice_rc = _wait(alice, 30)
-        bob_rc = _wait(bob, 15)
+        wait_for_text(bob_log, "event=Registered")
+        alice = start_phone(alice_cmd, alice_log)
+        alice_rc = wait_exit(alice, 30)
+        bob_rc = wait_exit(bob, 15)
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -176,11 +140,11 @@ def test_tls_without_trusted_ca_fails_and_insecure_connects(tmp: Path) -> None:
         port = srv.ports["tls"]
         base = ["--server", f"127.0.0.1:{port}", "--transport", "tls", "--user", "bob", "--password", "bobpw"]
         log = tmp / "untrusted.log"
-        rc = _wait(_phone([*base, "register"], log), 20)
+        rc = wait_exit(start_phone([*base, "register"], log), 20)
         assert rc == 2, log.read_text()
         assert "CERTIFICATE_VERIFY_FAILED" in log.read_text()
         log = tmp / "insecure.log"
-        rc = _wait(_phone([*base, "--insecure", "register"], log), 20)
+        rc = wait_exit(start_phone([*base, "--insecure", "register"], log), 20)
         assert rc == 0, log.read_text()
         assert "event=Registered" in log.read_text()
 
@@ -189,7 +153,7 @@ def test_sips_target_implies_tls(tmp: Path) -> None:
     """``call sips:...`` connects over TLS although --transport was not given (RFC 3261 26.2.2)."""
     with Server(tmp) as srv:
         log = tmp / "sips.log"
-        rc = _wait(_phone(["--server", f"127.0.0.1:{srv.ports['tls']}", "--ca-file", str(srv.cert), "--user",
+        rc = wait_exit(start_phone(["--server", f"127.0.0.1:{srv.ports['tls']}", "--ca-file", str(srv.cert), "--user",
                            "alice", "--password", "alicepw", "call", f"sips:nobody@127.0.0.1:{srv.ports['tls']}",
                            "--timeout", "5"],
                           log), 30)
@@ -202,7 +166,7 @@ def test_sips_target_implies_tls(tmp: Path) -> None:
 def test_stream_keepalive_ping_gets_pong(tmp: Path) -> None:
     with Server(tmp) as srv:
         log = tmp / "ka.log"
-        rc = _wait(_phone([*srv.args("tcp"), "--user", "alice", "--password", "alicepw", "--keepalive", "0.4", "-v",
+        rc = wait_exit(start_phone([*srv.args("tcp"), "--user", "alice", "--password", "alicepw", "--keepalive", "0.4", "-v",
                            "register", "--hold", "2.5"], log), 20)
         text = log.read_text()
         assert rc == 0, text

@@ -19,7 +19,8 @@ import pytest
 
 from leansip.media.tone import write_tone_wav
 from tests.conftest import REPO_ROOT, require_program
-from tests.integration.test_phone_transports import Server, _phone, _wait
+from tests.integration.helpers import start_phone, wait_exit
+from tests.integration.test_phone_transports import Server
 
 
 class Tmux:
@@ -76,7 +77,7 @@ def test_ui_answers_shows_the_call_dials_and_quits(tmp_path: Path, test_output_d
             assert "TLS  flow up" in screen and "Call         : idle" in screen
             assert "1  carol" in screen and screen.rstrip().endswith("q quit")
 
-            alice = _phone([*srv.args("udp"), "--user", "alice", "--password", "alicepw", "call", "bob",
+            alice = start_phone([*srv.args("udp"), "--user", "alice", "--password", "alicepw", "call", "bob",
                             "--play", str(tmp_path / "tone1k.wav"), "--hangup-after", "3", "--timeout", "15"],
                            tmp_path / "alice.log")
             screen = tmux.wait_for("incoming from sip:alice@")
@@ -87,7 +88,7 @@ def test_ui_answers_shows_the_call_dials_and_quits(tmp_path: Path, test_output_d
             tmux.wait_for("00:02")  # the call timer runs
             screen = tmux.wait_for("call ended: remote hangup", timeout=10)
             assert "Call         : idle" in screen
-            assert _wait(alice, 15) == 0, (tmp_path / "alice.log").read_text()
+            assert wait_exit(alice, 15) == 0, (tmp_path / "alice.log").read_text()
 
             tmux.keys("1")  # carol is not registered: the server answers 404 and the screen says so
             tmux.wait_for("call ended: rejected (404)")
