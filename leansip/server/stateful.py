@@ -153,6 +153,7 @@ class StatefulProxy(StatelessProxy):
                     out.extend(super().on_request(msg, source, transport, now, conn_id))
                 else:
                     stx = action.transaction
+                    assert isinstance(stx, ServerTransaction)
                     if isinstance(stx, InviteServerTransaction):
                         # 100 Trying first (RFC 3261 16.2), so it never follows a final answer on the wire
                         out.extend(self._run(stx.send_trying(now), now, conn_id))

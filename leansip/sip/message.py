@@ -462,7 +462,8 @@ class Message:
         lines.append("")
         return "\r\n".join(lines).encode("latin-1") + self.body
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
 
 class Request(Message):

@@ -297,7 +297,7 @@ class SipURI:
 
     def with_changes(self, **changes: object) -> SipURI:
         """A copy with some fields replaced and the text rebuilt."""
-        values = {
+        values: dict[str, object] = {
             "scheme": self.scheme,
             "user": self.user,
             "password": self.password,
@@ -457,7 +457,9 @@ class NameAddr:
     @property
     def uri(self) -> URI:
         if self._uri is None:
-            object.__setattr__(self, "_uri", parse_uri(self.uri_text))  # frozen: shared by the cache
+            uri = parse_uri(self.uri_text)
+            object.__setattr__(self, "_uri", uri)  # frozen: shared by the cache
+            return uri
         return self._uri
 
     @property
@@ -468,7 +470,8 @@ class NameAddr:
         head = f"{self.display} " if self.display else ""
         return f"{head}<{self.uri_text}>{format_params(self.params)}"
 
-    __str__ = build
+    def __str__(self) -> str:
+        return self.build()
 
 
 def parse_name_addr(text: str) -> NameAddr:
@@ -534,6 +537,10 @@ def _frozen_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]
     The generated ``__init__`` of a frozen dataclass sets every field with ``object.__setattr__`` (about three
     times the cost of the whole rest of a cached-miss URI parse); the parsers build thousands per second, so
     they use this instead. The instances are the same: still frozen for everyone else."""
+    try:
+        object.__new__(cls)
+    except TypeError:  # a native class (compiled by mypyc): its own constructor is the fast path
+        return cls
     setters = tuple(cls.__dict__[name].__set__ for name in names)
     new = object.__new__
     if len(setters) == 8:

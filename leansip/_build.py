@@ -1,0 +1,128 @@
+"""Which modules of the core run compiled with mypyc, and the switch back to pure Python.
+
+The protocol core (message model, parser, digest, transactions, registrar, proxy) is plain typed Python.
+``setup.py`` compiles the modules listed in :data:`COMPILED` to C extensions with mypyc when it can (``pip
+install`` / ``make``); Python then imports the ``.so`` beside each ``.py`` instead of the source. The
+source stays the single definition: the compiled module is the same code, about twice as fast.
+
+Two guards keep the compiled build from ever running code that differs from the source next to it:
+
+* ``LEANSIP_PURE=1`` in the environment makes every listed module load from its ``.py`` (for debugging,
+  profiling with Python tools, and comparing the two builds: ``bench/core_micro.py``);
+* the build records a hash of each compiled source in ``_compiled.json``; if a source no longer matches
+  (edited since the last build), all listed modules load from source, with one warning saying to rebuild.
+
+It is all or nothing: compiled modules call each other's native classes directly, so a pure ``message``
+next to a compiled ``core`` would hand it objects of the wrong type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+#: Modules compiled by mypyc: those on the path from a datagram to its reply. ``errors`` stays interpreted
+#: because the phone subclasses its exception (mypyc classes cannot be subclassed from interpreted code).
+COMPILED: tuple[str, ...] = (
+    "leansip.sip.digest",
+    "leansip.sip.framing",
+    "leansip.sip.message",
+    "leansip.sip.ratelimit",
+    "leansip.sip.send",
+    "leansip.sip.transaction",
+    "leansip.sip.uri",
+    "leansip.server.core",
+    "leansip.server.location",
+    "leansip.server.proxy",
+    "leansip.server.redirect",
+    "leansip.server.registrar",
+    "leansip.server.routing",
+    "leansip.server.stateful",
+    "leansip.server.stats",
+    "leansip.server.stores.memory",
+    "leansip.server.timing",
+    "leansip.server.users",
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = Path(__file__).resolve().parent / "_compiled.json"
+
+
+def source_path(module: str) -> Path:
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def source_hash(module: str) -> str:
+    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
+
+
+def extension_paths(module: str) -> list[Path]:
+    """The compiled extension files present for ``module`` (normally zero or one)."""
+    base = str(source_path(module).with_suffix(""))
+    return [p for p in (Path(base + s) for s in importlib.machinery.EXTENSION_SUFFIXES) if p.exists()]
+
+
+def _extension_present(module: str) -> bool:
+    return bool(extension_paths(module))
+
+
+def stale_modules() -> list[str]:
+    """Compiled modules whose source changed since the build (or with no record of the build)."""
+    if not any(_extension_present(m) for m in COMPILED):
+        return []
+    try:
+        recorded = json.loads(MANIFEST.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    return [m for m in COMPILED if _extension_present(m) and recorded.get(m) != source_hash(m)]
+
+
+class _PureFinder(importlib.abc.MetaPathFinder):
+    """Finds the listed modules as source files only, so their compiled extensions are never loaded."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source_path(fullname))
+
+
+def use_pure_python() -> None:
+    if not any(isinstance(f, _PureFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PureFinder())
+
+
+def select() -> None:
+    """Called once by ``leansip/__init__.py``, before any listed module is imported."""
+    if os.environ.get("LEANSIP_PURE", "") not in ("", "0"):
+        use_pure_python()
+        return
+    stale = stale_modules()
+    if stale:
+        warnings.warn(f"leansip: compiled modules are older than their source ({', '.join(stale[:3])}"
+                      f"{' ...' if len(stale) > 3 else ''}); running pure Python. Rebuild with: make build",
+                      RuntimeWarning, stacklevel=2)
+        use_pure_python()
+
+
+def compiled_modules() -> list[str]:
+    """The listed modules that are loaded, and loaded from a compiled extension."""
+    return [m for m in COMPILED if m in sys.modules and not str(getattr(sys.modules[m], "__file__", "")
+                                                                 ).endswith(".py")]
+
+
+def describe() -> str:
+    """One line for logs and benchmark reports: which build of the core this process runs."""
+    if compiled_modules():
+        built = sum(1 for m in COMPILED if _extension_present(m))
+        return f"mypyc-compiled ({built} of {len(COMPILED)} core modules built)"
+    return "pure Python" + (" (LEANSIP_PURE)" if os.environ.get("LEANSIP_PURE", "") not in ("", "0") else "")
