@@ -78,6 +78,28 @@ class Binding:
     received: str | None = None
     conn_id: str | None = None
 
+    # explicit __init__: mypyc compiles it (a generated dataclass __init__ stays interpreted)
+    # (required keywords first: mypyc's signature text rejects a required one after a defaulted one)
+    def __init__(self, *, aor: str, contact: str, expires_at: float, q: float = 1.0, call_id: str = "",
+                 cseq: int = 0, source: tuple[str, int] = ("", 0), transport: str = "udp", user_agent: str = "",
+                 registered_at: float = 0.0, instance: str | None = None, reg_id: int | None = None,
+                 path: list[str] | None = None, received: str | None = None, conn_id: str | None = None) -> None:
+        self.aor = aor
+        self.contact = contact
+        self.q = q
+        self.expires_at = expires_at
+        self.call_id = call_id
+        self.cseq = cseq
+        self.source = source
+        self.transport = transport
+        self.user_agent = user_agent
+        self.registered_at = registered_at
+        self.instance = instance
+        self.reg_id = reg_id
+        self.path = [] if path is None else path
+        self.received = received
+        self.conn_id = conn_id
+
     def expires_in(self, now: float) -> int:
         """Seconds left, rounded down and never negative: what a 200 OK's
         Contact ``expires`` parameter reports (RFC 3261 10.3 step 8)."""

@@ -28,9 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 MAGIC = "z9hG4bK"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Target:
-    """One place to send a request: the Request-URI to put in it and the next-hop address."""
+    """One place to send a request: the Request-URI to put in it and the next-hop address. Immutable by
+    convention (hashable by value)."""
 
     ruri: str | None  # None: keep the Request-URI as it is (loose routing towards a Route)
     dest: tuple[str, int]
@@ -38,12 +39,26 @@ class Target:
     conn_id: str | None = None
     q: float = 1.0
 
+    # explicit __init__: mypyc compiles it (a generated dataclass __init__ stays interpreted)
+    def __init__(self, ruri: str | None, dest: tuple[str, int], transport: str = "udp",
+                 conn_id: str | None = None, q: float = 1.0) -> None:
+        self.ruri = ruri
+        self.dest = dest
+        self.transport = transport
+        self.conn_id = conn_id
+        self.q = q
 
-@dataclass(slots=True, frozen=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
     targets: tuple[Target, ...] = ()
     status: int = 0  # non-zero: answer with this status instead of forwarding
     reason: str | None = None
+
+    def __init__(self, targets: tuple[Target, ...] = (), status: int = 0, reason: str | None = None) -> None:
+        self.targets = targets
+        self.status = status
+        self.reason = reason
 
 
 _LOCAL_NAMES = {"localhost": "127.0.0.1"}

@@ -53,6 +53,16 @@ class Branch:
     cancel_pending: bool = False
     cancelled: bool = False
 
+    # explicit __init__s here: mypyc compiles them (a generated dataclass __init__ stays interpreted)
+    def __init__(self, txn: ClientTransaction, request: Request, target: Target) -> None:
+        self.txn = txn
+        self.request = request
+        self.target = target
+        self.final = 0
+        self.provisional = False
+        self.cancel_pending = False
+        self.cancelled = False
+
 
 @dataclass(slots=True, eq=False)
 class Context:
@@ -65,6 +75,15 @@ class Context:
     best: Response | None = None
     final_sent: bool = False
     auth_headers: list[Header] = field(default_factory=list)
+
+    def __init__(self, server: ServerTransaction, request: Request, conn_id: str | None) -> None:
+        self.server = server
+        self.request = request
+        self.conn_id = conn_id
+        self.branches = []
+        self.best = None
+        self.final_sent = False
+        self.auth_headers = []
 
 
 TIMER_C = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)

@@ -194,9 +194,9 @@ _NC_RE = re.compile(r"[0-9a-fA-F]{8}")
 MAX_VALUE_LENGTH = 8192
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DigestParams:
-    """A parsed Digest challenge or credentials value.
+    """A parsed Digest challenge or credentials value (immutable by convention).
 
     ``params`` maps lowercased parameter names to their unquoted values. Properties give the
     common ones (None when absent); everything else is in ``params``.
@@ -204,6 +204,10 @@ class DigestParams:
 
     scheme: str
     params: Mapping[str, str]
+
+    def __init__(self, scheme: str, params: Mapping[str, str]) -> None:  # compiled by mypyc, unlike a generated one
+        self.scheme = scheme
+        self.params = params
 
     def get(self, name: str) -> str | None:
         return self.params.get(name.lower())

@@ -339,7 +339,10 @@ class TooManyTransactions(TransactionError):
 # --------------------------------------------------------------------------- actions
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# The actions below are made for every message, so each has an explicit __init__ that mypyc compiles (the
+# one @dataclass would generate stays interpreted); they are immutable by convention and hashable by value.
+
+@dataclass(slots=True, unsafe_hash=True)
 class Deliver:
     """Give ``message`` to the TU. ``transaction`` is None for a message no transaction matched (a stray
     response, an ACK for a 2xx): a proxy forwards those statelessly (RFC 3261 16.7 step 3, 16.10)."""
@@ -347,8 +350,12 @@ class Deliver:
     message: Request | Response
     transaction: Transaction | None
 
+    def __init__(self, *, message: Request | Response, transaction: Transaction | None) -> None:
+        self.message = message
+        self.transaction = transaction
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class Timeout:
     """Timer ``timer`` (B, F or H) fired: no final response (client; the TU acts as if a 408 arrived) or no
     ACK (server, RFC 3261 17.2.1)."""
@@ -356,20 +363,31 @@ class Timeout:
     transaction: Transaction
     timer: str
 
+    def __init__(self, *, transaction: Transaction, timer: str) -> None:
+        self.transaction = transaction
+        self.timer = timer
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class TransportError:
     """The transport could not send for ``transaction``; it is terminated (RFC 3261 17.1.4, 17.2.4)."""
 
     transaction: Transaction
     reason: str = ""
 
+    def __init__(self, *, transaction: Transaction, reason: str = "") -> None:
+        self.transaction = transaction
+        self.reason = reason
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class Terminated:
     """The transaction reached Terminated and must be forgotten (the table drops it itself)."""
 
     transaction: Transaction
+
+    def __init__(self, *, transaction: Transaction) -> None:
+        self.transaction = transaction
 
 
 Action = Send | Deliver | Timeout | TransportError | Terminated

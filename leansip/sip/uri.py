@@ -11,9 +11,7 @@ bytes the sender wrote unless leansip changed the URI on purpose.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from leansip.sip.errors import SipParseError
@@ -236,9 +234,11 @@ def split_comma(value: str) -> list[str]:
     return parts
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SipURI:
-    """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1). ``user`` and ``password`` stay escaped as written."""
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1). ``user`` and ``password`` stay escaped as written.
+
+    Parsed URIs are shared by the parse cache: never change one, use :meth:`with_changes`."""
 
     scheme: str
     user: str | None
@@ -248,6 +248,19 @@ class SipURI:
     params: dict[str, str | None] = field(default_factory=dict)
     headers: str | None = None
     text: str = ""
+
+    # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
+    # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
+    def __init__(self, scheme: str, user: str | None, password: str | None, host: str, port: int | None,
+                 params: dict[str, str | None] | None = None, headers: str | None = None, text: str = "") -> None:
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = headers
+        self.text = text
 
     @property
     def host_lower(self) -> str:
@@ -308,17 +321,22 @@ class SipURI:
         }
         values.update(changes)
         uri = SipURI(**values)  # type: ignore[arg-type]
-        object.__setattr__(uri, "text", uri.build())  # frozen: parsed URIs are shared by the cache
+        uri.text = uri.build()
         return uri
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class AbsoluteURI:
     """Any other URI scheme (tel:, urn:, http: ...). Kept opaque: leansip routes only SIP URIs."""
 
     scheme: str
     rest: str
     text: str = ""
+
+    def __init__(self, scheme: str, rest: str, text: str = "") -> None:
+        self.scheme = scheme
+        self.rest = rest
+        self.text = text
 
     def __str__(self) -> str:
         return self.text
@@ -386,7 +404,7 @@ def _parse_uri(text: str) -> URI:
     host, port = split_host_port(hostport)
     if not valid_host(host):
         raise SipParseError(f"bad host {host[:60]!r} in URI")
-    return _new_sip_uri(lscheme, user, password, host, port, params, headers if qmark else None, text)
+    return SipURI(lscheme, user, password, host, port, params, headers if qmark else None, text)
 
 
 def uri_equal(a: URI, b: URI) -> bool:
@@ -444,9 +462,11 @@ def uri_key(uri: URI) -> str:
     return "".join(key)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class NameAddr:
-    """A To/From/Contact/Route style value: optional display name, URI, header parameters."""
+    """A To/From/Contact/Route style value: optional display name, URI, header parameters.
+
+    Shared by the parse cache: never change one."""
 
     display: str | None
     uri_text: str
@@ -454,13 +474,22 @@ class NameAddr:
     bracketed: bool = True
     _uri: URI | None = None
 
+    # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
+    # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
+    def __init__(self, display: str | None, uri_text: str, params: dict[str, str | None],
+                 bracketed: bool = True, _uri: URI | None = None) -> None:
+        self.display = display
+        self.uri_text = uri_text
+        self.params = params
+        self.bracketed = bracketed
+        self._uri = _uri
+
     @property
     def uri(self) -> URI:
-        if self._uri is None:
-            uri = parse_uri(self.uri_text)
-            object.__setattr__(self, "_uri", uri)  # frozen: shared by the cache
-            return uri
-        return self._uri
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self.uri_text)  # parsed on first use only
+        return uri
 
     @property
     def tag(self) -> str | None:
@@ -519,7 +548,7 @@ def _parse_name_addr(text: str) -> NameAddr:
         params = parse_params(rest[gt + 1 :])
         if not uri_text:
             raise SipParseError("empty URI in <>")
-        return _new_name_addr(display, uri_text, params, True, None)
+        return NameAddr(display, uri_text, params, True, None)
     if display is not None:
         raise SipParseError(f"display name without <URI> in {text[:60]!r}")
     semi = rest.find(";")
@@ -528,45 +557,9 @@ def _parse_name_addr(text: str) -> NameAddr:
     if "?" in uri_text or " " in uri_text:
         raise SipParseError(f"URI with headers or spaces must be in <>: {uri_text[:60]!r}")
     params = parse_params(rest[semi:]) if semi >= 0 else {}
-    return _new_name_addr(None, uri_text, params, False, None)
+    return NameAddr(None, uri_text, params, False, None)
 
 
-def _frozen_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
-    """A positional constructor for a frozen slotted dataclass that fills the slots through their descriptors.
-
-    The generated ``__init__`` of a frozen dataclass sets every field with ``object.__setattr__`` (about three
-    times the cost of the whole rest of a cached-miss URI parse); the parsers build thousands per second, so
-    they use this instead. The instances are the same: still frozen for everyone else."""
-    try:
-        object.__new__(cls)
-    except TypeError:  # a native class (compiled by mypyc): its own constructor is the fast path
-        return cls
-    setters = tuple(cls.__dict__[name].__set__ for name in names)
-    new = object.__new__
-    if len(setters) == 8:
-        s0, s1, s2, s3, s4, s5, s6, s7 = setters
-
-        def make8(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> Any:
-            obj: Any = new(cls)
-            s0(obj, a), s1(obj, b), s2(obj, c), s3(obj, d), s4(obj, e), s5(obj, f), s6(obj, g), s7(obj, h)
-            return obj
-
-        return make8
-    t0, t1, t2, t3, t4 = setters
-
-    def make5(a: Any, b: Any, c: Any, d: Any, e: Any) -> Any:
-        obj: Any = new(cls)
-        t0(obj, a), t1(obj, b), t2(obj, c), t3(obj, d), t4(obj, e)
-        return obj
-
-    return make5
-
-
-_new_sip_uri: Callable[[str, str | None, str | None, str, int | None, dict[str, str | None], str | None, str], SipURI]
-_new_sip_uri = _frozen_constructor(
-    SipURI, ("scheme", "user", "password", "host", "port", "params", "headers", "text"))
-_new_name_addr: Callable[[str | None, str, dict[str, str | None], bool, URI | None], NameAddr]
-_new_name_addr = _frozen_constructor(NameAddr, ("display", "uri_text", "params", "bracketed", "_uri"))
 
 
 _VIA_RE = re.compile(
@@ -585,6 +578,17 @@ class Via:
     port: int | None
     params: dict[str, str | None]
     text: str = ""
+
+    # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
+    # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
+    def __init__(self, protocol: str, transport: str, host: str, port: int | None,
+                 params: dict[str, str | None], text: str = "") -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self.text = text
 
     @property
     def branch(self) -> str | None:
