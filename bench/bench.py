@@ -13,7 +13,7 @@ Finally bench/report.py writes BENCHMARKS.md and bench/plot.py the PNGs.  Raw ou
 Environment knobs (defaults for the full run in brackets):
   QUICK=1          smoke test in ~2-3 min: few rates, 2 s steps, no bisection, small memory test
   RATES_KAMAILIO   ladder for Kamailio [1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000]
-  RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000]
+  RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000]
   STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]
   FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
   MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
@@ -156,9 +156,10 @@ class Server:
     """One server process, pinned to core 1, stopped with SIGTERM (then SIGKILL) of its own pid."""
 
     def __init__(self, kind: str, scenario: str, out: Path, port: int, admin_port: int | None,
-                 users: Path) -> None:
+                 users: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kind, self.scenario, self.out, self.port, self.admin_port = kind, scenario, out, port, admin_port
         self.users = users
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def cmd(self) -> list[str]:
@@ -181,7 +182,7 @@ class Server:
         cmd = self.cmd()
         (self.out / "server-cmd.txt").write_text(" ".join(cmd) + "\n")
         e = dict(os.environ, LEANSIP_SECRET="bench-secret-0123456789",
-                 PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                 PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **self.extra_env)
         self.proc = subprocess.Popen(cmd, stdout=open(self.out / "server.log", "wb"), stderr=subprocess.STDOUT,
                                      env=e, cwd=str(REPO))
         deadline = time.monotonic() + 15
@@ -308,7 +309,9 @@ def profile(outdir: Path, have_pyspy: bool) -> None:
     for scen, rate in (("register", int(env("PROFILE_RATE_REGISTER", "500"))),
                        ("stateful", int(env("PROFILE_RATE_CALL", "150")))):
         sub = out / scen
-        srv = Server("leansip", scen, sub, PORT_BASE + 1, None, outdir / "users.txt")
+        # py-spy sees Python frames only: the compiled core would be one opaque `receive`, so profile the
+        # same source as pure Python (LEANSIP_PURE=1); the relative weights are what this table is for
+        srv = Server("leansip", scen, sub, PORT_BASE + 1, None, outdir / "users.txt", {"LEANSIP_PURE": "1"})
         pid = srv.start()
         try:
             e = dict(os.environ, TARGET=f"127.0.0.1:{srv.port}", SERVER_PID=str(pid), OUT=str(sub),
@@ -324,6 +327,29 @@ def profile(outdir: Path, have_pyspy: bool) -> None:
             h.wait(timeout=secs + 120)
         finally:
             srv.stop()
+
+
+def core_build() -> str:
+    """Which build of the core `leansip serve` runs here (mypyc-compiled or pure Python)."""
+    code = ("import leansip.server.core, leansip.server.stores.memory, leansip._build as b; "
+            "print(b.describe())")
+    res = run([sys.executable, "-c", code], cwd=str(REPO))
+    return res.stdout.strip() or "?"
+
+
+def core_micro(outdir: Path) -> None:
+    """The core alone, in-process (bench/core_micro.py), compiled and pure Python: what mypyc buys."""
+    out = {}
+    for label, extra in (("compiled", {}), ("pure", {"LEANSIP_PURE": "1"})):
+        say(f"core micro-benchmark ({label})")
+        res = run(["taskset", "-c", "1", sys.executable, str(HERE / "core_micro.py"), "--json",
+                   "--n", env("MICRO_N", "3000", "1000"), "--rounds", env("MICRO_ROUNDS", "5", "2")],
+                  env=dict(os.environ, **extra), cwd=str(REPO))
+        try:
+            out[label] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            out[label] = {"error": (res.stderr or res.stdout)[-400:]}
+    (outdir / "core_micro.json").write_text(json.dumps(out, indent=1))
 
 
 # ---------------------------------------------------------------- main
@@ -367,10 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     meta["command"] = "make bench  (= bash bench/run.sh = python3 bench/bench.py" + \
         (" " + " ".join(argv) if argv else "") + (", QUICK=1" if QUICK else "") + ")"
     meta["host_busy_before"] = f"{host_busy():.0f}"
+    meta["core_build"] = core_build()
     knobs = {
         "RATES_KAMAILIO": env("RATES_KAMAILIO", "1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000",
                               "1000 4000 16000"),
-        "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000",
+        "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000",
                              "200 500 1000"),
         "STEP_SECS": env("STEP_SECS", "5", "2"), "LAT_RATE": env("LAT_RATE", "500"),
         "LAT_SECS": env("LAT_SECS", "10", "2"), "REFINE": env("REFINE", "2", "0"), "SETTLE": env("SETTLE", "5", "2"),
@@ -404,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   or "latency_probe" in line):
                     say("  ", line[7:])
             time.sleep(2)
-    for wanted, step in ((not a.no_memory, lambda: memory_test(outdir)),
+    for wanted, step in ((True, lambda: core_micro(outdir)),
+                         (not a.no_memory, lambda: memory_test(outdir)),
                          (not a.no_profile, lambda: profile(outdir, have.get("py-spy", False)))):
         if "leansip" in servers and wanted:
             try:

@@ -350,7 +350,7 @@ URI = SipURI | AbsoluteURI
 
 _URI_CACHE: dict[str, URI] = {}
 _NAME_ADDR_CACHE: dict[str, NameAddr] = {}
-_CACHE_MAX = 8192
+_CACHE_MAX = 16384
 _BAD_URI_RE = re.compile(r"[ \t\r\n<>]")
 
 
@@ -472,7 +472,7 @@ class NameAddr:
     uri_text: str
     params: dict[str, str | None]
     bracketed: bool = True
-    _uri: URI | None = None
+    _uri: URI | None = field(default=None, compare=False)  # parsed on first use: not part of the value
 
     # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
     # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
@@ -508,11 +508,33 @@ def parse_name_addr(text: str) -> NameAddr:
     is shared: treat it as immutable."""
     na = _NAME_ADDR_CACHE.get(text)
     if na is None:
+        tagged = _with_tag(text)
+        if tagged is not None:
+            return tagged
         na = _parse_name_addr(text)
         if len(_NAME_ADDR_CACHE) >= _CACHE_MAX:
             _NAME_ADDR_CACHE.clear()
         _NAME_ADDR_CACHE[text] = na
     return na
+
+
+def _with_tag(text: str) -> NameAddr | None:
+    """``<uri>;...;tag=x`` as the cached parse of the part before the tag plus the tag, or None to parse it all.
+
+    From and To tags are new in every dialog, so a cache keyed by the whole value would never hit for them and
+    would fill with values never seen again, pushing out the ones that do repeat. Only the plain case takes
+    this path (the tag last, lower-case, no spaces, a valid value, after the ``>``); anything else gets the
+    full parse, so the result and its errors are the same as :func:`_parse_name_addr`'s."""
+    i = text.rfind(";tag=")
+    if i <= 0:
+        return None
+    tag = text[i + 5:]
+    if not tag or ";" in tag or not _param_value_ok(tag) or text.rfind(">") > i:
+        return None
+    base = parse_name_addr(text[:i])
+    params = dict(base.params)
+    params["tag"] = tag
+    return NameAddr(base.display, base.uri_text, params, base.bracketed, base._uri)
 
 
 def _parse_name_addr(text: str) -> NameAddr:

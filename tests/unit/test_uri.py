@@ -378,3 +378,42 @@ def test_helpers() -> None:
         parse_params("x=1")
     with pytest.raises(SipParseError):
         split_comma('"open, never closed')
+
+
+@pytest.mark.parametrize("text", [
+    "<sip:alice@example.com>;tag=1928301774",
+    '"Bob" <sip:bob@biloxi.example.com>;tag=a6c85cf',
+    "sip:carol@chicago.example.com;tag=887s",
+    "sip:carol@chicago.example.com;transport=tcp;tag=887s",
+    "<sip:a@h;transport=tcp>;foo=bar;tag=x-y.z!",
+    '"a;tag=b" <sip:x@h>',
+    '"x>" <sip:a@h>;tag=1',
+    "<sip:a@h>;tag=1;tag=2",
+    "<sip:a@h> ;tag=1",
+    "<sip:a@h>;tag=1 ",
+    "<sip:a@h>;TAG=1",
+    "<sip:a@h>;tag=",
+    "<sip:a@h>;tag=a b",
+    "<sip:a@h>;tag=\"q\"",
+    "<sip:a;tag=in-uri@h>",
+    "<sip:a@h>;tag=1;x",
+    "<>;tag=1",
+    "bad uri;tag=1",
+])
+def test_tagged_name_addr_shortcut_matches_the_full_parse(text: str) -> None:
+    """parse_name_addr() answers a tagged value from the cached parse of the rest (tags are new in every
+    dialog): the result, or the error, must be what the full parse gives."""
+    from leansip.sip.uri import _parse_name_addr, parse_name_addr
+
+    try:
+        expected = _parse_name_addr(text)
+    except SipParseError as exc:
+        with pytest.raises(SipParseError) as info:
+            parse_name_addr(text)
+        assert info.value.reason == exc.reason
+        return
+    for _ in range(2):  # cold, then with the untagged part cached
+        got = parse_name_addr(text)
+        assert got == expected
+        assert list(got.params) == list(expected.params)
+        assert str(got.uri) == str(expected.uri)
