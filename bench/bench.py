@@ -83,16 +83,22 @@ def ensure_tools(need_kamailio: bool, need_pyspy: bool) -> dict[str, bool]:
     have["taskset"] = bool(shutil.which("taskset"))
     for mod, pkg in (("matplotlib", "matplotlib"),) + ((("py_spy_dummy", "py-spy"),) if need_pyspy else ()):
         if pkg == "py-spy":
-            ok = bool(shutil.which("py-spy"))
+            ok = pyspy() is not None
         else:
             ok = run([sys.executable, "-c", f"import {mod}"]).returncode == 0
         if not ok:
             say("pip install", pkg)
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=False)
-            ok = bool(shutil.which("py-spy")) if pkg == "py-spy" else \
+            ok = pyspy() is not None if pkg == "py-spy" else \
                 run([sys.executable, "-c", f"import {mod}"]).returncode == 0
         have[pkg] = ok
     return have
+
+
+def pyspy() -> str | None:
+    """py-spy on PATH, or the one pip put beside this Python (a venv's bin/, not on PATH under `make bench`)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def port_free(port: int) -> bool:
@@ -321,7 +327,7 @@ def profile(outdir: Path, have_pyspy: bool) -> None:
                                  stdout=open(sub / "harness.log", "w"), stderr=subprocess.STDOUT)
             time.sleep(3)  # past the callee registration and sipp start-up
             say(f"profile: py-spy on leansip {scen} at {rate}/s for {secs} s")
-            subprocess.run(["timeout", str(secs + 30), "py-spy", "record", "-p", str(pid), "-d", str(secs), "-r",
+            subprocess.run(["timeout", str(secs + 30), pyspy() or "py-spy", "record", "-p", str(pid), "-d", str(secs), "-r",
                             "250", "--nolineno", "-f", "raw", "-o", str(sub / "pyspy.txt")],
                            stdout=subprocess.DEVNULL, stderr=open(sub / "pyspy.err", "w"), check=False)
             h.wait(timeout=secs + 120)
