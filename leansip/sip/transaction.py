@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import heapq
 from dataclasses import dataclass
+from typing import Final
 
 from leansip.sip.message import Header, Request, Response, make_response
 from leansip.sip.send import Send
@@ -226,88 +227,127 @@ class Do(enum.Enum):
     REPORT_TRANSPORT_ERROR = "report a transport error to the TU"
 
 
-_S = State
-_E = Event
-_D = Do
-_ALIVE = (_S.IDLE, _S.CALLING, _S.TRYING, _S.PROCEEDING, _S.COMPLETED, _S.CONFIRMED, _S.ACCEPTED)
+# The members as module constants: compiled (mypyc) code loads these directly, where `State.X` is an attribute
+# lookup on the Enum class (through EnumType's Python-level hook) at every step of every transaction.
+_D_DELIVER: Final = Do.DELIVER
+_D_DELIVER_AND_ACK: Final = Do.DELIVER_AND_ACK
+_D_NOTHING: Final = Do.NOTHING
+_D_REPORT_TRANSPORT_ERROR: Final = Do.REPORT_TRANSPORT_ERROR
+_D_RESEND_RESPONSE: Final = Do.RESEND_RESPONSE
+_D_RETRANSMIT_REQUEST: Final = Do.RETRANSMIT_REQUEST
+_D_SEND_ACK: Final = Do.SEND_ACK
+_D_SEND_REQUEST: Final = Do.SEND_REQUEST
+_D_SEND_RESPONSE: Final = Do.SEND_RESPONSE
+_D_TIMEOUT: Final = Do.TIMEOUT
+_E_RECV_1XX: Final = Event.RECV_1XX
+_E_RECV_2XX: Final = Event.RECV_2XX
+_E_RECV_ACK: Final = Event.RECV_ACK
+_E_RECV_FINAL: Final = Event.RECV_FINAL
+_E_RECV_REQUEST: Final = Event.RECV_REQUEST
+_E_SEND_1XX: Final = Event.SEND_1XX
+_E_SEND_2XX: Final = Event.SEND_2XX
+_E_SEND_FINAL: Final = Event.SEND_FINAL
+_E_START: Final = Event.START
+_E_TIMER_A: Final = Event.TIMER_A
+_E_TIMER_B: Final = Event.TIMER_B
+_E_TIMER_D: Final = Event.TIMER_D
+_E_TIMER_E: Final = Event.TIMER_E
+_E_TIMER_F: Final = Event.TIMER_F
+_E_TIMER_G: Final = Event.TIMER_G
+_E_TIMER_H: Final = Event.TIMER_H
+_E_TIMER_I: Final = Event.TIMER_I
+_E_TIMER_J: Final = Event.TIMER_J
+_E_TIMER_K: Final = Event.TIMER_K
+_E_TIMER_L: Final = Event.TIMER_L
+_E_TIMER_M: Final = Event.TIMER_M
+_E_TRANSPORT_ERROR: Final = Event.TRANSPORT_ERROR
+_S_ACCEPTED: Final = State.ACCEPTED
+_S_CALLING: Final = State.CALLING
+_S_COMPLETED: Final = State.COMPLETED
+_S_CONFIRMED: Final = State.CONFIRMED
+_S_IDLE: Final = State.IDLE
+_S_PROCEEDING: Final = State.PROCEEDING
+_S_TERMINATED: Final = State.TERMINATED
+_S_TRYING: Final = State.TRYING
+_ALIVE = (_S_IDLE, _S_CALLING, _S_TRYING, _S_PROCEEDING, _S_COMPLETED, _S_CONFIRMED, _S_ACCEPTED)
 
 TRANSITIONS: dict[Kind, dict[tuple[State, Event], tuple[State, Do]]] = {
     # RFC 3261 17.1.1.2 figure 5, with RFC 6026 7.2 (2xx -> Accepted, Timer M) replacing "2xx -> Terminated".
     Kind.INVITE_CLIENT: {
-        (_S.IDLE, _E.START): (_S.CALLING, _D.SEND_REQUEST),
-        (_S.CALLING, _E.TIMER_A): (_S.CALLING, _D.RETRANSMIT_REQUEST),
-        (_S.CALLING, _E.TIMER_B): (_S.TERMINATED, _D.TIMEOUT),
-        (_S.CALLING, _E.RECV_1XX): (_S.PROCEEDING, _D.DELIVER),
-        (_S.CALLING, _E.RECV_2XX): (_S.ACCEPTED, _D.DELIVER),
-        (_S.CALLING, _E.RECV_FINAL): (_S.COMPLETED, _D.DELIVER_AND_ACK),
-        (_S.PROCEEDING, _E.RECV_1XX): (_S.PROCEEDING, _D.DELIVER),
-        (_S.PROCEEDING, _E.RECV_2XX): (_S.ACCEPTED, _D.DELIVER),
-        (_S.PROCEEDING, _E.RECV_FINAL): (_S.COMPLETED, _D.DELIVER_AND_ACK),
-        (_S.COMPLETED, _E.RECV_1XX): (_S.COMPLETED, _D.NOTHING),
-        (_S.COMPLETED, _E.RECV_2XX): (_S.COMPLETED, _D.NOTHING),
-        (_S.COMPLETED, _E.RECV_FINAL): (_S.COMPLETED, _D.SEND_ACK),
-        (_S.COMPLETED, _E.TIMER_D): (_S.TERMINATED, _D.NOTHING),
-        (_S.ACCEPTED, _E.RECV_1XX): (_S.ACCEPTED, _D.NOTHING),
-        (_S.ACCEPTED, _E.RECV_2XX): (_S.ACCEPTED, _D.DELIVER),
-        (_S.ACCEPTED, _E.RECV_FINAL): (_S.ACCEPTED, _D.NOTHING),
-        (_S.ACCEPTED, _E.TIMER_M): (_S.TERMINATED, _D.NOTHING),
+        (_S_IDLE, _E_START): (_S_CALLING, _D_SEND_REQUEST),
+        (_S_CALLING, _E_TIMER_A): (_S_CALLING, _D_RETRANSMIT_REQUEST),
+        (_S_CALLING, _E_TIMER_B): (_S_TERMINATED, _D_TIMEOUT),
+        (_S_CALLING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
+        (_S_CALLING, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
+        (_S_CALLING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER_AND_ACK),
+        (_S_PROCEEDING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
+        (_S_PROCEEDING, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
+        (_S_PROCEEDING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER_AND_ACK),
+        (_S_COMPLETED, _E_RECV_1XX): (_S_COMPLETED, _D_NOTHING),
+        (_S_COMPLETED, _E_RECV_2XX): (_S_COMPLETED, _D_NOTHING),
+        (_S_COMPLETED, _E_RECV_FINAL): (_S_COMPLETED, _D_SEND_ACK),
+        (_S_COMPLETED, _E_TIMER_D): (_S_TERMINATED, _D_NOTHING),
+        (_S_ACCEPTED, _E_RECV_1XX): (_S_ACCEPTED, _D_NOTHING),
+        (_S_ACCEPTED, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
+        (_S_ACCEPTED, _E_RECV_FINAL): (_S_ACCEPTED, _D_NOTHING),
+        (_S_ACCEPTED, _E_TIMER_M): (_S_TERMINATED, _D_NOTHING),
     },
     # RFC 3261 17.1.2.2 figure 6.
     Kind.NON_INVITE_CLIENT: {
-        (_S.IDLE, _E.START): (_S.TRYING, _D.SEND_REQUEST),
-        (_S.TRYING, _E.TIMER_E): (_S.TRYING, _D.RETRANSMIT_REQUEST),
-        (_S.TRYING, _E.TIMER_F): (_S.TERMINATED, _D.TIMEOUT),
-        (_S.TRYING, _E.RECV_1XX): (_S.PROCEEDING, _D.DELIVER),
-        (_S.TRYING, _E.RECV_2XX): (_S.COMPLETED, _D.DELIVER),
-        (_S.TRYING, _E.RECV_FINAL): (_S.COMPLETED, _D.DELIVER),
-        (_S.PROCEEDING, _E.TIMER_E): (_S.PROCEEDING, _D.RETRANSMIT_REQUEST),
-        (_S.PROCEEDING, _E.TIMER_F): (_S.TERMINATED, _D.TIMEOUT),
-        (_S.PROCEEDING, _E.RECV_1XX): (_S.PROCEEDING, _D.DELIVER),
-        (_S.PROCEEDING, _E.RECV_2XX): (_S.COMPLETED, _D.DELIVER),
-        (_S.PROCEEDING, _E.RECV_FINAL): (_S.COMPLETED, _D.DELIVER),
-        (_S.COMPLETED, _E.RECV_1XX): (_S.COMPLETED, _D.NOTHING),
-        (_S.COMPLETED, _E.RECV_2XX): (_S.COMPLETED, _D.NOTHING),
-        (_S.COMPLETED, _E.RECV_FINAL): (_S.COMPLETED, _D.NOTHING),
-        (_S.COMPLETED, _E.TIMER_K): (_S.TERMINATED, _D.NOTHING),
+        (_S_IDLE, _E_START): (_S_TRYING, _D_SEND_REQUEST),
+        (_S_TRYING, _E_TIMER_E): (_S_TRYING, _D_RETRANSMIT_REQUEST),
+        (_S_TRYING, _E_TIMER_F): (_S_TERMINATED, _D_TIMEOUT),
+        (_S_TRYING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
+        (_S_TRYING, _E_RECV_2XX): (_S_COMPLETED, _D_DELIVER),
+        (_S_TRYING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER),
+        (_S_PROCEEDING, _E_TIMER_E): (_S_PROCEEDING, _D_RETRANSMIT_REQUEST),
+        (_S_PROCEEDING, _E_TIMER_F): (_S_TERMINATED, _D_TIMEOUT),
+        (_S_PROCEEDING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
+        (_S_PROCEEDING, _E_RECV_2XX): (_S_COMPLETED, _D_DELIVER),
+        (_S_PROCEEDING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER),
+        (_S_COMPLETED, _E_RECV_1XX): (_S_COMPLETED, _D_NOTHING),
+        (_S_COMPLETED, _E_RECV_2XX): (_S_COMPLETED, _D_NOTHING),
+        (_S_COMPLETED, _E_RECV_FINAL): (_S_COMPLETED, _D_NOTHING),
+        (_S_COMPLETED, _E_TIMER_K): (_S_TERMINATED, _D_NOTHING),
     },
     # RFC 3261 17.2.1 figure 7, with RFC 6026 7.1 (2xx -> Accepted, Timer L).
     Kind.INVITE_SERVER: {
-        (_S.PROCEEDING, _E.RECV_REQUEST): (_S.PROCEEDING, _D.RESEND_RESPONSE),
-        (_S.PROCEEDING, _E.RECV_ACK): (_S.PROCEEDING, _D.NOTHING),
-        (_S.PROCEEDING, _E.SEND_1XX): (_S.PROCEEDING, _D.SEND_RESPONSE),
-        (_S.PROCEEDING, _E.SEND_2XX): (_S.ACCEPTED, _D.SEND_RESPONSE),
-        (_S.PROCEEDING, _E.SEND_FINAL): (_S.COMPLETED, _D.SEND_RESPONSE),
-        (_S.COMPLETED, _E.RECV_REQUEST): (_S.COMPLETED, _D.RESEND_RESPONSE),
-        (_S.COMPLETED, _E.TIMER_G): (_S.COMPLETED, _D.RESEND_RESPONSE),
-        (_S.COMPLETED, _E.RECV_ACK): (_S.CONFIRMED, _D.NOTHING),
-        (_S.COMPLETED, _E.TIMER_H): (_S.TERMINATED, _D.TIMEOUT),
-        (_S.CONFIRMED, _E.RECV_REQUEST): (_S.CONFIRMED, _D.NOTHING),
-        (_S.CONFIRMED, _E.RECV_ACK): (_S.CONFIRMED, _D.NOTHING),
-        (_S.CONFIRMED, _E.TIMER_I): (_S.TERMINATED, _D.NOTHING),
-        (_S.ACCEPTED, _E.RECV_REQUEST): (_S.ACCEPTED, _D.NOTHING),
-        (_S.ACCEPTED, _E.RECV_ACK): (_S.ACCEPTED, _D.DELIVER),
-        (_S.ACCEPTED, _E.SEND_2XX): (_S.ACCEPTED, _D.SEND_RESPONSE),
-        (_S.ACCEPTED, _E.TIMER_L): (_S.TERMINATED, _D.NOTHING),
+        (_S_PROCEEDING, _E_RECV_REQUEST): (_S_PROCEEDING, _D_RESEND_RESPONSE),
+        (_S_PROCEEDING, _E_RECV_ACK): (_S_PROCEEDING, _D_NOTHING),
+        (_S_PROCEEDING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
+        (_S_PROCEEDING, _E_SEND_2XX): (_S_ACCEPTED, _D_SEND_RESPONSE),
+        (_S_PROCEEDING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
+        (_S_COMPLETED, _E_RECV_REQUEST): (_S_COMPLETED, _D_RESEND_RESPONSE),
+        (_S_COMPLETED, _E_TIMER_G): (_S_COMPLETED, _D_RESEND_RESPONSE),
+        (_S_COMPLETED, _E_RECV_ACK): (_S_CONFIRMED, _D_NOTHING),
+        (_S_COMPLETED, _E_TIMER_H): (_S_TERMINATED, _D_TIMEOUT),
+        (_S_CONFIRMED, _E_RECV_REQUEST): (_S_CONFIRMED, _D_NOTHING),
+        (_S_CONFIRMED, _E_RECV_ACK): (_S_CONFIRMED, _D_NOTHING),
+        (_S_CONFIRMED, _E_TIMER_I): (_S_TERMINATED, _D_NOTHING),
+        (_S_ACCEPTED, _E_RECV_REQUEST): (_S_ACCEPTED, _D_NOTHING),
+        (_S_ACCEPTED, _E_RECV_ACK): (_S_ACCEPTED, _D_DELIVER),
+        (_S_ACCEPTED, _E_SEND_2XX): (_S_ACCEPTED, _D_SEND_RESPONSE),
+        (_S_ACCEPTED, _E_TIMER_L): (_S_TERMINATED, _D_NOTHING),
     },
     # RFC 3261 17.2.2 figure 8.
     Kind.NON_INVITE_SERVER: {
-        (_S.TRYING, _E.RECV_REQUEST): (_S.TRYING, _D.NOTHING),
-        (_S.TRYING, _E.SEND_1XX): (_S.PROCEEDING, _D.SEND_RESPONSE),
-        (_S.TRYING, _E.SEND_2XX): (_S.COMPLETED, _D.SEND_RESPONSE),
-        (_S.TRYING, _E.SEND_FINAL): (_S.COMPLETED, _D.SEND_RESPONSE),
-        (_S.PROCEEDING, _E.RECV_REQUEST): (_S.PROCEEDING, _D.RESEND_RESPONSE),
-        (_S.PROCEEDING, _E.SEND_1XX): (_S.PROCEEDING, _D.SEND_RESPONSE),
-        (_S.PROCEEDING, _E.SEND_2XX): (_S.COMPLETED, _D.SEND_RESPONSE),
-        (_S.PROCEEDING, _E.SEND_FINAL): (_S.COMPLETED, _D.SEND_RESPONSE),
-        (_S.COMPLETED, _E.RECV_REQUEST): (_S.COMPLETED, _D.RESEND_RESPONSE),
-        (_S.COMPLETED, _E.TIMER_J): (_S.TERMINATED, _D.NOTHING),
+        (_S_TRYING, _E_RECV_REQUEST): (_S_TRYING, _D_NOTHING),
+        (_S_TRYING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
+        (_S_TRYING, _E_SEND_2XX): (_S_COMPLETED, _D_SEND_RESPONSE),
+        (_S_TRYING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
+        (_S_PROCEEDING, _E_RECV_REQUEST): (_S_PROCEEDING, _D_RESEND_RESPONSE),
+        (_S_PROCEEDING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
+        (_S_PROCEEDING, _E_SEND_2XX): (_S_COMPLETED, _D_SEND_RESPONSE),
+        (_S_PROCEEDING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
+        (_S_COMPLETED, _E_RECV_REQUEST): (_S_COMPLETED, _D_RESEND_RESPONSE),
+        (_S_COMPLETED, _E_TIMER_J): (_S_TERMINATED, _D_NOTHING),
     },
 }
 # RFC 3261 17.1.4 / 17.2.4: a transport failure ends any live transaction.
 for _kind, _table in TRANSITIONS.items():
     for _state in _ALIVE:
         if any(state is _state for state, _ in _table):
-            _table[(_state, _E.TRANSPORT_ERROR)] = (_S.TERMINATED, _D.REPORT_TRANSPORT_ERROR)
+            _table[(_state, _E_TRANSPORT_ERROR)] = (_S_TERMINATED, _D_REPORT_TRANSPORT_ERROR)
 del _kind, _table, _state
 
 
@@ -404,10 +444,10 @@ def _response_event(status: int, send: bool) -> Event:
     if not 100 <= status <= 699:
         raise ValueError(f"status {status} out of range")
     if status < 200:
-        return _E.SEND_1XX if send else _E.RECV_1XX
+        return _E_SEND_1XX if send else _E_RECV_1XX
     if status < 300:
-        return _E.SEND_2XX if send else _E.RECV_2XX
-    return _E.SEND_FINAL if send else _E.RECV_FINAL
+        return _E_SEND_2XX if send else _E_RECV_2XX
+    return _E_SEND_FINAL if send else _E_RECV_FINAL
 
 
 class Transaction:
@@ -444,14 +484,14 @@ class Transaction:
         self.reliable = _is_reliable(transport)
         self.dest = dest
         self.timers = timers
-        self.state = _S.IDLE
+        self.state = _S_IDLE
         self.key: tuple[str, ...] = ()
         self._table = TRANSITIONS[self.KIND]
         self._retx_at: float | None = None
         self._retx_interval = 0.0
-        self._retx_event = _E.TIMER_A
+        self._retx_event = _E_TIMER_A
         self._end_at: float | None = None
-        self._end_event = _E.TIMER_B
+        self._end_event = _E_TIMER_B
         self._owner: TransactionTable | None = None
         self._heap_at: float | None = None
         self._heap_seq = -1
@@ -467,7 +507,7 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state is _S.TERMINATED
+        return self.state is _S_TERMINATED
 
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` has work, or None."""
@@ -501,7 +541,7 @@ class Transaction:
 
         Raises :class:`IllegalTransition` if the transaction was already terminated."""
         out: list[Action] = []
-        self._step(_E.TRANSPORT_ERROR, now, reason, out)
+        self._step(_E_TRANSPORT_ERROR, now, reason, out)
         self._changed()
         return out
 
@@ -521,16 +561,16 @@ class Transaction:
             self._enter(new, now, out)
 
     def _do(self, do: Do, event: Event, arg: object, now: float, out: list[Action]) -> None:
-        if do is _D.TIMEOUT:
+        if do is _D_TIMEOUT:
             out.append(Timeout(transaction=self, timer=event.value[-1]))
-        elif do is _D.REPORT_TRANSPORT_ERROR:
+        elif do is _D_REPORT_TRANSPORT_ERROR:
             out.append(TransportError(transaction=self, reason=str(arg or "")))
-        elif do is not _D.NOTHING:  # pragma: no cover - every subclass handles its own
+        elif do is not _D_NOTHING:  # pragma: no cover - every subclass handles its own
             raise AssertionError(f"{type(self).__name__} cannot {do.value}")
 
     def _enter(self, state: State, now: float, out: list[Action]) -> None:
         """Arm the timers of ``state`` (RFC 3261 17.x); entering Terminated stops all and reports it."""
-        if state is _S.TERMINATED:
+        if state is _S_TERMINATED:
             self._retx_at = None
             self._end_at = None
             out.append(Terminated(transaction=self))
@@ -584,7 +624,7 @@ class ClientTransaction(Transaction):
     def start(self, now: float) -> list[Action]:
         """Send the request and start the timers. Raises :class:`IllegalTransition` if called twice."""
         out: list[Action] = []
-        self._step(_E.START, now, None, out)
+        self._step(_E_START, now, None, out)
         self._changed()
         return out
 
@@ -598,11 +638,11 @@ class ClientTransaction(Transaction):
         return out
 
     def _do(self, do: Do, event: Event, arg: object, now: float, out: list[Action]) -> None:
-        if do is _D.DELIVER:
+        if do is _D_DELIVER:
             out.append(Deliver(message=arg, transaction=self))  # type: ignore[arg-type]
-        elif do is _D.SEND_REQUEST or do is _D.RETRANSMIT_REQUEST:
+        elif do is _D_SEND_REQUEST or do is _D_RETRANSMIT_REQUEST:
             out.append(Send(data=self.data, dest=self.dest, transport=self.transport, transaction=self))
-            if do is _D.RETRANSMIT_REQUEST:
+            if do is _D_RETRANSMIT_REQUEST:
                 self._arm_retransmit(event, self._next_interval(), now)
         else:
             super()._do(do, event, arg, now, out)
@@ -636,29 +676,29 @@ class InviteClientTransaction(ClientTransaction):
 
     def _enter(self, state: State, now: float, out: list[Action]) -> None:
         t = self.timers
-        if state is _S.CALLING:
+        if state is _S_CALLING:
             if not self.reliable:
-                self._arm_retransmit(_E.TIMER_A, t.a, now)
-            self._arm_end(_E.TIMER_B, t.b, now, out)
-        elif state is _S.PROCEEDING:
+                self._arm_retransmit(_E_TIMER_A, t.a, now)
+            self._arm_end(_E_TIMER_B, t.b, now, out)
+        elif state is _S_PROCEEDING:
             # 17.1.1.2: no more retransmissions, and Timer B only guards the Calling state.
             self._retx_at = None
             self._end_at = None
-        elif state is _S.COMPLETED:
+        elif state is _S_COMPLETED:
             self._retx_at = None
-            self._arm_end(_E.TIMER_D, t.d(self.reliable), now, out)
-        elif state is _S.ACCEPTED:
+            self._arm_end(_E_TIMER_D, t.d(self.reliable), now, out)
+        elif state is _S_ACCEPTED:
             self._retx_at = None
-            self._arm_end(_E.TIMER_M, t.m, now, out)
+            self._arm_end(_E_TIMER_M, t.m, now, out)
         else:
             super()._enter(state, now, out)
 
     def _do(self, do: Do, event: Event, arg: object, now: float, out: list[Action]) -> None:
-        if do is _D.DELIVER_AND_ACK:
+        if do is _D_DELIVER_AND_ACK:
             out.append(Deliver(message=arg, transaction=self))  # type: ignore[arg-type]
             self.ack = build_ack(self.request, arg).to_bytes()  # type: ignore[arg-type]
             out.append(Send(data=self.ack, dest=self.dest, transport=self.transport, transaction=self))
-        elif do is _D.SEND_ACK:
+        elif do is _D_SEND_ACK:
             assert self.ack is not None
             out.append(Send(data=self.ack, dest=self.dest, transport=self.transport, transaction=self))
         else:
@@ -686,21 +726,21 @@ class NonInviteClientTransaction(ClientTransaction):
 
     def _next_interval(self) -> float:
         # 17.1.2.2: MIN(2*E, T2) in Trying; T2 once a provisional response arrived.
-        if self.state is _S.PROCEEDING:
+        if self.state is _S_PROCEEDING:
             return self.timers.t2
         return min(self._retx_interval * 2, self.timers.t2)
 
     def _enter(self, state: State, now: float, out: list[Action]) -> None:
         t = self.timers
-        if state is _S.TRYING:
+        if state is _S_TRYING:
             if not self.reliable:
-                self._arm_retransmit(_E.TIMER_E, t.e, now)
-            self._arm_end(_E.TIMER_F, t.f, now, out)
-        elif state is _S.PROCEEDING:
+                self._arm_retransmit(_E_TIMER_E, t.e, now)
+            self._arm_end(_E_TIMER_F, t.f, now, out)
+        elif state is _S_PROCEEDING:
             pass  # Timers E and F keep running (17.1.2.2)
-        elif state is _S.COMPLETED:
+        elif state is _S_COMPLETED:
             self._retx_at = None  # 17.1.2.2: Completed stops Timers E and F
-            self._arm_end(_E.TIMER_K, t.k(self.reliable), now, out)
+            self._arm_end(_E_TIMER_K, t.k(self.reliable), now, out)
         else:
             super()._enter(state, now, out)
 
@@ -775,26 +815,26 @@ class ServerTransaction(Transaction):
         """A retransmission of the request (or, INVITE, an ACK) matched to this transaction: re-send the last
         response, absorb it, or (ACK in Accepted, RFC 6026 7.1) pass it to the TU."""
         out: list[Action] = []
-        self._step(_E.RECV_ACK if request.method == "ACK" else _E.RECV_REQUEST, now, request, out)
+        self._step(_E_RECV_ACK if request.method == "ACK" else _E_RECV_REQUEST, now, request, out)
         self._changed()
         return out
 
     def _do(self, do: Do, event: Event, arg: object, now: float, out: list[Action]) -> None:
-        if do is _D.SEND_RESPONSE:
+        if do is _D_SEND_RESPONSE:
             response: Response = arg  # type: ignore[assignment]
             data = response.to_bytes()
             self.last_response = data
             if self.legacy and response.status >= 200:
                 self.response_to_tag = response.to_tag
             out.append(Send(data=data, dest=self.dest, transport=self.transport, transaction=self))
-        elif do is _D.RESEND_RESPONSE:
+        elif do is _D_RESEND_RESPONSE:
             if self.last_response is not None:
                 out.append(
                     Send(data=self.last_response, dest=self.dest, transport=self.transport, transaction=self)
                 )
-            if event is _E.TIMER_G:
-                self._arm_retransmit(_E.TIMER_G, min(self._retx_interval * 2, self.timers.t2), now)
-        elif do is _D.DELIVER:
+            if event is _E_TIMER_G:
+                self._arm_retransmit(_E_TIMER_G, min(self._retx_interval * 2, self.timers.t2), now)
+        elif do is _D_DELIVER:
             out.append(Deliver(message=arg, transaction=self))  # type: ignore[arg-type]
         else:
             super()._do(do, event, arg, now, out)
@@ -818,7 +858,7 @@ class InviteServerTransaction(ServerTransaction):
         if request.method != "INVITE":
             raise TransactionError(f"an INVITE server transaction cannot serve {request.method}")
         super().__init__(request, source, transport, dest=dest, timers=timers)
-        self.state = _S.PROCEEDING
+        self.state = _S_PROCEEDING
 
     def send_trying(self, now: float) -> list[Action]:
         """Send 100 Trying at once (17.2.1: quench INVITE retransmissions; without a To tag, 8.2.6.1)."""
@@ -826,15 +866,15 @@ class InviteServerTransaction(ServerTransaction):
 
     def _enter(self, state: State, now: float, out: list[Action]) -> None:
         t = self.timers
-        if state is _S.COMPLETED:
+        if state is _S_COMPLETED:
             if not self.reliable:
-                self._arm_retransmit(_E.TIMER_G, t.g, now)
-            self._arm_end(_E.TIMER_H, t.h, now, out)
-        elif state is _S.CONFIRMED:
+                self._arm_retransmit(_E_TIMER_G, t.g, now)
+            self._arm_end(_E_TIMER_H, t.h, now, out)
+        elif state is _S_CONFIRMED:
             self._retx_at = None  # 17.2.1: the ACK stops Timer G (and Timer H)
-            self._arm_end(_E.TIMER_I, t.i(self.reliable), now, out)
-        elif state is _S.ACCEPTED:
-            self._arm_end(_E.TIMER_L, t.l, now, out)
+            self._arm_end(_E_TIMER_I, t.i(self.reliable), now, out)
+        elif state is _S_ACCEPTED:
+            self._arm_end(_E_TIMER_L, t.l, now, out)
         else:
             super()._enter(state, now, out)
 
@@ -857,12 +897,12 @@ class NonInviteServerTransaction(ServerTransaction):
         if request.method == "INVITE":
             raise TransactionError("an INVITE needs an INVITE server transaction")
         super().__init__(request, source, transport, dest=dest, timers=timers)
-        self.state = _S.TRYING
+        self.state = _S_TRYING
 
     def _enter(self, state: State, now: float, out: list[Action]) -> None:
-        if state is _S.COMPLETED:
-            self._arm_end(_E.TIMER_J, self.timers.j(self.reliable), now, out)
-        elif state is not _S.PROCEEDING:
+        if state is _S_COMPLETED:
+            self._arm_end(_E_TIMER_J, self.timers.j(self.reliable), now, out)
+        elif state is not _S_PROCEEDING:
             super()._enter(state, now, out)
 
 
@@ -1070,7 +1110,7 @@ class TransactionTable:
         """Route a parsed, validated response to its client transaction; a stray one (no match, e.g. a 2xx
         retransmission after Timer M) is ``Deliver(transaction=None)`` for the core to forward statelessly."""
         txn = self.match_response(response)
-        if txn is None or txn.state is _S.IDLE:
+        if txn is None or txn.state is _S_IDLE:
             return [Deliver(message=response, transaction=None)]
         return txn.receive_response(response, now)
 
@@ -1103,7 +1143,7 @@ class TransactionTable:
     def _changed(self, txn: Transaction) -> None:
         """Called by an owned transaction after every entry point: drop it once terminated, else keep exactly
         one valid heap entry at its next deadline (older entries go stale and are skipped or compacted)."""
-        terminated = txn.state is _S.TERMINATED
+        terminated = txn.state is _S_TERMINATED
         at = None if terminated else txn.get_timer()
         if at != txn._heap_at:
             if txn._heap_seq != -1:

@@ -627,14 +627,41 @@ class Via:
         return self.text or self.build()
 
 
+#: transports a Via takes the fast path for (written in upper case, as every UA writes them)
+_VIA_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+
+
 def parse_via(text: str) -> Via:
+    """Parse one Via value. The usual form (``SIP/2.0/UDP host[:port];params``, no spaces inside the sent-by,
+    no IPv6 reference) is split with string operations; anything else goes through the full grammar
+    (:func:`_parse_via_grammar`). Both end in the same checks, so they accept, reject and build the same:
+    a property test holds them to it."""
+    if text.startswith("SIP/2.0/"):
+        sp = text.find(" ", 8)
+        semi = text.find(";", sp + 1) if sp > 0 else -1
+        if semi > sp + 1:
+            transport = text[8:sp]
+            sent_by = text[sp + 1:semi]
+            # isprintable() is False for every character the grammar's \s matches except " "
+            if (transport in _VIA_TRANSPORTS and sent_by.isprintable() and " " not in sent_by
+                    and "[" not in sent_by and sent_by.count(":") <= 1 and sent_by[0] != ":"):
+                host, colon, port_text = sent_by.partition(":")
+                return _checked_via("SIP/2.0", transport, host, port_text if colon else None, text[semi:], text)
+    return _parse_via_grammar(text)
+
+
+def _parse_via_grammar(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}")
     # sent-by = host [ COLON port ] and COLON = SWS ":" SWS: RFC 3261 20.42 itself writes "first.example.com: 4000"
     name, version, transport, host, port_text, rest = m.groups()
-    # the regex has split host and port already (a host is bracketed or holds no ':'): check the port here
-    # rather than joining and re-splitting them through split_host_port
+    return _checked_via(f"{name.upper()}/{version}", transport.upper(), host, port_text, rest, text)
+
+
+def _checked_via(protocol: str, transport: str, host: str, port_text: str | None, rest: str, text: str) -> Via:
+    # host and port come split already (a host is bracketed or holds no ':'): check the port here rather than
+    # joining and re-splitting them through split_host_port
     port: int | None = None
     if port_text is not None:
         if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
@@ -652,4 +679,4 @@ def parse_via(text: str) -> Via:
     rport = params.get("rport")
     if rport is not None and (not is_digits(rport) or len(rport) > 5 or int(rport) > 65535):
         raise SipParseError("bad Via rport")
-    return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params, text.strip(_WS))
+    return Via(protocol, transport, host, port, params, text.strip(_WS))

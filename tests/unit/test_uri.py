@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.uri import (
@@ -417,3 +419,78 @@ def test_tagged_name_addr_shortcut_matches_the_full_parse(text: str) -> None:
         assert got == expected
         assert list(got.params) == list(expected.params)
         assert str(got.uri) == str(expected.uri)
+
+
+_ODD = ["", " ", "\t", "\r\n", "\x0b", "\xa0", ":", ";", "[", "=", ",", "ü", "*", '"q"']
+
+
+@st.composite
+def _via_texts(draw: st.DrawFn) -> str:
+    """Well-formed Vias half of the time (so the fast path runs and succeeds), the other half with odd pieces and
+    characters dropped in."""
+    if draw(st.booleans()):
+        head = (f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'SCTP', 'TLS-SCTP']))} "
+                f"{draw(st.sampled_from(['host.example.com', '192.0.2.1', 'h-1.x', 'bad_host', '1.2.3.999']))}"
+                f"{draw(st.sampled_from(['', ':5060', ':1', ':65535', ':65536', ':', ':x', ':007']))}")
+        params = draw(st.lists(st.sampled_from(
+            ["branch=z9hG4bK77", "branch=", "rport", "rport=5", "rport=99999", "ttl=16", "ttl=256",
+             "received=192.0.2.2", "maddr=224.2.0.1", "BRANCH=z9hG4bK1", "x"]), min_size=1, max_size=4))
+        return head + "".join(f";{p}" for p in params) + draw(st.sampled_from(["", " ", "\t", "\r\n"]))
+    parts = [
+        draw(st.sampled_from(["SIP/2.0/", "SIP/2.0/", "SIP/2.0/", "sip/2.0/", "SIP / 2.0 / ", "SIP/2.1/"])),
+        draw(st.sampled_from(["UDP", "TCP", "TLS", "WSS", "SCTP", "udp", "XYZ", "UDP;x"])),
+        draw(st.sampled_from([" ", " ", "  ", "\t", ""])),
+        draw(st.sampled_from(["host.example.com", "192.0.2.1", "[2001:db8::1]", "[::1", "h_x", "", "a b"])),
+        draw(st.sampled_from(["", "", ":5060", ":", ":65536", ":999999", ": 4000", ":1:2", ":x"])),
+    ]
+    params = draw(st.lists(st.sampled_from(
+        ["branch=z9hG4bK77", "branch=", "rport", "rport=5", "rport=x", "ttl=16", "ttl=300",
+         "received=192.0.2.2", "maddr=224.2.0.1", "x=a b", '"q"', ""]), max_size=4))
+    parts += [f";{p}" for p in params]
+    for _ in range(draw(st.integers(0, 2))):
+        i = draw(st.integers(0, len(parts)))
+        parts.insert(i, draw(st.sampled_from(_ODD)))
+    return "".join(parts)
+
+
+@given(_via_texts())
+@settings(max_examples=3000, deadline=None)
+def test_via_fast_path_agrees_with_the_grammar(text: str) -> None:
+    """parse_via() splits the usual Via form with string operations; whatever it accepts, rejects or builds
+    must be what the full grammar gives."""
+    from leansip.sip.uri import _parse_via_grammar
+
+    try:
+        expected = _parse_via_grammar(text)
+    except SipParseError as exc:
+        with pytest.raises(SipParseError) as info:
+            parse_via(text)
+        assert info.value.reason == exc.reason
+        return
+    got = parse_via(text)
+    assert got == expected
+    assert list(got.params) == list(expected.params)
+
+
+@pytest.mark.parametrize("text", [
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport",
+    "SIP/2.0/TCP client.example.com;branch=z9hG4bK1;received=192.0.2.9",
+    "SIP/2.0/UDP h:;branch=z9hG4bK1",
+    "SIP/2.0/UDP h:70000;branch=z9hG4bK1",
+    "SIP/2.0/UDP h:5060;branch=",
+    "SIP/2.0/UDP h:5060;rport=abc",
+    "SIP/2.0/UDP h:5060 ;branch=z9hG4bK1",
+    "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1",
+    "SIP/2.0/UDP first.example.com: 4000;branch=z9hG4bK1",
+])
+def test_via_fast_path_examples(text: str) -> None:
+    from leansip.sip.uri import _parse_via_grammar
+
+    try:
+        expected = _parse_via_grammar(text)
+    except SipParseError as exc:
+        with pytest.raises(SipParseError) as info:
+            parse_via(text)
+        assert info.value.reason == exc.reason
+        return
+    assert parse_via(text) == expected
