@@ -172,8 +172,7 @@ class Runtime:
             except Exception:  # noqa: BLE001 - keep serving; the traceback is logged
                 log.exception("event=housekeeping_error")
 
-    async def _flusher(self) -> None:
-        interval = getattr(self.core.location.store, "flush_interval", 0.05) or 0.05
+    async def _flusher(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
@@ -205,7 +204,12 @@ class Runtime:
 
     async def run(self) -> int:
         addresses = await self.start()
-        tasks = [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._flusher())]
+        tasks = [asyncio.create_task(self._housekeeping())]
+        # a write-behind store (SQLite) needs its batches flushed; memory, Redis and synchronous SQLite have
+        # nothing to flush, and a 50 ms tick for nothing was most of the server's idle CPU (BENCHMARKS.md)
+        interval = float(getattr(self.core.location.store, "flush_interval", 0.0) or 0.0)
+        if interval > 0:
+            tasks.append(asyncio.create_task(self._flusher(interval)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
