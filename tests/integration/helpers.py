@@ -203,11 +203,20 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
         raise
 
 
-def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
-    """Poll ``path`` until it contains ``text``; fail with its content after ``timeout``."""
+def wait_for_text(path: Path, text: str, timeout: float = 10.0, *, proc: subprocess.Popen[bytes] | None = None,
+                  ) -> None:
+    """Poll ``path`` until it contains ``text``; AssertionError (with the file's end) after ``timeout``.
+
+    Stops early when ``proc`` has exited without writing it: its log is then final.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and text in path.read_text(errors="replace"):
             return
+        if proc is not None and proc.poll() is not None:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            break
         time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in {path}: {path.read_text(errors='replace') if path.exists() else ''}")
+    content = path.read_text(errors="replace")[-6000:] if path.exists() else "(no file)"
+    raise AssertionError(f"{text!r} not in {path}:\n{content}")

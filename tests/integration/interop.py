@@ -12,12 +12,10 @@ ends the call when the file ends; ``net_interface 127.0.0.1`` keeps the SDP on l
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +23,7 @@ from types import TracebackType
 from leansip.media.tone import active_duration, dominant_frequency
 from leansip.media.wav import read_wav
 from tests.conftest import REPO_ROOT
+from tests.integration.helpers import wait_exit, wait_for_text
 
 KAMAILIO_CFG_DIR = REPO_ROOT / "tests" / "data" / "kamailio"
 
@@ -54,43 +53,6 @@ def free_port_block(count: int, *, low: int = 20000, high: int = 60000, tcp: boo
     raise RuntimeError(f"no block of {count} free ports in {low}-{high}")
 
 
-def env() -> dict[str, str]:
-    """Environment for child ``python -m leansip`` processes: this checkout first on the path."""
-    result = dict(os.environ)
-    result["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), result.get("PYTHONPATH", "")) if p)
-    result["PYTHONUNBUFFERED"] = "1"
-    return result
-
-
-def wait_for_text(path: Path, text: str, timeout: float = 10.0, *, proc: subprocess.Popen[bytes] | None = None,
-                  ) -> None:
-    """Poll ``path`` until it contains ``text``; AssertionError (with the file) after ``timeout``.
-
-    Stops early when ``proc`` has exited without writing it: its log is then final.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if proc is not None and proc.poll() is not None:
-            if path.exists() and text in path.read_text(errors="replace"):
-                return
-            break
-        time.sleep(0.05)
-    content = path.read_text(errors="replace")[-6000:] if path.exists() else "(no file)"
-    raise AssertionError(f"{text!r} not in {path}:\n{content}")
-
-
-def wait_proc(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    """Exit status of ``proc``; kills it and raises TimeoutExpired when it outlives ``timeout``."""
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
 def stop_proc(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout``; nothing when already gone."""
     if proc is None or proc.poll() is not None:
@@ -101,13 +63,6 @@ def stop_proc(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> Non
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def phone(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m leansip phone ARGS`` with stdout+stderr to ``log``."""
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "leansip", "phone", *args], stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, env=env(), cwd=log.parent)
 
 
 def check_tone(path: Path, freq: float, min_active: float, *, tolerance: float = 20.0) -> tuple[float, float]:
@@ -206,7 +161,7 @@ class Baresip:
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
-        return wait_proc(self.proc, timeout)
+        return wait_exit(self.proc, timeout)
 
     def recordings(self, kind: str = "dec") -> list[Path]:
         """sndfile dumps, oldest first: ``dec`` = received and decoded, ``enc`` = what baresip sent."""

@@ -23,15 +23,12 @@ import pytest
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
 from leansip.media.wav import read_wav
 from tests.conftest import require_program
-from tests.integration.helpers import ServerProcess
+from tests.integration.helpers import ServerProcess, start_phone, wait_exit, wait_for_text
 from tests.integration.interop import (
     Baresip,
     check_tone,
     free_port_block,
-    phone,
     stop_proc,
-    wait_for_text,
-    wait_proc,
 )
 
 CALL_SECONDS = 4.0
@@ -87,7 +84,7 @@ def test_baresip_calls_leansip_phone(setup: Path, srtp: bool, mode: str) -> None
     srtp_flags = ["--srtp", "mandatory"] if srtp else []
     with _server(tmp, "--auth-algorithms", "MD5", mode) as srv:
         bob_log = tmp / "bob.log"
-        bob = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "bob", "--password", "bobpw", *srtp_flags,
+        bob = start_phone(["--server", f"127.0.0.1:{srv.port}", "--user", "bob", "--password", "bobpw", *srtp_flags,
                      "answer", "--record", str(tmp / "bob.wav"), "--play", str(tmp / "tone1k.wav"),
                      "--timeout", "20"], bob_log)
         try:
@@ -98,7 +95,7 @@ def test_baresip_calls_leansip_phone(setup: Path, srtp: bool, mode: str) -> None
                 try:
                     alice.wait_registered()
                     alice.wait_for("Call established", 10)
-                    bob_rc = wait_proc(bob, CALL_SECONDS + 10)
+                    bob_rc = wait_exit(bob, CALL_SECONDS + 10)
                     alice.wait_for("terminated (duration:", 5)
                 finally:
                     logs = _logs(alice.log, bob_log) + srv.output()
@@ -129,12 +126,12 @@ def test_leansip_phone_calls_baresip(setup: Path, srtp: bool, mode: str) -> None
         with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=25, name="bob") as bob:
             bob.wait_registered()
             alice_log = tmp / "alice.log"
-            alice = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
+            alice = start_phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
                            *srtp_flags, "call", "bob", "--play", str(tmp / "tone1k.wav"),
                            "--record", str(tmp / "alice.wav"), "--hangup-after", str(CALL_SECONDS),
                            "--timeout", "8"], alice_log)
             try:
-                alice_rc = wait_proc(alice, CALL_SECONDS + 15)
+                alice_rc = wait_exit(alice, CALL_SECONDS + 15)
                 bob.wait_for("terminated (duration:", 5)
             finally:
                 stop_proc(alice)
@@ -206,12 +203,12 @@ def test_leansip_phone_holds_and_resumes_baresip(setup: Path) -> None:
         with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=25, name="bob") as bob:
             bob.wait_registered()
             alice_log = tmp / "alice.log"
-            alice = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
+            alice = start_phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
                            "call", "bob", "--play", str(tmp / "tone1k.wav"), "--record", str(tmp / "alice.wav"),
                            "--hold-at", "2", "--resume-at", "4", "--hangup-after", "6", "--timeout", "8"],
                           alice_log)
             try:
-                alice_rc = wait_proc(alice, 25)
+                alice_rc = wait_exit(alice, 25)
                 bob.wait_for("terminated (duration:", 5)
             finally:
                 stop_proc(alice)
@@ -246,11 +243,11 @@ def test_direct_calls_without_server(setup: Path) -> None:
     with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=20, name="bob") as bob:
         bob.wait_for("baresip is ready")
         alice_log = tmp / "alice.log"
-        alice = phone(["--user", "alice", "call", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play",
+        alice = start_phone(["--user", "alice", "call", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play",
                        str(tmp / "tone1k.wav"), "--record", str(tmp / "alice.wav"), "--hangup-after",
                        str(CALL_SECONDS - 1)], alice_log)
         try:
-            alice_rc = wait_proc(alice, 20)
+            alice_rc = wait_exit(alice, 20)
             bob.wait_for("terminated (duration:", 5)
         finally:
             stop_proc(alice)
@@ -261,13 +258,13 @@ def test_direct_calls_without_server(setup: Path) -> None:
     # 2. baresip -> leansip (answer --local-port); baresip hangs up when its WAV ends
     port = free_port_block(1)
     carol_log = tmp / "carol.log"
-    carol = phone(["--user", "carol", "--local-port", str(port), "answer", "--record", str(tmp / "carol.wav"),
+    carol = start_phone(["--user", "carol", "--local-port", str(port), "answer", "--record", str(tmp / "carol.wav"),
                    "--play", str(tmp / "tone1k.wav"), "--timeout", "20"], carol_log)
     try:
         wait_for_text(carol_log, "event=started", proc=carol)
         with Baresip(tmp, account=account, source=tmp / "tone440.wav", lifetime=20, name="dave",
                      command=f"/dial sip:carol@127.0.0.1:{port}") as dave:
-            carol_rc = wait_proc(carol, CALL_SECONDS + 15)
+            carol_rc = wait_exit(carol, CALL_SECONDS + 15)
             dave.wait_for("terminated (duration:", 5)
             logs = _logs(carol_log, dave.log)
     finally:
@@ -292,10 +289,10 @@ def test_leansip_phone_cancels_ringing_baresip(setup: Path, mode: str) -> None:
                      name="bob") as bob:
             bob.wait_registered()
             alice_log = tmp / "alice.log"
-            alice = phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
+            alice = start_phone(["--server", f"127.0.0.1:{srv.port}", "--user", "alice", "--password", "alicepw",
                            "call", "bob", "--timeout", "2"], alice_log)
             try:
-                alice_rc = wait_proc(alice, 15)
+                alice_rc = wait_exit(alice, 15)
                 bob.wait_for("session closed", 5)
                 bob.wait_for("\nACK sip:", 3)
             finally:

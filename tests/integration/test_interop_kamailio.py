@@ -15,14 +15,12 @@ import pytest
 
 from leansip.media.tone import write_tone_wav
 from tests.conftest import require_program
+from tests.integration.helpers import start_phone, wait_exit, wait_for_text
 from tests.integration.interop import (
     KAMAILIO_CFG_DIR,
     Kamailio,
     check_tone,
-    phone,
     stop_proc,
-    wait_for_text,
-    wait_proc,
 )
 
 CALL_SECONDS = 4.0
@@ -51,17 +49,17 @@ def test_call_through_kamailio(tones: Path, auth: bool, srtp: bool) -> None:
     with Kamailio(KAMAILIO_CFG_DIR / "proxy.cfg", tmp, defines=defines) as kam:
         server = ["--server", f"127.0.0.1:{kam.port}"]
         bob_log, alice_log = tmp / "bob.log", tmp / "alice.log"
-        bob = phone([*server, "--user", "bob", "--password", "bobpw", "-v", *extra, "answer",
+        bob = start_phone([*server, "--user", "bob", "--password", "bobpw", "-v", *extra, "answer",
                      "--record", str(tmp / "bob.wav"), "--play", str(tmp / "bob.tone.wav"), "--timeout", "20"],
                     bob_log)
         try:
             wait_for_text(bob_log, "event=Registered", proc=bob)
-            alice = phone([*server, "--user", "alice", "--password", "alicepw", "-v", *extra, "call", "bob",
+            alice = start_phone([*server, "--user", "alice", "--password", "alicepw", "-v", *extra, "call", "bob",
                            "--play", str(tmp / "alice.tone.wav"), "--record", str(tmp / "alice.wav"),
                            "--hangup-after", str(CALL_SECONDS), "--timeout", "8"], alice_log)
             try:
-                alice_rc = wait_proc(alice, CALL_SECONDS + 15)
-                bob_rc = wait_proc(bob, 10)
+                alice_rc = wait_exit(alice, CALL_SECONDS + 15)
+                bob_rc = wait_exit(bob, 10)
             finally:
                 stop_proc(alice)
         finally:
@@ -88,10 +86,10 @@ def test_kamailio_rejects_wrong_password(tones: Path) -> None:
     """The phone's exit status 1 for a registration Kamailio refuses (bad password: 401 again)."""
     with Kamailio(KAMAILIO_CFG_DIR / "proxy.cfg", tones, defines=["-A", "WITH_AUTH"]) as kam:
         log = tones / "alice.log"
-        alice = phone(["--server", f"127.0.0.1:{kam.port}", "--user", "alice", "--password", "wrong",
+        alice = start_phone(["--server", f"127.0.0.1:{kam.port}", "--user", "alice", "--password", "wrong",
                        "register"], log)
         try:
-            rc = wait_proc(alice, 15)
+            rc = wait_exit(alice, 15)
         finally:
             stop_proc(alice)
     assert rc == 1, log.read_text()
