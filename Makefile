@@ -25,7 +25,7 @@ run: $(STAMP) $(BUILD_STAMP)
 # (LEANSIP_PURE=1), so both builds of the same source stay correct.
 test: $(TEST_STAMP) $(BUILD_STAMP)
 	$(VENV)/bin/ruff check leansip tests
-	@$(VPY) -c 'import leansip.server.core, leansip.server.stores.memory, leansip._build as b; print("core:", b.describe())'
+	@$(VPY) -c 'from leansip._build import report; print("core:", report())'
 	$(VPY) -m pytest -q
 	LEANSIP_PURE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/unit
 

@@ -337,9 +337,7 @@ def profile(outdir: Path, have_pyspy: bool) -> None:
 
 def core_build() -> str:
     """Which build of the core `leansip serve` runs here (mypyc-compiled or pure Python)."""
-    code = ("import leansip.server.core, leansip.server.stores.memory, leansip._build as b; "
-            "print(b.describe())")
-    res = run([sys.executable, "-c", code], cwd=str(REPO))
+    res = run([sys.executable, "-c", "from leansip._build import report; print(report())"], cwd=str(REPO))
     return res.stdout.strip() or "?"
 
 

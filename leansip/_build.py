@@ -19,6 +19,7 @@ next to a compiled ``core`` would hand it objects of the wrong type.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -77,13 +78,18 @@ def _extension_present(module: str) -> bool:
 
 def stale_modules() -> list[str]:
     """Compiled modules whose source changed since the build (or with no record of the build)."""
-    if not any(_extension_present(m) for m in COMPILED):
+    built = [m for m in COMPILED if _extension_present(m)]
+    if not built:
         return []
     try:
         recorded = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):
         recorded = {}
-    return [m for m in COMPILED if _extension_present(m) and recorded.get(m) != source_hash(m)]
+    return [m for m in built if recorded.get(m) != source_hash(m)]
+
+
+def _pure_requested() -> bool:
+    return os.environ.get("LEANSIP_PURE", "") not in ("", "0")
 
 
 class _PureFinder(importlib.abc.MetaPathFinder):
@@ -103,7 +109,7 @@ def use_pure_python() -> None:
 
 def select() -> None:
     """Called once by ``leansip/__init__.py``, before any listed module is imported."""
-    if os.environ.get("LEANSIP_PURE", "") not in ("", "0"):
+    if _pure_requested():
         use_pure_python()
         return
     stale = stale_modules()
@@ -125,4 +131,13 @@ def describe() -> str:
     if compiled_modules():
         built = sum(1 for m in COMPILED if _extension_present(m))
         return f"mypyc-compiled ({built} of {len(COMPILED)} core modules built)"
-    return "pure Python" + (" (LEANSIP_PURE)" if os.environ.get("LEANSIP_PURE", "") not in ("", "0") else "")
+    return "pure Python" + (" (LEANSIP_PURE)" if _pure_requested() else "")
+
+
+
+def report() -> str:
+    """:func:`describe` after importing every listed module: which build this environment runs (printed by
+    ``make test`` and recorded by ``make bench``)."""
+    for module in COMPILED:
+        importlib.import_module(module)
+    return describe()

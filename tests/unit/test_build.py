@@ -97,3 +97,9 @@ def test_this_process_reports_what_it_loaded() -> None:
     for module in loaded:
         assert not sys.modules[module].__file__.endswith(".py")
     assert _build.describe().startswith("mypyc-compiled" if loaded else "pure Python")
+
+
+def test_report_imports_every_listed_module_then_describes() -> None:
+    text = _build.report()
+    assert all(m in sys.modules for m in _build.COMPILED)
+    assert text == _build.describe()
