@@ -67,11 +67,11 @@ def make_core(workload: str) -> ServerCore:
     return build_core(config, users, time.time())
 
 
-def _register(user: str, n: int, cseq: int = 1, auth: str = "") -> bytes:
+def _register(user: str, n: int, cseq: int = 1, auth: str = "", at: tuple[str, int] = CALLER) -> bytes:
     return (f"REGISTER sip:{REALM}:5060 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=z9hG4bK-r{n}-{cseq}\r\n"
+            f"Via: SIP/2.0/UDP {at[0]}:{at[1]};branch=z9hG4bK-r{n}-{cseq}\r\n"
             f"From: <sip:{user}@{REALM}>;tag=t{n}\r\nTo: <sip:{user}@{REALM}>\r\nCall-ID: reg-{n}\r\n"
-            f"CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{CALLER[0]}:{CALLER[1]}>\r\nMax-Forwards: 70\r\n"
+            f"CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{at[0]}:{at[1]}>\r\nMax-Forwards: 70\r\n"
             f"Expires: 3600\r\n{auth}Content-Length: 0\r\n\r\n").encode()
 
 
@@ -150,12 +150,12 @@ def run_register_auth(flow: Flow, n: int, base: int) -> None:
         assert isinstance(ok, Response) and ok.status == 200, ok.status
 
 
-def _bind_callee(flow: Flow) -> None:
-    data = (f"REGISTER sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLEE[0]}:{CALLEE[1]};branch=z9hG4bK-callee\r\n"
-            f"From: <sip:callee@{REALM}>;tag=c\r\nTo: <sip:callee@{REALM}>\r\nCall-ID: callee-reg\r\n"
-            f"CSeq: 1 REGISTER\r\nContact: <sip:callee@{CALLEE[0]}:{CALLEE[1]}>\r\nExpires: 3600\r\n"
-            "Content-Length: 0\r\n\r\n").encode()
-    flow.core.receive(data, CALLEE, "udp", flow.now, None)
+def new_flow(workload: str, timed: bool) -> Flow:
+    """A fresh core for ``workload``; for calls, with the callee registered (not counted)."""
+    flow = Flow(make_core(workload), timed)
+    if workload in ("stateless", "stateful"):
+        flow.core.receive(_register("callee", -1, at=CALLEE), CALLEE, "udp", flow.now, None)
+    return flow
 
 
 def run_call(flow: Flow, n: int, base: int) -> None:
@@ -195,10 +195,7 @@ def measure(workload: str, n: int, rounds: int) -> float:
     """Best µs per operation over ``rounds`` runs of ``n`` operations, each on a fresh core."""
     best = float("inf")
     for r in range(rounds + 1):  # round 0 warms caches and is not counted
-        core = make_core(workload)
-        flow = Flow(core, timed=True)
-        if workload in ("stateless", "stateful"):
-            _bind_callee(flow)
+        flow = new_flow(workload, timed=True)
         gc.collect()
         gc.freeze()  # as the server does after start-up: the previous rounds' survivors are not this round's
         RUNNERS[workload](flow, n, r * n * 10)
@@ -219,10 +216,7 @@ def main() -> None:
     tune_gc()  # the collector settings `leansip serve` runs with
     if args.loops:
         for w in workloads:
-            flow = Flow(make_core(w), timed=False)
-            if w in ("stateless", "stateful"):
-                _bind_callee(flow)
-            RUNNERS[w](flow, args.loops, 0)
+            RUNNERS[w](new_flow(w, timed=False), args.loops, 0)
         return
     from leansip import _build
 
