@@ -29,7 +29,7 @@ registrar may pass its own function as ``LocationService(key=...)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from leansip.server.stores import LocationStore
@@ -64,19 +64,19 @@ class Binding:
 
     aor: str
     contact: str
-    q: float = 1.0
+    q: float
     expires_at: float
-    call_id: str = ""
-    cseq: int = 0
-    source: tuple[str, int] = ("", 0)
-    transport: str = "udp"
-    user_agent: str = ""
-    registered_at: float = 0.0
-    instance: str | None = None
-    reg_id: int | None = None
-    path: list[str] = field(default_factory=list)
-    received: str | None = None
-    conn_id: str | None = None
+    call_id: str
+    cseq: int
+    source: tuple[str, int]
+    transport: str
+    user_agent: str
+    registered_at: float
+    instance: str | None
+    reg_id: int | None
+    path: list[str]
+    received: str | None
+    conn_id: str | None
 
     # explicit __init__: mypyc compiles it (a generated dataclass __init__ stays interpreted)
     # (required keywords first: mypyc's signature text rejects a required one after a defaulted one)

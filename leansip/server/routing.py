@@ -35,9 +35,9 @@ class Target:
 
     ruri: str | None  # None: keep the Request-URI as it is (loose routing towards a Route)
     dest: tuple[str, int]
-    transport: str = "udp"
-    conn_id: str | None = None
-    q: float = 1.0
+    transport: str
+    conn_id: str | None
+    q: float
 
     # explicit __init__: mypyc compiles it (a generated dataclass __init__ stays interpreted)
     def __init__(self, ruri: str | None, dest: tuple[str, int], transport: str = "udp",
@@ -51,9 +51,9 @@ class Target:
 
 @dataclass(slots=True, unsafe_hash=True)
 class Decision:
-    targets: tuple[Target, ...] = ()
-    status: int = 0  # non-zero: answer with this status instead of forwarding
-    reason: str | None = None
+    targets: tuple[Target, ...]
+    status: int  # non-zero: answer with this status instead of forwarding
+    reason: str | None
 
     def __init__(self, targets: tuple[Target, ...] = (), status: int = 0, reason: str | None = None) -> None:
         self.targets = targets

@@ -15,7 +15,7 @@ request is answered 503 with Retry-After (RFC 3261 21.5.4) instead of eating mem
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from leansip.server.proxy import StatelessProxy, needs_auth
@@ -48,10 +48,10 @@ class Branch:
     txn: ClientTransaction
     request: Request
     target: Target
-    final: int = 0
-    provisional: bool = False
-    cancel_pending: bool = False
-    cancelled: bool = False
+    final: int
+    provisional: bool
+    cancel_pending: bool
+    cancelled: bool
 
     # explicit __init__s here: mypyc compiles them (a generated dataclass __init__ stays interpreted)
     def __init__(self, txn: ClientTransaction, request: Request, target: Target) -> None:
@@ -71,10 +71,10 @@ class Context:
     server: ServerTransaction
     request: Request
     conn_id: str | None
-    branches: list[Branch] = field(default_factory=list)
-    best: Response | None = None
-    final_sent: bool = False
-    auth_headers: list[Header] = field(default_factory=list)
+    branches: list[Branch]
+    best: Response | None
+    final_sent: bool
+    auth_headers: list[Header]
 
     def __init__(self, server: ServerTransaction, request: Request, conn_id: str | None) -> None:
         self.server = server

@@ -413,7 +413,7 @@ class TransportError:
     """The transport could not send for ``transaction``; it is terminated (RFC 3261 17.1.4, 17.2.4)."""
 
     transaction: Transaction
-    reason: str = ""
+    reason: str
 
     def __init__(self, *, transaction: Transaction, reason: str = "") -> None:
         self.transaction = transaction

@@ -245,9 +245,9 @@ class SipURI:
     password: str | None
     host: str
     port: int | None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: str | None = None
-    text: str = ""
+    params: dict[str, str | None]
+    headers: str | None
+    text: str
 
     # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
     # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
@@ -331,7 +331,7 @@ class AbsoluteURI:
 
     scheme: str
     rest: str
-    text: str = ""
+    text: str
 
     def __init__(self, scheme: str, rest: str, text: str = "") -> None:
         self.scheme = scheme
@@ -471,8 +471,8 @@ class NameAddr:
     display: str | None
     uri_text: str
     params: dict[str, str | None]
-    bracketed: bool = True
-    _uri: URI | None = field(default=None, compare=False)  # parsed on first use: not part of the value
+    bracketed: bool
+    _uri: URI | None = field(compare=False)  # parsed on first use: not part of the value
 
     # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
     # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
@@ -599,7 +599,7 @@ class Via:
     host: str
     port: int | None
     params: dict[str, str | None]
-    text: str = ""
+    text: str
 
     # An explicit __init__ (not the one @dataclass generates) so mypyc compiles it: generated ones stay
     # interpreted. Built for every message; treat as immutable once built (shared by the parse caches).
