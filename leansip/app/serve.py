@@ -240,10 +240,10 @@ class Runtime:
 
 
 def tune_gc() -> None:
-    """The per-packet path allocates many short-lived objects and almost no cycles: move everything built at
-    start-up out of the collector's sight and let the young generation grow before a collection runs (with the
-    default thresholds a stateful call cost 20 % more CPU at 800 calls/s, bench/analysis.md); cycles
-    (transactions <-> table) are still collected."""
+    """The per-packet path allocates many short-lived objects and no cycles (tests/unit/test_gc.py): move
+    everything built at start-up out of the collector's sight and let the young generation grow before a
+    collection runs (with the default thresholds a stateful call cost 20 % more CPU at 800 calls/s,
+    bench/analysis.md). :func:`age_gc` then keeps what survives each second out of sight too."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
