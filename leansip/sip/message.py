@@ -184,6 +184,20 @@ def canonical_name(name: str) -> str:
     return COMPACT_FORMS.get(lname, lname)
 
 
+def _header_key(name: str) -> str:
+    """:func:`canonical_name` for the names code asks :meth:`Message.header` for, remembered: they are a few
+    literals, and a dict hit on one costs a fraction of the ``lower()`` call it saves."""
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        key = canonical_name(name)
+        if len(_KEY_CACHE) < 1024:
+            _KEY_CACHE[name] = key
+    return key
+
+
+_KEY_CACHE: dict[str, str] = {}
+
+
 def display_name(name: str) -> str:
     """The conventional spelling of a canonical header name, for headers leansip writes itself."""
     spelled = _DISPLAY_CACHE.get(name)
@@ -232,7 +246,7 @@ class Message:
     # ----------------------------------------------------------------- reading
     def header(self, name: str) -> str | None:
         """Value of the first header called ``name`` (any case, compact forms accepted), or None."""
-        key = canonical_name(name) if len(name) == 1 or not name.islower() else name
+        key = _header_key(name)
         for h in self.headers:
             if h.name == key:
                 return h.value
@@ -555,9 +569,10 @@ class Response(Message):
 
 def _split_head(data: bytes) -> tuple[str, bytes]:
     end = data.find(b"\r\n\r\n")
-    lf_end = data.find(b"\n\n")  # be liberal: bare LF line ends
-    # the earlier one ends the header section: a bare-LF message may carry CRLF CRLF inside its body
-    if end >= 0 and not 0 <= lf_end < end:
+    # be liberal: bare LF line ends. The earlier one ends the header section (a bare-LF message may carry
+    # CRLF CRLF inside its body), so with a CRLF CRLF found only the bytes before it need a look.
+    lf_end = data.find(b"\n\n", 0, end) if end >= 0 else data.find(b"\n\n")
+    if end >= 0 and lf_end < 0:
         return data[:end].decode("latin-1"), data[end + 4 :]
     if lf_end >= 0:
         return data[:lf_end].decode("latin-1"), data[lf_end + 2 :]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import itertools
 
 import pytest
@@ -17,6 +18,7 @@ from leansip.sip.digest import (
     NonceCounter,
     NonceUse,
     UserCredentials,
+    _KeyedSha256,
     build_authorization,
     canonical_algorithm,
     choose_challenge,
@@ -397,6 +399,27 @@ def test_challenge_shape() -> None:
     assert len(set(nonces)) == 2
     assert all(parse_digest(v).stale for v in auth.challenge(T0, stale=True))
     assert parse_digest(auth.challenge(T0, realm="other.org")[0]).realm == "other.org"
+
+
+@pytest.mark.parametrize("realm", [REALM, "other.org", 'odd, nonce="-" realm\\'])
+@pytest.mark.parametrize("stale", [False, True])
+def test_challenge_template_is_format_challenge(realm: str, stale: bool) -> None:
+    """The cached challenge text is exactly what format_challenge writes for that nonce (a realm that quotes
+    the template's own marker included)."""
+    auth = make_auth()
+    for _ in range(2):  # the first call builds the template, the second uses it
+        for value in auth.challenge(T0, stale=stale, realm=realm):
+            p = parse_digest(value)
+            assert value == format_challenge(realm=realm, nonce=p.nonce or "", algorithm=p.algorithm,
+                                             qop=("auth",), opaque=auth.opaque(realm), stale=stale)
+
+
+@pytest.mark.parametrize("key_len", [16, 32, 63, 64, 65, 200])
+def test_keyed_sha256_is_hmac_sha256(key_len: int) -> None:
+    key = bytes(range(256))[:key_len]
+    mac = _KeyedSha256(key)
+    for msg in (b"", b"leansip-nonce-v1\x00realm\x00body", bytes(300)):
+        assert mac.digest(msg) == hmac.digest(key, msg, "sha256")
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
