@@ -24,7 +24,7 @@ run: $(STAMP) $(BUILD_STAMP)
 # The suite runs on the compiled core; the unit tests run once more on the pure-Python modules
 # (LEANSIP_PURE=1), so both builds of the same source stay correct.
 test: $(TEST_STAMP) $(BUILD_STAMP)
-	$(VENV)/bin/ruff check leansip tests
+	$(VENV)/bin/ruff check .
 	@$(VPY) -c 'from leansip._build import report; print("core:", report())'
 	$(VPY) -m pytest -q
 	LEANSIP_PURE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/unit
@@ -32,7 +32,7 @@ test: $(TEST_STAMP) $(BUILD_STAMP)
 build: $(BUILD_STAMP)
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check leansip tests
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP) $(BUILD_STAMP)
 	bash bench/run.sh
