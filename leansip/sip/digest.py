@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "ALGORITHMS",
@@ -126,10 +127,19 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def _sha512_256(data: bytes) -> Any:
+    return hashlib.new("sha512_256", data)  # no named constructor in hashlib
+
+
+#: hashlib's named constructors skip the by-name lookup of ``hashlib.new`` (a quarter of a digest's cost here)
+_HASHES: dict[str, Callable[[bytes], Any]] = {"md5": hashlib.md5, "sha256": hashlib.sha256,
+                                               "sha512_256": _sha512_256}
+
+
 def _h(hash_name: str, data: str | bytes) -> str:
     if isinstance(data, str):
         data = _utf8(data)
-    return hashlib.new(hash_name, data).hexdigest()
+    return str(_HASHES[hash_name](data).hexdigest())
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -317,7 +327,15 @@ _TCHARS_TEXT = "".join(sorted(_TCHARS))
 _SLOW_PATH_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\\]")
 
 
+#: parameter names and unquoted values that clients send in every Authorization
+_COMMON_DIGEST_TOKENS = frozenset({"username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "opaque",
+                                   "qop", "nc", "auth", "MD5", "SHA-256", "auth-int", "MD5-sess", "SHA-256-sess",
+                                   "SHA-512-256", "stale", "domain", "true", "false", "TRUE", "FALSE"})
+
+
 def _is_token(text: str) -> bool:
+    if text in _COMMON_DIGEST_TOKENS or (text.isalnum() and text.isascii()):
+        return True
     # str.strip with a character set runs in C: nothing left over means every character is a token character
     return text != "" and not text.strip(_TCHARS_TEXT)
 
