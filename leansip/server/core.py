@@ -38,7 +38,7 @@ from leansip.sip.message import (
 )
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.uri import SipURI, Via, format_params, split_comma
+from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comma
 
 log = logging.getLogger("leansip.server")
 
@@ -104,7 +104,9 @@ def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> 
             req.headers[i] = Header("via", ", ".join(values))
             break
     req._cache.pop("vias", None)
-    req._cache["top_via"] = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
+    stamped = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
+    req._cache["top_via"] = stamped
+    remember_via(stamped)  # every response to this request carries it (a proxy parses it there again)
 
 
 class ServerCore:

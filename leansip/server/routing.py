@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request
-from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, parse_via, split_comma
+from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, parse_via, remember_via, split_comma
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
@@ -316,7 +316,10 @@ class Router:
         listener, where a response sent over a new connection would reach us (RFC 3261 18.2.2)."""
         host, port = self.by_transport.get(transport.lower(), (self.via_host, self.via_port))
         host = f"[{host}]" if ":" in host else host
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
+        upper = transport.upper()
+        text = f"SIP/2.0/{upper} {host}:{port};branch={branch}"
+        remember_via(Via("SIP/2.0", upper, host, port, {"branch": branch}, text))  # parsed again in each response
+        return text
 
     def is_our_via(self, via: Via) -> bool:
         if via.host == self.via_host and (via.port or 5060) == self.via_port:

@@ -637,7 +637,33 @@ class Via:
 _VIA_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
 
+#: parsed Via values by their text (the parse cache's rule: treat a Via as immutable). A transaction's Vias come
+#: back in each of its responses: the proxy's own (put here when written, see :func:`remember_via`) and the
+#: client's as the proxy stamped it. Smaller than the URI caches: a Via lives as long as its transaction.
+_VIA_CACHE: dict[str, Via] = {}
+_VIA_CACHE_MAX = 4096
+
+
+def remember_via(via: Via) -> None:
+    """Put a Via built by hand (ours, or a client's stamped with received/rport) in the parse cache under its
+    text: it must be what :func:`parse_via` would make of that text (tests hold the two builders to it)."""
+    if len(_VIA_CACHE) >= _VIA_CACHE_MAX:
+        _VIA_CACHE.clear()
+    _VIA_CACHE[via.text] = via
+
+
 def parse_via(text: str) -> Via:
+    """One Via value, parsed (:func:`_parse_via`) or from the cache of those seen or written lately."""
+    via = _VIA_CACHE.get(text)
+    if via is None:
+        via = _parse_via(text)
+        if len(_VIA_CACHE) >= _VIA_CACHE_MAX:
+            _VIA_CACHE.clear()
+        _VIA_CACHE[text] = via
+    return via
+
+
+def _parse_via(text: str) -> Via:
     """Parse one Via value. The usual form (``SIP/2.0/UDP host[:port];params``, no spaces inside the sent-by,
     no IPv6 reference) is split with string operations; anything else goes through the full grammar
     (:func:`_parse_via_grammar`). Both end in the same checks, so they accept, reject and build the same:

@@ -1,0 +1,63 @@
+"""The Via parse cache: what it hands out must be what parsing the text gives, whoever put it there.
+
+Two builders put Vias in it by hand (the proxy's own Via, and a client's Via stamped with received/rport);
+these tests hold both to :func:`leansip.sip.uri._parse_via` on the same text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leansip.server.core import CoreSettings, ServerCore, stamp_via
+from leansip.server.location import LocationService
+from leansip.server.routing import Router
+from leansip.sip.message import Request, parse_message
+from leansip.sip.uri import _VIA_CACHE, _parse_via, parse_via
+
+HOSTS = ["client.example.com", "192.0.2.1", "[2001:db8::1]", "h-1.x"]
+PORTS = ["", ":5060", ":1", ":65535"]
+PARAMS = ["branch=z9hG4bK77", "rport", "rport=5", "ttl=16", "received=192.0.2.2", "maddr=224.2.0.1",
+          "BRANCH=z9hG4bK1", "x", "x=y"]
+
+
+def _request(via: str) -> Request:
+    msg = parse_message((f"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@example.com>;tag=1\r\n"
+                         "To: <sip:bob@example.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                         "Content-Length: 0\r\n\r\n").encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+@given(st.sampled_from(["UDP", "TCP", "TLS", "WS"]), st.sampled_from(HOSTS), st.sampled_from(PORTS),
+       st.lists(st.sampled_from(PARAMS), min_size=1, max_size=4, unique_by=lambda p: p.split("=")[0].lower()),
+       st.sampled_from([("192.0.2.1", 5060), ("198.51.100.7", 40000), ("2001:db8::9", 5062)]),
+       st.sampled_from(["udp", "tcp"]))
+@settings(max_examples=400, deadline=None)
+def test_a_stamped_via_is_what_parsing_its_text_gives(transport: str, host: str, port: str, params: list[str],
+                                                     source: tuple[str, int], over: str) -> None:
+    req = _request(f"SIP/2.0/{transport} {host}{port}" + "".join(f";{p}" for p in params))
+    stamp_via(req, source, over)
+    stamped = req.top_via
+    assert req.header("via") == stamped.text
+    assert _VIA_CACHE.get(stamped.text, stamped) == stamped == _parse_via(stamped.text)
+
+
+@pytest.mark.parametrize("listen", [[("udp", "127.0.0.1", 5060)], [("udp", "::1", 5070), ("tcp", "::1", 5071)],
+                                    [("udp", "proxy.example.com", 5060), ("ws", "127.0.0.1", 8080),
+                                     ("tls", "127.0.0.1", 5061)]])
+def test_our_via_is_what_parsing_its_text_gives(listen: list[tuple[str, str, int]]) -> None:
+    router = Router(ServerCore(CoreSettings(), LocationService()))
+    router.set_local(listen)
+    for transport in ("udp", "tcp", "tls", "ws", "wss"):
+        text = router.via("z9hG4bK-abc.1", transport)
+        assert _VIA_CACHE[text] == _parse_via(text) == parse_via(text)
+
+
+def test_a_cached_via_is_the_same_parse_and_errors_are_not_cached() -> None:
+    text = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-cache-1;rport"
+    first = parse_via(text)
+    assert parse_via(text) is first and first == _parse_via(text)
+    with pytest.raises(Exception):  # noqa: B017 - SipParseError, twice: a bad Via is never remembered
+        parse_via("SIP/2.0/UDP 192.0.2.1:99999;branch=z9hG4bK1")
+    assert "SIP/2.0/UDP 192.0.2.1:99999;branch=z9hG4bK1" not in _VIA_CACHE
