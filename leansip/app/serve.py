@@ -124,9 +124,10 @@ class Runtime:
         for item in out:
             if item.transport == "udp" and udp is not None:
                 # RFC 3261 18.1.1: a forwarded request over the MTU goes over TCP when streams are configured
-                large = getattr(self, "stream_send_large", None)
-                if len(item.data) > 1300 and large is not None and large(item.data, item.dest):
-                    continue
+                if len(item.data) > 1300:
+                    large = getattr(self, "stream_send_large", None)
+                    if large is not None and large(item.data, item.dest):
+                        continue
                 udp.sendto(item.data, item.dest)
             else:
                 sender = getattr(self, "stream_send", None)
@@ -188,7 +189,8 @@ class Runtime:
         addresses: list[str] = []
         for spec in self.config.listen:
             if spec.transport == "udp":
-                ep = await open_udp_server(spec.host, spec.port, self.handle, self.dispatch,
+                # the core's receive itself, not self.handle: one interpreted frame less per datagram
+                ep = await open_udp_server(spec.host, spec.port, self.core.receive, self.dispatch,
                                            port_fallback=self.config.port_fallback)
                 ep.timing = self.core.timing
                 self.udp.append(ep)

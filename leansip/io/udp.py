@@ -33,14 +33,23 @@ _pending: set[asyncio.Task[None]] = set()  # strong references while a lookup ru
 def _is_address(host: str) -> bool:
     """An IP literal, which ``sendto`` uses as is. Anything else (a name from a peer's Via ``maddr``,
     ``received`` or sent-by, or a bogus "999.999.999.999") would make ``sendto`` resolve it synchronously,
-    stalling every other message while DNS answers or times out."""
+    stalling every other message while DNS answers or times out. Addresses seen are remembered (bounded):
+    every reply goes to one of a few peers, and the check is two system-library calls and an exception."""
+    if host in _ADDRESSES:
+        return True
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
-            return True
         except OSError:
-            pass
+            continue
+        if len(_ADDRESSES) >= 4096:
+            _ADDRESSES.clear()
+        _ADDRESSES.add(host)
+        return True
     return False
+
+
+_ADDRESSES: set[str] = set()
 
 
 def _send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: bytes, dest: tuple[str, int],

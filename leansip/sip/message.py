@@ -713,6 +713,13 @@ def _body(msg: Message, rest: bytes, stream: bool) -> bytes:
 # --------------------------------------------------------------------- validation
 
 
+def _exactly_once(name: str, count: int) -> None:
+    if count == 0:
+        raise SipParseError(f"missing {display_name(name)}")
+    if count > 1:
+        raise SipParseError(f"more than one {display_name(name)} header")
+
+
 def validate_request(req: Request) -> None:
     """Check what RFC 3261 8.2 and 16.3 require before a request may be acted on.
 
@@ -720,10 +727,24 @@ def validate_request(req: Request) -> None:
     mismatch01), a parsable top Via and Request-URI. Raises :class:`SipParseError` carrying the request, so
     the caller can answer 400 (or drop when no Via exists to answer to).
     """
-    # one pass in Python to list the names; the counting below runs in C (list.count / in)
-    names = [h.name for h in req.headers]
+    # one pass counts the headers that must appear once (compiled, it beats five list.count() calls)
+    vias = call_ids = cseqs = froms = tos = max_forwards = 0
+    for h in req.headers:
+        name = h.name
+        if name == "via":
+            vias += 1
+        elif name == "call-id":
+            call_ids += 1
+        elif name == "cseq":
+            cseqs += 1
+        elif name == "from":
+            froms += 1
+        elif name == "to":
+            tos += 1
+        elif name == "max-forwards":
+            max_forwards += 1
     try:
-        if "via" not in names:
+        if not vias:
             raise SipParseError("missing Via", status=0)
         req.top_via  # noqa: B018 - parses and caches; a broken Via means no reply can be routed
     except SipParseError as exc:
@@ -731,13 +752,11 @@ def validate_request(req: Request) -> None:
         exc.message = None
         raise
     try:
-        for name in ("call-id", "cseq", "from", "to"):
-            count = names.count(name)
-            if count == 0:
-                raise SipParseError(f"missing {display_name(name)}")
-            if count > 1:
-                raise SipParseError(f"more than one {display_name(name)} header")
-        if names.count("max-forwards") > 1:
+        _exactly_once("call-id", call_ids)
+        _exactly_once("cseq", cseqs)
+        _exactly_once("from", froms)
+        _exactly_once("to", tos)
+        if max_forwards > 1:
             raise SipParseError("more than one Max-Forwards header")
         num, method = req.cseq
         if method != req.method:
