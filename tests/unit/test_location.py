@@ -194,7 +194,9 @@ def test_expire_cost_is_proportional_to_what_expires() -> None:
     assert loc.count() == n
 
 
-def test_stale_heap_entries_stay_bounded() -> None:
+def test_refreshes_leave_nothing_stale() -> None:
+    """A refresh moves its binding between expiry buckets: every binding is indexed exactly once, whatever the
+    number of refreshes (no stale entries, so nothing ever has to be rebuilt)."""
     store = MemoryStore()
     loc = LocationService(store)
     for i in range(100):
@@ -202,9 +204,27 @@ def test_stale_heap_entries_stay_bounded() -> None:
     for r in range(200):  # every binding refreshed 200 times
         for i in range(100):
             loc.put(mk(aor=f"u{i}@x", contact="sip:u@h", exp=10.0 + r))
-    assert len(store._heap) <= 2 * store.count() + 1024 + 1
+    assert sum(len(bucket) for bucket in store._buckets.values()) == store.count() == 100
+    assert len(store._seconds) == len(store._buckets) == 200  # one per second used, emptied ones until due
     assert len(loc.expire(now=10.0 + 198)) == 0
+    assert len(store._buckets) == 1
     assert len(loc.expire(now=10.0 + 199)) == 100
+    assert store._buckets == {} and store._seconds == [] and store.count() == 0
+
+
+def test_expiry_within_a_second_is_exact() -> None:
+    """Bindings are bucketed by whole second, but expire(now) returns exactly those with expires_at <= now."""
+    loc = LocationService(store := MemoryStore())
+    for i, exp in enumerate((10.2, 10.5, 10.9, 11.0, 11.1)):
+        loc.put(mk(aor=f"u{i}@x", contact="sip:u@h", exp=exp))
+    assert store.next_expiry() == 11.0
+    assert loc.expire(now=10.1) == []
+    assert sorted(b.expires_at for b in loc.expire(now=10.5)) == [10.2, 10.5]
+    assert [b.expires_at for b in loc.expire(now=10.95)] == [10.9]
+    assert [b.expires_at for b in loc.expire(now=11.0)] == [11.0]
+    assert store.next_expiry() == 12.0
+    loc.remove("u4@x", "sip:u@h")
+    assert loc.expire(now=20.0) == [] and store.count() == 0
 
 
 def test_in_place_mutation_is_not_lost() -> None:
