@@ -1000,7 +1000,6 @@ class TransactionTable:
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
         self._heap: list[_HeapEntry] = []
         self._seq = 0
-        self._stale = 0  # heap entries no longer valid (lazy deletion), to know when to compact
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
@@ -1123,7 +1122,6 @@ class TransactionTable:
             if seq == txn._heap_seq:
                 return at
             heapq.heappop(heap)  # stale: rescheduled or terminated since
-            self._stale -= 1
         return None
 
     def handle_timers(self, now: float) -> list[Action]:
@@ -1133,7 +1131,6 @@ class TransactionTable:
         while heap and heap[0][0] <= now:
             _at, seq, txn = heapq.heappop(heap)
             if seq != txn._heap_seq:
-                self._stale -= 1
                 continue
             txn._heap_seq = -1
             txn._heap_at = None
@@ -1142,12 +1139,15 @@ class TransactionTable:
 
     def _changed(self, txn: Transaction) -> None:
         """Called by an owned transaction after every entry point: drop it once terminated, else keep exactly
-        one valid heap entry at its next deadline (older entries go stale and are skipped or compacted)."""
+        one valid heap entry at its next deadline.
+
+        Older entries go stale and stay in the heap until their time comes (then :meth:`next_deadline` or
+        :meth:`handle_timers` drops them): no deadline is further than 64*T1 away, so that bounds them. The heap
+        is never rebuilt: a rebuild is O(n) in one go (17 ms at 60,000 transactions, pure Python), a pause for
+        every message behind it."""
         terminated = txn.state is _S_TERMINATED
         at = None if terminated else txn.get_timer()
         if at != txn._heap_at:
-            if txn._heap_seq != -1:
-                self._stale += 1
             if at is None:
                 txn._heap_seq = -1
                 txn._heap_at = None
@@ -1156,20 +1156,12 @@ class TransactionTable:
                 txn._heap_seq = self._seq
                 txn._heap_at = at
                 heapq.heappush(self._heap, (at, self._seq, txn))
-            if self._stale > 1024 and 2 * self._stale > len(self._heap):
-                self._compact()
         if terminated:
             table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
             table = self._clients if isinstance(txn, ClientTransaction) else self._servers
             if table.get(txn.key) is txn:
                 del table[txn.key]
             txn._owner = None
-
-    def _compact(self) -> None:
-        """Drop stale heap entries (lazy deletion leaves one per reschedule) in one O(n) pass."""
-        self._heap = [entry for entry in self._heap if entry[1] == entry[2]._heap_seq]
-        heapq.heapify(self._heap)
-        self._stale = 0
 
     def transactions(self) -> list[Transaction]:
         """A snapshot of the live transactions (for status pages and tests)."""
