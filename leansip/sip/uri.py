@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from leansip.sip.errors import SipParseError
@@ -357,6 +358,15 @@ URI = SipURI | AbsoluteURI
 _URI_CACHE: dict[str, URI] = {}
 _NAME_ADDR_CACHE: dict[str, NameAddr] = {}
 _CACHE_MAX = 16384
+_Parsed = TypeVar("_Parsed")
+
+
+def _cache_put(cache: dict[str, _Parsed], text: str, value: _Parsed, limit: int) -> None:
+    """The parse caches' one rule for growing: past ``limit`` entries the cache starts over (cheaper than any
+    eviction order, and what repeats is back in it within a few messages)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[text] = value
 _BAD_URI_RE = re.compile(r"[ \t\r\n<>]")
 
 
@@ -367,9 +377,7 @@ def parse_uri(text: str) -> URI:
     uri = _URI_CACHE.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        if len(_URI_CACHE) >= _CACHE_MAX:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = uri
+        _cache_put(_URI_CACHE, text, uri, _CACHE_MAX)
     return uri
 
 
@@ -518,9 +526,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if tagged is not None:
             return tagged
         na = _parse_name_addr(text)
-        if len(_NAME_ADDR_CACHE) >= _CACHE_MAX:
-            _NAME_ADDR_CACHE.clear()
-        _NAME_ADDR_CACHE[text] = na
+        _cache_put(_NAME_ADDR_CACHE, text, na, _CACHE_MAX)
     return na
 
 
@@ -647,9 +653,7 @@ _VIA_CACHE_MAX = 4096
 def remember_via(via: Via) -> None:
     """Put a Via built by hand (ours, or a client's stamped with received/rport) in the parse cache under its
     text: it must be what :func:`parse_via` would make of that text (tests hold the two builders to it)."""
-    if len(_VIA_CACHE) >= _VIA_CACHE_MAX:
-        _VIA_CACHE.clear()
-    _VIA_CACHE[via.text] = via
+    _cache_put(_VIA_CACHE, via.text, via, _VIA_CACHE_MAX)
 
 
 def parse_via(text: str) -> Via:
@@ -657,9 +661,7 @@ def parse_via(text: str) -> Via:
     via = _VIA_CACHE.get(text)
     if via is None:
         via = _parse_via(text)
-        if len(_VIA_CACHE) >= _VIA_CACHE_MAX:
-            _VIA_CACHE.clear()
-        _VIA_CACHE[text] = via
+        _cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
     return via
 
 
