@@ -19,7 +19,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from leansip.server.location import LocationService
 from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
@@ -42,10 +42,10 @@ from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comm
 
 log = logging.getLogger("leansip.server")
 
-SUPPORTED_EXTENSIONS = frozenset({"path"})
-PROXY_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
+SUPPORTED_EXTENSIONS: Final = frozenset({"path"})
+PROXY_METHODS: Final = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
                  "SUBSCRIBE", "NOTIFY", "PUBLISH")
-ALLOW_SELF = "REGISTER, OPTIONS"
+ALLOW_SELF: Final = "REGISTER, OPTIONS"
 Ha1Lookup = Callable[[str, str, str], "str | None"]
 
 

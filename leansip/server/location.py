@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from leansip.server.stores import LocationStore
 
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Transports a binding may have been registered over (lowercase, as in Via).
-TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss", "sctp"})
+TRANSPORTS: Final = frozenset({"udp", "tcp", "tls", "ws", "wss", "sctp"})
 
 
 @dataclass(slots=True, kw_only=True)

@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
     from leansip.server.location import Binding
 
-MAGIC = "z9hG4bK"
+MAGIC: Final = "z9hG4bK"
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -61,7 +61,7 @@ class Decision:
         self.reason = reason
 
 
-_LOCAL_NAMES = {"localhost": "127.0.0.1"}
+_LOCAL_NAMES: Final = {"localhost": "127.0.0.1"}
 
 
 @lru_cache(maxsize=4096)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from leansip.server.proxy import StatelessProxy, needs_auth
 from leansip.server.routing import Target
@@ -86,7 +86,7 @@ class Context:
         self.auth_headers = []
 
 
-TIMER_C = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)
+TIMER_C: Final = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)
 
 
 def _rank(status: int) -> tuple[int, int]:

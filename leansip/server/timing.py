@@ -35,7 +35,7 @@ a flow therefore has the same sample count, and the step means add up to (about)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "FLOWS",
@@ -52,30 +52,30 @@ __all__ = [
     "bucket_bounds_ns",
 ]
 
-FLOW_REGISTER = 0
-FLOW_INVITE = 1
+FLOW_REGISTER: Final = 0
+FLOW_INVITE: Final = 1
 #: Flow names in index order (the ``flow`` label of ``leansip_step_seconds``).
-FLOWS = ("register", "invite")
+FLOWS: Final = ("register", "invite")
 
-STEP_PARSE = 0
-STEP_AUTH = 1
-STEP_LOCATION = 2
-STEP_BUILD = 3
-STEP_SEND = 4
-STEP_TOTAL = 5
+STEP_PARSE: Final = 0
+STEP_AUTH: Final = 1
+STEP_LOCATION: Final = 2
+STEP_BUILD: Final = 3
+STEP_SEND: Final = 4
+STEP_TOTAL: Final = 5
 #: Step names in index order (the ``step`` label of ``leansip_step_seconds``).
-STEPS = ("parse", "auth", "location", "build", "send", "total")
+STEPS: Final = ("parse", "auth", "location", "build", "send", "total")
 
-_NSTEPS = len(STEPS)
-_NSERIES = len(FLOWS) * _NSTEPS
+_NSTEPS: Final = len(STEPS)
+_NSERIES: Final = len(FLOWS) * _NSTEPS
 
 # Buckets: index 0 holds samples <= 2**_MIN_EXP ns (64 ns); then four buckets per power of two (upper bounds
 # 1.25, 1.5, 1.75, 2 times 2**e) up to 2**_MAX_EXP ns (about 34 s); the last index is the overflow bucket.
-_MIN_EXP = 6
-_MAX_EXP = 35
-_LOW = 1 << _MIN_EXP
-NBUCKETS = (_MAX_EXP - _MIN_EXP) * 4 + 2
-_LAST = NBUCKETS - 1
+_MIN_EXP: Final = 6
+_MAX_EXP: Final = 35
+_LOW: Final = 1 << _MIN_EXP
+NBUCKETS: Final = (_MAX_EXP - _MIN_EXP) * 4 + 2
+_LAST: Final = NBUCKETS - 1
 
 
 def bucket_bounds_ns() -> list[int]:
@@ -87,7 +87,7 @@ def bucket_bounds_ns() -> list[int]:
     return bounds
 
 
-_BOUNDS = bucket_bounds_ns()
+_BOUNDS: Final = bucket_bounds_ns()
 assert len(_BOUNDS) == NBUCKETS - 1
 
 

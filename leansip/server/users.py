@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 __all__ = [
     "DEMO_USERS_PATH",
@@ -50,17 +51,17 @@ __all__ = [
 ]
 
 #: The demo users shipped with the package (alice, bob, carol, callee, callee-probe).
-DEMO_USERS_PATH = Path(__file__).resolve().parent.parent / "data" / "users.txt"
+DEMO_USERS_PATH: Final = Path(__file__).resolve().parent.parent / "data" / "users.txt"
 
-SQLITE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
+SQLITE_SUFFIXES: Final = frozenset({".db", ".sqlite", ".sqlite3"})
 
 # RFC 3261 25.1: user = 1*( unreserved / escaped / user-unreserved )
-_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
-_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F]+")
 
 # Digest algorithm token (RFC 7616 3.3, case-insensitive) -> hashlib name.  The
 # "-sess" variants start from the same HA1; the digest code mixes in the nonces.
-_HASH_OF = {
+_HASH_OF: Final = {
     "MD5": "md5",
     "MD5-SESS": "md5",
     "SHA-256": "sha256",
@@ -69,8 +70,8 @@ _HASH_OF = {
     "SHA-512-256-SESS": "sha512_256",
 }
 # Algorithms a stored HA1 may be in, with the hex length that hash produces.
-_STORED_ALGS = {"MD5": 32, "SHA-256": 64}
-_SCHEMA = (
+_STORED_ALGS: Final = {"MD5": 32, "SHA-256": 64}
+_SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS users ("
     "username TEXT PRIMARY KEY, password TEXT, realm TEXT, ha1 TEXT, algorithm TEXT)"
 )

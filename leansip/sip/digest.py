@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "ALGORITHMS",
@@ -86,7 +86,7 @@ class DigestError(ValueError):
 
 # Canonical name -> (hashlib name, is "-sess"). The order is fixed forever: the index is bound
 # into our nonces. RFC 7616 sec. 6.1 registers the names; they are case-insensitive.
-_ALGORITHM_TABLE: dict[str, tuple[str, bool]] = {
+_ALGORITHM_TABLE: Final[dict[str, tuple[str, bool]]] = {
     "MD5": ("md5", False),
     "MD5-sess": ("md5", True),
     "SHA-256": ("sha256", False),
@@ -95,11 +95,11 @@ _ALGORITHM_TABLE: dict[str, tuple[str, bool]] = {
     "SHA-512-256": ("sha512_256", False),
     "SHA-512-256-sess": ("sha512_256", True),
 }
-ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHM_TABLE)
-_BY_UPPER = {name.upper(): name for name in ALGORITHMS}
+ALGORITHMS: Final[tuple[str, ...]] = tuple(_ALGORITHM_TABLE)
+_BY_UPPER: Final = {name.upper(): name for name in ALGORITHMS}
 # Client preference, strongest first (RFC 8760 sec. 2.4: use the most preferred one we support).
-_CLIENT_PREFERENCE = ("SHA-512-256", "SHA-512-256-sess", "SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
-_HEX_LEN = {"md5": 32, "sha256": 64, "sha512_256": 64}
+_CLIENT_PREFERENCE: Final = ("SHA-512-256", "SHA-512-256-sess", "SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
+_HEX_LEN: Final = {"md5": 32, "sha256": 64, "sha512_256": 64}
 
 
 def canonical_algorithm(name: str | None) -> str:
@@ -132,7 +132,7 @@ def _sha512_256(data: bytes) -> Any:
 
 
 #: hashlib's named constructors skip the by-name lookup of ``hashlib.new`` (a quarter of a digest's cost here)
-_HASHES: dict[str, Callable[[bytes], Any]] = {"md5": hashlib.md5, "sha256": hashlib.sha256,
+_HASHES: Final[dict[str, Callable[[bytes], Any]]] = {"md5": hashlib.md5, "sha256": hashlib.sha256,
                                                "sha512_256": _sha512_256}
 
 
@@ -196,12 +196,12 @@ def compute_response(
 # --------------------------------------------------------------------------------------------
 
 # RFC 7230 tchar; RFC 3261's token characters are a subset of these.
-_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_WS = " \t\r\n"
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_NC_RE = re.compile(r"[0-9a-fA-F]{8}")
+_TCHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_WS: Final = " \t\r\n"
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NC_RE: Final = re.compile(r"[0-9a-fA-F]{8}")
 # Far above any real header value; bounds the work a hostile value can cause.
-MAX_VALUE_LENGTH = 8192
+MAX_VALUE_LENGTH: Final = 8192
 
 
 @dataclass(slots=True)
@@ -321,14 +321,14 @@ def _read_quoted(value: str, i: int) -> tuple[str, int]:
     raise DigestError("unterminated quoted string")
 
 
-_TCHARS_TEXT = "".join(sorted(_TCHARS))
+_TCHARS_TEXT: Final = "".join(sorted(_TCHARS))
 #: what the string-operation fast path leaves to the character parser: escapes, and controls other than SP/HTAB
 #: (CR/LF included, so the fast path only ever sees SP and HTAB as whitespace)
-_SLOW_PATH_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\\]")
+_SLOW_PATH_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\\]")
 
 
 #: parameter names and unquoted values that clients send in every Authorization
-_COMMON_DIGEST_TOKENS = frozenset({"username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "opaque",
+_COMMON_DIGEST_TOKENS: Final = frozenset({"username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "opaque",
                                    "qop", "nc", "auth", "MD5", "SHA-256", "auth-int", "MD5-sess", "SHA-256-sess",
                                    "SHA-512-256", "stale", "domain", "true", "false", "TRUE", "FALSE"})
 
@@ -446,7 +446,7 @@ def _parse_digest(value: str) -> DigestParams:
     return DigestParams(scheme="Digest", params=MappingProxyType(params))
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def quote_string(text: str) -> str:
@@ -788,13 +788,13 @@ class NonceCounter:
         return NonceUse.OK
 
 
-_NONCE_TS = 8
-_NONCE_RANDOM = 12
-_NONCE_MAC = 16
-_NONCE_LEN = _NONCE_TS + _NONCE_RANDOM + 1 + _NONCE_MAC
+_NONCE_TS: Final = 8
+_NONCE_RANDOM: Final = 12
+_NONCE_MAC: Final = 16
+_NONCE_LEN: Final = _NONCE_TS + _NONCE_RANDOM + 1 + _NONCE_MAC
 # Tolerate float rounding of the millisecond timestamp; a nonce further in the future means
 # the clock stepped back, and since we signed it we answer STALE rather than FAIL.
-_FUTURE_SLACK = 1.0
+_FUTURE_SLACK: Final = 1.0
 
 
 class _KeyedSha256:

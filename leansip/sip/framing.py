@@ -18,14 +18,16 @@ for a malformed Content-Length on a stream).
 
 from __future__ import annotations
 
+from typing import Final
+
 from leansip.sip.errors import SipParseError
 
 #: Largest header section we buffer while waiting for its empty line.
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES: Final = 64 * 1024
 #: Largest body we accept; SIP bodies (SDP, presence documents) are far smaller.
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES: Final = 1024 * 1024
 
-_CL_NAMES = (b"content-length", b"l")
+_CL_NAMES: Final = (b"content-length", b"l")
 
 
 class FramingError(SipParseError):

@@ -25,6 +25,7 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 __all__ = ["Decision", "DecisionKind", "FailureLimiter"]
 
@@ -56,7 +57,7 @@ class Decision:
             raise ValueError("BLOCK, and only BLOCK, carries until")
 
 
-ALLOW = Decision(kind=DecisionKind.ALLOW)
+ALLOW: Final = Decision(kind=DecisionKind.ALLOW)
 
 
 class _Source:

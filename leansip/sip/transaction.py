@@ -75,8 +75,8 @@ __all__ = [
     "TransactionTable",
 ]
 
-MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 8.1.1.7: branches of RFC 3261 elements start with it
-RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp", "tls-sctp"})
+MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 8.1.1.7: branches of RFC 3261 elements start with it
+RELIABLE_TRANSPORTS: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp", "tls-sctp"})
 
 
 # --------------------------------------------------------------------------- timers
@@ -157,7 +157,7 @@ class Timers:
         return 64 * self.t1
 
 
-DEFAULT_TIMERS = Timers()
+DEFAULT_TIMERS: Final = Timers()
 
 
 # --------------------------------------------------------------------------- the table
@@ -269,9 +269,9 @@ _S_IDLE: Final = State.IDLE
 _S_PROCEEDING: Final = State.PROCEEDING
 _S_TERMINATED: Final = State.TERMINATED
 _S_TRYING: Final = State.TRYING
-_ALIVE = (_S_IDLE, _S_CALLING, _S_TRYING, _S_PROCEEDING, _S_COMPLETED, _S_CONFIRMED, _S_ACCEPTED)
+_ALIVE: Final = (_S_IDLE, _S_CALLING, _S_TRYING, _S_PROCEEDING, _S_COMPLETED, _S_CONFIRMED, _S_ACCEPTED)
 
-TRANSITIONS: dict[Kind, dict[tuple[State, Event], tuple[State, Do]]] = {
+TRANSITIONS: Final[dict[Kind, dict[tuple[State, Event], tuple[State, Do]]]] = {
     # RFC 3261 17.1.1.2 figure 5, with RFC 6026 7.2 (2xx -> Accepted, Timer M) replacing "2xx -> Terminated".
     Kind.INVITE_CLIENT: {
         (_S_IDLE, _E_START): (_S_CALLING, _D_SEND_REQUEST),

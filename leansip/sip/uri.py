@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from leansip.sip.errors import SipParseError
 
 # RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
-TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
-_IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
-_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+\Z")
+TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
+_IPV4_RE: Final = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
+_IPV6_RE: Final = re.compile(r"[0-9A-Fa-f:.]+\Z")
 # user = 1*( unreserved / escaped / user-unreserved ); password similar. Kept liberal but excludes LWS, <, >, ", @.
-_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]#{}|^`\\]+\Z")
-_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*\Z")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
-_WS = " \t"
+_USER_RE: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]#{}|^`\\]+\Z")
+_PARAM_RE: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*\Z")
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_WS: Final = " \t"
 
-DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+DEFAULT_PORTS: Final = {"sip": 5060, "sips": 5061}
 
 
 #: tokens seen in every request (its method, in the request line and CSeq): answered without the regex
-_COMMON_TOKENS = frozenset({"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE",
+_COMMON_TOKENS: Final = frozenset({"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE",
                             "PRACK", "REFER", "SUBSCRIBE", "NOTIFY", "PUBLISH"})
 
 
@@ -58,7 +58,7 @@ def unescape(text: str) -> str:
         raise SipParseError(f"bad %-escape in {text!r}") from exc
 
 
-_VALID_HOSTS: set[str] = set()
+_VALID_HOSTS: Final[set[str]] = set()
 
 
 def valid_host(host: str) -> bool:
@@ -145,9 +145,9 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
 
 # gen-value = token / host / quoted-string; host covers IPv6 references with brackets and colons
 # (RFC 5118 via-received-param-no-delim asks us to accept an unbracketed IPv6 received= too).
-_PARAM_VALUE = r"[A-Za-z0-9\-.!%*_+`'~\[\]:/&$@?=]+"
-_PARAM_VALUE_RE = re.compile(_PARAM_VALUE + r"\Z")
-_SIMPLE_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=" + _PARAM_VALUE + r")?)+\Z")
+_PARAM_VALUE: Final = r"[A-Za-z0-9\-.!%*_+`'~\[\]:/&$@?=]+"
+_PARAM_VALUE_RE: Final = re.compile(_PARAM_VALUE + r"\Z")
+_SIMPLE_PARAMS_RE: Final = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=" + _PARAM_VALUE + r")?)+\Z")
 
 
 def _param_value_ok(value: str) -> bool:
@@ -355,9 +355,9 @@ class AbsoluteURI:
 URI = SipURI | AbsoluteURI
 
 
-_URI_CACHE: dict[str, URI] = {}
-_NAME_ADDR_CACHE: dict[str, NameAddr] = {}
-_CACHE_MAX = 16384
+_URI_CACHE: Final[dict[str, URI]] = {}
+_NAME_ADDR_CACHE: Final[dict[str, NameAddr]] = {}
+_CACHE_MAX: Final = 16384
 _Parsed = TypeVar("_Parsed")
 
 
@@ -367,7 +367,7 @@ def _cache_put(cache: dict[str, _Parsed], text: str, value: _Parsed, limit: int)
     if len(cache) >= limit:
         cache.clear()
     cache[text] = value
-_BAD_URI_RE = re.compile(r"[ \t\r\n<>]")
+_BAD_URI_RE: Final = re.compile(r"[ \t\r\n<>]")
 
 
 def parse_uri(text: str) -> URI:
@@ -596,7 +596,7 @@ def _parse_name_addr(text: str) -> NameAddr:
 
 
 
-_VIA_RE = re.compile(
+_VIA_RE: Final = re.compile(
     r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[^\]]*\]|[^;\s:\[]+)(?:\s*:\s*([^;\s]*))?\s*(.*)\Z",
     re.S,
 )
@@ -640,14 +640,14 @@ class Via:
 
 
 #: transports a Via takes the fast path for (written in upper case, as every UA writes them)
-_VIA_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+_VIA_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
 
 #: parsed Via values by their text (the parse cache's rule: treat a Via as immutable). A transaction's Vias come
 #: back in each of its responses: the proxy's own (put here when written, see :func:`remember_via`) and the
 #: client's as the proxy stamped it. Smaller than the URI caches: a Via lives as long as its transaction.
-_VIA_CACHE: dict[str, Via] = {}
-_VIA_CACHE_MAX = 4096
+_VIA_CACHE: Final[dict[str, Via]] = {}
+_VIA_CACHE_MAX: Final = 4096
 
 
 def remember_via(via: Via) -> None:

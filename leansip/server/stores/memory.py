@@ -18,15 +18,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from leansip.server.location import Binding
 
 __all__ = ["MemoryStore"]
 
-_EMPTY: tuple[Binding, ...] = ()
-_LAST_SECOND = 10**15  # expiries past this (or infinite) share one bucket: math.ceil(inf) raises
+_EMPTY: Final[tuple[Binding, ...]] = ()
+_LAST_SECOND: Final = 10**15  # expiries past this (or infinite) share one bucket: math.ceil(inf) raises
 
 
 def _second(expires_at: float) -> int:
