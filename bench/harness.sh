@@ -14,14 +14,14 @@
 # For each scenario: (1) a rate ladder: sipp -r RATE -m RATE*STEP_SECS for each RATE in RATES,
 # stopping at the first step with failed calls, retransmissions, or achieved rate < 95% of target;
 # (2) a fixed-rate latency run (LAT_RATE/s for LAT_SECS s) with -trace_rtt (sipp RTT has 1 ms resolution)
-# plus tools/latprobe.py (microsecond resolution, closed loop, LAT_RATE/s) unless NO_PROBE=1.
+# plus tools/latprobe.py (microsecond resolution, closed loop, LAT_RATE/s; PROBE_ROUNDS rounds) unless NO_PROBE=1.
 #
 # Environment (defaults in brackets):
 #   TARGET      server ip:port (required, must be 127.0.0.1)
 #   SERVER_PID  main pid of the server; CPU% of it + its children is reported per step  [none]
 #   RATES       ladder  ["1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000"]
 #   REFINE      bisection steps between last pass and first fail [2]; SETTLE s of idle before each [8]
-#   STEP_SECS   seconds per ladder step [5]      LAT_RATE [500]   LAT_SECS [10]
+#   STEP_SECS   seconds per ladder step [5]      LAT_RATE [500]   LAT_SECS [10]   PROBE_ROUNDS [3]
 #   SIPP_CPU    core for sipp (uac and uas) [0]  (pin the server to the other core yourself)
 #   SIPP_PORT   first local UDP port for sipp; uses +0 (uac), +1 (uas), +2 (callee registration), +3/+4 (latprobe) [47100]
 #   UAS         callee scenario: uas-call (INVITE->180->200) or uas-call-no180 (for multi-worker servers) [uas-call]
@@ -43,6 +43,7 @@ SETTLE="${SETTLE:-8}"
 STEP_SECS="${STEP_SECS:-5}"
 LAT_RATE="${LAT_RATE:-500}"
 LAT_SECS="${LAT_SECS:-10}"
+PROBE_ROUNDS="${PROBE_ROUNDS:-3}"
 SIPP_CPU="${SIPP_CPU:-0}"
 SIPP_PORT="${SIPP_PORT:-47100}"
 CALLEE="${CALLEE:-callee}"
@@ -180,11 +181,15 @@ fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a l
   log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass"
 }
 
-probe() { # MODE TAGPREFIX
+probe() { # MODE TAGPREFIX: PROBE_ROUNDS rounds, each with its own seed (other Call-IDs and branches, so a
+  # round is never answered from a reply cache); the report takes the median of the rounds' percentiles
   [ "${NO_PROBE:-0}" = 1 ] && return
-  local r; r=$(taskset -c "$SIPP_CPU" timeout $((LAT_SECS + 30)) python3 "$HERE/tools/latprobe.py" --mode "$1" \
-       --target "$TARGET" --rate "$LAT_RATE" --secs "$LAT_SECS" --port $((SIPP_PORT + 3)) --callee "$CALLEE-probe" 2>&1 | tail -1)
-  log "RESULT label=$LABEL scenario=$2 kind=latency_probe rate=$LAT_RATE $r"
+  local k r
+  for k in $(seq 1 "$PROBE_ROUNDS"); do
+    r=$(taskset -c "$SIPP_CPU" timeout $((LAT_SECS + 30)) python3 "$HERE/tools/latprobe.py" --mode "$1" --seed "$k" \
+         --target "$TARGET" --rate "$LAT_RATE" --secs "$LAT_SECS" --port $((SIPP_PORT + 3)) --callee "$CALLEE-probe" 2>&1 | tail -1)
+    log "RESULT label=$LABEL scenario=$2 kind=latency_probe rate=$LAT_RATE round=$k $r"
+  done
 }
 
 start_uas() {
