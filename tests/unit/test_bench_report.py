@@ -1,0 +1,74 @@
+"""bench/report.py: latency figures are the median of the probe rounds, read from the harness's RESULT lines."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def report():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("report")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _write_run(tmp_path: Path, server: str, scen: str, lines: list[str]) -> Path:
+    d = tmp_path / f"{server}-{scen}"
+    d.mkdir()
+    (d / "results.txt").write_text("# header line\n" + "\n".join(lines) + "\n")
+    return tmp_path
+
+
+PROBES = [  # what harness.sh logs for three rounds of `latprobe.py --mode register-auth`
+    "RESULT label=leansip scenario=register-auth kind=latency_probe rate=500 round=1 n=5000 ok=5000 fail=0 "
+    "achieved=500/s full_p50_us=250 full_p90_us=380 full_p99_us=900 authleg_p50_us=110 authleg_p90_us=160 "
+    "authleg_p99_us=400",
+    "RESULT label=leansip scenario=register-auth kind=latency_probe rate=500 round=2 n=5000 ok=5000 fail=0 "
+    "achieved=500/s full_p50_us=270 full_p90_us=390 full_p99_us=4000 authleg_p50_us=130 authleg_p90_us=170 "
+    "authleg_p99_us=2000",
+    "RESULT label=leansip scenario=register-auth kind=latency_probe rate=500 round=3 n=5000 ok=5000 fail=0 "
+    "achieved=500/s full_p50_us=260 full_p90_us=385 full_p99_us=800 authleg_p50_us=120 authleg_p90_us=150 "
+    "authleg_p99_us=500",
+]
+
+
+def test_latency_is_the_median_of_the_rounds(tmp_path: Path, report) -> None:
+    rows = report.results(_write_run(tmp_path, "leansip", "register-auth", PROBES))
+    fig = report.figures(rows[("leansip", "register-auth")])
+    # one disturbed round (p99 4000 µs) moves neither median
+    assert (fig["p50"], fig["p99"]) == (260, 900)
+    assert (fig["p50b"], fig["p99b"]) == (120, 500)
+    assert fig["probe_rounds"] == 3
+
+
+def test_a_round_that_lost_every_answer_is_left_out(report) -> None:
+    rows = [{"kind": "latency_probe", "reg_p50_us": "nan", "reg_p99_us": "nan"},
+            {"kind": "latency_probe", "reg_p50_us": "100", "reg_p99_us": "300"},
+            {"kind": "latency_probe", "reg_p50_us": "120", "reg_p99_us": "500"}]
+    assert report.probe_median(rows, "reg_p99_us") == 400
+    assert report.probe_median(rows[:1], "reg_p99_us") is None
+    assert not math.isnan(report.figures(rows)["p50"])
+
+
+def test_one_round_as_before(report) -> None:
+    """Results of the older harness (one probe, no round field) read as they did."""
+    row = {"kind": "latency_probe", "invite_p50_us": "700", "invite_p99_us": "1500", "bye_p50_us": "600",
+           "bye_p99_us": "1200"}
+    fig = report.figures([row])
+    assert (fig["p50"], fig["p99"], fig["p50b"], fig["p99b"]) == (700, 1500, 600, 1200)
+
+
+def test_rounds_are_listed(tmp_path: Path, report) -> None:
+    rows = report.results(_write_run(tmp_path, "leansip", "register-auth", PROBES))
+    table = "\n".join(report.probe_rounds_table(rows))
+    assert "| REGISTER + digest (MD5) | – | 250 / 900, 270 / 4000, 260 / 800 |" in table
+    assert report.probe_rounds_table({}) == []
