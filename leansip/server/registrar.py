@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Final
 
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, make_response
-from leansip.sip.uri import NameAddr, SipURI, parse_name_addr, parse_uri, unquote, uri_key
+from leansip.sip.uri import NameAddr, SipURI, cache_put, parse_name_addr, parse_uri, unquote, uri_key
 
 
 @dataclass(slots=True)
@@ -30,14 +30,21 @@ class RegistrarPolicy:
     max_contacts: int = 32
 
 
-@lru_cache(maxsize=65536)
 def contact_key(contact: str) -> str:
     """Comparison key of a Contact URI (RFC 3261 10.3 step 6 compares with 19.1.4 rules); cached because
-    every refresh of a binding asks for the same key several times."""
-    try:
-        return uri_key(parse_uri(contact))
-    except SipParseError:
-        return contact
+    every refresh of a binding asks for the same key several times. A plain dict, not ``functools.lru_cache``:
+    compiled, a dict hit is a direct lookup, and the lru wrapper's bookkeeping cost more than a miss here."""
+    key = _CONTACT_KEYS.get(contact)
+    if key is None:
+        try:
+            key = uri_key(parse_uri(contact))
+        except SipParseError:
+            key = contact
+        cache_put(_CONTACT_KEYS, contact, key, 65536)
+    return key
+
+
+_CONTACT_KEYS: Final[dict[str, str]] = {}
 
 
 def aor_of(uri: SipURI, use_domain: bool) -> str:
@@ -45,13 +52,19 @@ def aor_of(uri: SipURI, use_domain: bool) -> str:
     return f"{user}@{uri.host.lower()}" if use_domain else user
 
 
-@lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    known = _IS_IP.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            known = True
+        except ValueError:
+            known = False
+        cache_put(_IS_IP, host, known, 4096)
+    return known
+
+
+_IS_IP: Final[dict[str, bool]] = {}
 
 
 def needs_source_routing(contact: SipURI, source: tuple[str, int]) -> bool:

@@ -14,12 +14,20 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request
-from leansip.sip.uri import SipURI, Via, parse_name_addr, parse_uri, parse_via, remember_via, split_comma
+from leansip.sip.uri import (
+    SipURI,
+    Via,
+    cache_put,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    remember_via,
+    split_comma,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
@@ -64,13 +72,20 @@ class Decision:
 _LOCAL_NAMES: Final = {"localhost": "127.0.0.1"}
 
 
-@lru_cache(maxsize=4096)
 def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    """Whether ``host`` is an IPv4 or IPv6 literal; remembered in a plain dict (see registrar.contact_key)."""
+    known = _IP_LITERALS.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        cache_put(_IP_LITERALS, host, known, 4096)
+    return known
+
+
+_IP_LITERALS: Final[dict[str, bool]] = {}
 
 
 def resolve_host(host: str) -> str | None:

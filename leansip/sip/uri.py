@@ -361,13 +361,12 @@ _CACHE_MAX: Final = 16384
 _Parsed = TypeVar("_Parsed")
 
 
-def _cache_put(cache: dict[str, _Parsed], text: str, value: _Parsed, limit: int) -> None:
+def cache_put(cache: dict[str, _Parsed], text: str, value: _Parsed, limit: int) -> None:
     """The parse caches' one rule for growing: past ``limit`` entries the cache starts over (cheaper than any
     eviction order, and what repeats is back in it within a few messages)."""
     if len(cache) >= limit:
         cache.clear()
     cache[text] = value
-_BAD_URI_RE: Final = re.compile(r"[ \t\r\n<>]")
 
 
 def parse_uri(text: str) -> URI:
@@ -377,7 +376,7 @@ def parse_uri(text: str) -> URI:
     uri = _URI_CACHE.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        _cache_put(_URI_CACHE, text, uri, _CACHE_MAX)
+        cache_put(_URI_CACHE, text, uri, _CACHE_MAX)
     return uri
 
 
@@ -387,12 +386,17 @@ def _parse_uri(text: str) -> URI:
     ``sip:user;par=u%40example.net@example.com`` is legal: ``;`` can be part of the user (RFC 4475 3.1.1.10), so
     the user part ends at the last ``@`` before any ``?``.
     """
-    if not text or _BAD_URI_RE.search(text):
+    # compiled, `in` is a direct memchr each; a regex call is a method lookup by name plus the engine (~1,800
+    # instructions): the usual URI (sip scheme, alphanumeric user) needs no regex at all
+    if not text or " " in text or "<" in text or ">" in text or "\t" in text or "\r" in text or "\n" in text:
         raise SipParseError(f"bad URI {text[:60]!r}")
     scheme, colon, rest = text.partition(":")
-    if not colon or not _SCHEME_RE.match(scheme):
+    if colon and (scheme == "sip" or scheme == "sips"):
+        lscheme = scheme
+    elif not colon or not _SCHEME_RE.match(scheme):
         raise SipParseError(f"URI without a scheme: {text[:60]!r}")
-    lscheme = scheme.lower()
+    else:
+        lscheme = scheme.lower()
     if lscheme not in ("sip", "sips"):
         if not rest:
             raise SipParseError(f"empty {scheme}: URI")
@@ -407,7 +411,8 @@ def _parse_uri(text: str) -> URI:
         user, pcolon, pw = userinfo.partition(":")
         if pcolon:
             password = pw
-        if not user or not _USER_RE.match(user) or (password is not None and password and not _USER_RE.match(password)):
+        if not user or not ((user.isascii() and user.isalnum()) or _USER_RE.match(user)) \
+                or (password is not None and password and not _USER_RE.match(password)):
             raise SipParseError(f"bad user part in URI {text[:60]!r}")
     rest, qmark, headers = rest.partition("?")
     semi = rest.find(";")
@@ -526,7 +531,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if tagged is not None:
             return tagged
         na = _parse_name_addr(text)
-        _cache_put(_NAME_ADDR_CACHE, text, na, _CACHE_MAX)
+        cache_put(_NAME_ADDR_CACHE, text, na, _CACHE_MAX)
     return na
 
 
@@ -653,7 +658,7 @@ _VIA_CACHE_MAX: Final = 4096
 def remember_via(via: Via) -> None:
     """Put a Via built by hand (ours, or a client's stamped with received/rport) in the parse cache under its
     text: it must be what :func:`parse_via` would make of that text (tests hold the two builders to it)."""
-    _cache_put(_VIA_CACHE, via.text, via, _VIA_CACHE_MAX)
+    cache_put(_VIA_CACHE, via.text, via, _VIA_CACHE_MAX)
 
 
 def parse_via(text: str) -> Via:
@@ -661,7 +666,7 @@ def parse_via(text: str) -> Via:
     via = _VIA_CACHE.get(text)
     if via is None:
         via = _parse_via(text)
-        _cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
+        cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
     return via
 
 
@@ -706,10 +711,9 @@ def _checked_via(protocol: str, transport: str, host: str, port_text: str | None
     params = parse_params(rest, what="Via")
     if "branch" in params and not params["branch"]:
         raise SipParseError("Via branch without a value")
-    for numeric in ("ttl",):
-        value = params.get(numeric)
-        if value is not None and (not is_digits(value) or len(value) > 3 or int(value) > 255):
-            raise SipParseError(f"bad Via {numeric}")
+    ttl = params.get("ttl")
+    if ttl is not None and (not is_digits(ttl) or len(ttl) > 3 or int(ttl) > 255):
+        raise SipParseError("bad Via ttl")
     rport = params.get("rport")
     if rport is not None and (not is_digits(rport) or len(rport) > 5 or int(rport) > 65535):
         raise SipParseError("bad Via rport")

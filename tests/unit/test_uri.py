@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -491,3 +492,52 @@ def test_via_fast_path_examples(text: str) -> None:
     from leansip.sip.uri import _parse_via, _parse_via_grammar
 
     _same_outcome(_parse_via, _parse_via_grammar, text)
+
+
+# The regexes _parse_uri used on every URI before its checks got regex-free fast paths: kept here as the grammar
+# the fast paths must agree with.
+_GRAMMAR_BAD_CHAR = re.compile(r"[ \t\r\n<>]")
+_GRAMMAR_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_GRAMMAR_USER = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]#{}|^`\\]+\Z")
+
+
+def _uri_by_grammar(text: str) -> str | None:
+    """Which check the URI grammar fails first (the reason _parse_uri gives), or None when it passes them."""
+    if not text or _GRAMMAR_BAD_CHAR.search(text):
+        return f"bad URI {text[:60]!r}"
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _GRAMMAR_SCHEME.match(scheme):
+        return f"URI without a scheme: {text[:60]!r}"
+    if scheme.lower() in ("sip", "sips"):
+        at = rest.rfind("@")
+        if at >= 0:
+            user = rest[:at].partition(":")[0]
+            if not user or not _GRAMMAR_USER.match(user):
+                return f"bad user part in URI {text[:60]!r}"
+    return None
+
+
+_URI_PIECES = ["sip", "sips", "SIP", "Sip", "tel", "x-1", "1x", "", ":", "@", "alice", "Bob7", "+1-555", "a b",
+               "a\tb", "<", ">", "\r\n", "ü", "é9", "١", "%41", "user;x=y", "h.example", "127.0.0.1", ":5060",
+               ";transport=tcp", "?h=v", "[::1]", "pw", "²"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(_URI_PIECES), min_size=1, max_size=7))
+def test_uri_fast_checks_agree_with_the_grammar(pieces: list[str]) -> None:
+    """_parse_uri checks the usual URI without a regex (`in` for the forbidden characters, the sip scheme by
+    comparison, an ASCII-alphanumeric user by isalnum): it must fail exactly where the grammar's regexes fail,
+    with the same reason (non-ASCII digits and letters, which str.isalnum accepts, included)."""
+    from leansip.sip.uri import _parse_uri
+
+    text = "".join(pieces)
+    reason = _uri_by_grammar(text)
+    try:
+        _parse_uri(text)
+    except SipParseError as exc:
+        if reason is not None:
+            assert exc.reason == reason
+        else:  # the checks after these (host, port, parameters) may still refuse it, for their own reasons
+            assert not exc.reason.startswith(("bad URI ", "URI without a scheme", "bad user part"))
+        return
+    assert reason is None
