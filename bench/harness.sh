@@ -28,6 +28,7 @@
 #   CALLEE      user part the call scenario registers and calls [callee]
 #   MIN_CALLS   min -m per ladder step [500]   LADDER_RTT  sipp RTT on ladder steps [1]
 #   FIXED_RATE  rate of the fixed-rate CPU step [1000]   FIXED_SECS [STEP_SECS]
+#   FIXED_DRAIN seconds after the fixed step whose server CPU counts for it (work the calls leave behind) [0]
 #   OUT         results directory [results/<date>-<label>]     LABEL  free text tag [server]
 # Every sipp is bounded by -m, sipp -timeout and coreutils timeout. Output: lines starting with RESULT
 # (key=value), also appended to $OUT/results.txt.
@@ -172,13 +173,24 @@ latency() { # SCENARIO TAGPREFIX [extra sipp args]
 }
 
 fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a like-for-like CPU cost per call
+  # Runs first on a fresh server. With FIXED_DRAIN > 0 the server's CPU for FIXED_DRAIN s after the step is
+  # added (and that time to wall_s): a transaction-stateful server keeps each transaction 32 s (Timers J/K/L)
+  # and the work of ending them comes after the calls; measured this way the figure holds all the work the
+  # calls cause and none left over from earlier steps (idle CPU over the whole wall is in the idle row).
   local sc=$1 pfx=$2; shift 2
   local m=$(( FIXED_RATE * FIXED_SECS ))
   run_step "$sc" "$FIXED_RATE" "$m" "$pfx-fixed$FIXED_RATE" "$@"
+  local step_us=$STEP_US_PER_CALL
+  if [ "${FIXED_DRAIN:-0}" -gt 0 ] && [ -n "$SERVER_PID" ]; then
+    local d0 d1; d0=$(tree_ns "$SERVER_PID"); sleep "$FIXED_DRAIN"; d1=$(tree_ns "$SERVER_PID")
+    STEP_SRV_NS=$((STEP_SRV_NS + d1 - d0))
+    STEP_WALL=$(python3 -c "print(f'{$STEP_WALL + $FIXED_DRAIN:.3f}')")
+    STEP_US_PER_CALL=$(python3 -c "print(f'{$STEP_SRV_NS/1000/max($STEP_OK,1):.1f}')")
+  fi
   local pass=1
   [ "$STEP_RC" != 0 ] && pass=0; [ "$STEP_FAILED" != 0 ] && pass=0; [ "$STEP_RETR" != 0 ] && pass=0
   [ "$STEP_ACH" -lt $(( FIXED_RATE * 95 / 100 )) ] && pass=0
-  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass"
+  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL srv_us_in_step=$step_us drain_s=${FIXED_DRAIN:-0} host_busy=$STEP_HOST_BUSY pass=$pass"
 }
 
 probe() { # MODE TAGPREFIX: PROBE_ROUNDS rounds, each with its own seed (other Call-IDs and branches, so a
@@ -217,15 +229,15 @@ fi
 for s in "$@"; do
   case "$s" in
     register)      if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed register register -inf "$SC/users.csv"; continue; fi
-                   latency register register -inf "$SC/users.csv";           probe register register
-                   fixed register register -inf "$SC/users.csv";             ladder register register -inf "$SC/users.csv" ;;
+                   fixed register register -inf "$SC/users.csv";             latency register register -inf "$SC/users.csv"
+                   probe register register;                                   ladder register register -inf "$SC/users.csv" ;;
     register-auth) if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed register-auth register-auth -inf "$SC/users.csv"; continue; fi
-                   latency register-auth register-auth -inf "$SC/users.csv"; probe register-auth register-auth
-                   fixed register-auth register-auth -inf "$SC/users.csv";   ladder register-auth register-auth -inf "$SC/users.csv" ;;
+                   fixed register-auth register-auth -inf "$SC/users.csv";   latency register-auth register-auth -inf "$SC/users.csv"
+                   probe register-auth register-auth;                         ladder register-auth register-auth -inf "$SC/users.csv" ;;
     call)          start_uas
                    if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed uac-call call -s "$CALLEE"; stop_uas; continue; fi
-                   latency uac-call call -s "$CALLEE"; probe call call
-                   fixed uac-call call -s "$CALLEE"; ladder uac-call call -s "$CALLEE"
+                   fixed uac-call call -s "$CALLEE"; latency uac-call call -s "$CALLEE"; probe call call
+                   ladder uac-call call -s "$CALLEE"
                    stop_uas ;;
     *) echo "unknown scenario $s" >&2 ;;
   esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -116,6 +117,10 @@ class Runtime:
         self.udp: list[UdpServerSocket] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        #: transaction timers fire on a grid of this step (T1/25, at most 20 ms): each wake-up costs about what
+        #: a datagram does, and a stateful proxy at 200 calls/s has ~800 timers a second to end, one wake-up
+        #: each when spread out. RFC 3261 timers are waits, not deadlines; Kamailio's tm ticks at 62.5 ms.
+        self.timer_step = min(0.02, config.t1 / 25)
         self._stop = asyncio.Event()
 
     # output ---------------------------------------------------------------
@@ -148,7 +153,12 @@ class Runtime:
     # timers ---------------------------------------------------------------
     def _arm(self) -> None:
         deadline = self.core.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+        if deadline is None:
+            return
+        step = self.timer_step
+        on_grid = math.ceil(deadline / step) * step  # every timer due by then fires in the same wake-up
+        deadline = on_grid if on_grid >= deadline else on_grid + step  # (never early by a rounding error)
+        if self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
