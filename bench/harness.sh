@@ -173,7 +173,8 @@ latency() { # SCENARIO TAGPREFIX [extra sipp args]
 }
 
 fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a like-for-like CPU cost per call
-  # Runs first on a fresh server. With FIXED_DRAIN > 0 the server's CPU for FIXED_DRAIN s after the step is
+  # For calls it runs first on a fresh server (for REGISTER after the latency runs, as in ../shared/bench: a
+  # warm server whose registrations are mostly refreshes). With FIXED_DRAIN > 0 the server's CPU for FIXED_DRAIN s after the step is
   # added (and that time to wall_s): a transaction-stateful server keeps each transaction 32 s (Timers J/K/L)
   # and the work of ending them comes after the calls; measured this way the figure holds all the work the
   # calls cause and none left over from earlier steps (idle CPU over the whole wall is in the idle row).
@@ -229,11 +230,11 @@ fi
 for s in "$@"; do
   case "$s" in
     register)      if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed register register -inf "$SC/users.csv"; continue; fi
-                   fixed register register -inf "$SC/users.csv";             latency register register -inf "$SC/users.csv"
-                   probe register register;                                   ladder register register -inf "$SC/users.csv" ;;
+                   latency register register -inf "$SC/users.csv";           probe register register
+                   fixed register register -inf "$SC/users.csv";             ladder register register -inf "$SC/users.csv" ;;
     register-auth) if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed register-auth register-auth -inf "$SC/users.csv"; continue; fi
-                   fixed register-auth register-auth -inf "$SC/users.csv";   latency register-auth register-auth -inf "$SC/users.csv"
-                   probe register-auth register-auth;                         ladder register-auth register-auth -inf "$SC/users.csv" ;;
+                   latency register-auth register-auth -inf "$SC/users.csv"; probe register-auth register-auth
+                   fixed register-auth register-auth -inf "$SC/users.csv";   ladder register-auth register-auth -inf "$SC/users.csv" ;;
     call)          start_uas
                    if [ "${FIXED_ONLY:-0}" = 1 ]; then fixed uac-call call -s "$CALLEE"; stop_uas; continue; fi
                    fixed uac-call call -s "$CALLEE"; latency uac-call call -s "$CALLEE"; probe call call

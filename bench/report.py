@@ -184,9 +184,9 @@ def main(outdir: Path, write_md: bool = True) -> int:
     md += ["## Side by side", "",
            "Max rate = highest offered rate of the ladder + bisection with 0 failed calls, 0 retransmissions and "
            ">= 95 % achieved (SIPp). CPU µs/call = server on-CPU time / completed calls (1 call = 1 REGISTER; "
-           "2 transactions for digest; INVITE/180/200/ACK/BYE/200 for calls), in a step that runs first on a "
-           "fresh server; for calls the server's CPU in the FIXED_DRAIN s after the step counts too (a stateful "
-           "server ends each transaction up to 32 s after its call). Latency = `tools/latprobe.py` "
+           "2 transactions for digest; INVITE/180/200/ACK/BYE/200 for calls); REGISTER after the latency runs "
+           "(mostly refreshes), calls in a step that runs first on a fresh server, whose CPU in the FIXED_DRAIN s "
+           "after the step counts too (a stateful server ends each transaction up to 32 s after its call). Latency = `tools/latprobe.py` "
            "(closed loop, µs) at LAT_RATE, the median of its rounds' percentiles (each round its own Call-IDs; the "
            "rounds are listed under the table); for calls INVITE→200, for digest the whole 2-round-trip exchange. "
            "Ratio = leansip / Kamailio (>1 means leansip needs more, or for max rate: higher is better for leansip).",
