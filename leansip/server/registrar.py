@@ -11,14 +11,22 @@ server; with it on, it is ``user@host``.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, make_response
-from leansip.sip.uri import NameAddr, SipURI, cache_put, parse_name_addr, parse_uri, unquote, uri_key
+from leansip.sip.uri import (
+    NameAddr,
+    SipURI,
+    cache_put,
+    is_ip_literal,
+    parse_name_addr,
+    parse_uri,
+    unquote,
+    uri_key,
+)
 
 
 @dataclass(slots=True)
@@ -52,19 +60,6 @@ def aor_of(uri: SipURI, use_domain: bool) -> str:
     return f"{user}@{uri.host.lower()}" if use_domain else user
 
 
-def _is_ip(host: str) -> bool:
-    known = _IS_IP.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-            known = True
-        except ValueError:
-            known = False
-        cache_put(_IS_IP, host, known, 4096)
-    return known
-
-
-_IS_IP: Final[dict[str, bool]] = {}
 
 
 def needs_source_routing(contact: SipURI, source: tuple[str, int]) -> bool:
@@ -72,7 +67,7 @@ def needs_source_routing(contact: SipURI, source: tuple[str, int]) -> bool:
     (a client behind NAT: RFC 3581 and RFC 5626's "flow" idea). We take it as behind NAT when the contact host
     is an IP literal different from the source IP, or is not an IP at all but the client asked for rport."""
     host = contact.host.strip("[]")
-    if _is_ip(host):
+    if is_ip_literal(host.strip("[]")):
         return host != source[0]
     return False
 

@@ -12,7 +12,6 @@ forwarded copy shares: Max-Forwards, Route popping, Record-Route).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -21,7 +20,7 @@ from leansip.sip.message import Request
 from leansip.sip.uri import (
     SipURI,
     Via,
-    cache_put,
+    is_ip_literal,
     parse_name_addr,
     parse_uri,
     parse_via,
@@ -72,20 +71,6 @@ class Decision:
 _LOCAL_NAMES: Final = {"localhost": "127.0.0.1"}
 
 
-def _is_ip_literal(host: str) -> bool:
-    """Whether ``host`` is an IPv4 or IPv6 literal; remembered in a plain dict (see registrar.contact_key)."""
-    known = _IP_LITERALS.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host)
-            known = True
-        except ValueError:
-            known = False
-        cache_put(_IP_LITERALS, host, known, 4096)
-    return known
-
-
-_IP_LITERALS: Final[dict[str, bool]] = {}
 
 
 def resolve_host(host: str) -> str | None:
@@ -96,7 +81,7 @@ def resolve_host(host: str) -> str | None:
     host = host[1:-1] if host.startswith("[") else host
     if not host:
         return None
-    if _is_ip_literal(host):
+    if is_ip_literal(host):
         return host
     return _LOCAL_NAMES.get(host.lower(), host)
 

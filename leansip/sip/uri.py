@@ -10,6 +10,7 @@ bytes the sender wrote unless leansip changed the URI on purpose.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -58,6 +59,21 @@ def unescape(text: str) -> str:
         raise SipParseError(f"bad %-escape in {text!r}") from exc
 
 
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` (no brackets) is an IPv4 or IPv6 address; remembered (bounded) in a plain dict: compiled,
+    a dict hit is a direct lookup, where ``functools.lru_cache`` was a generic call with its own bookkeeping."""
+    known = _IP_LITERALS.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        cache_put(_IP_LITERALS, host, known, 4096)
+    return known
+
+
+_IP_LITERALS: Final[dict[str, bool]] = {}
 _VALID_HOSTS: Final[set[str]] = set()
 
 

@@ -541,3 +541,16 @@ def test_uri_fast_checks_agree_with_the_grammar(pieces: list[str]) -> None:
             assert not exc.reason.startswith(("bad URI ", "URI without a scheme", "bad user part"))
         return
     assert reason is None
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("127.0.0.1", True), ("::1", True), ("2001:db8::5", True), ("[::1]", False), ("256.1.1.1", False),
+    ("example.com", False), ("1.2.3", False), ("", False),
+])
+def test_is_ip_literal(host: str, expected: bool) -> None:
+    """IP literals (registrar: does a contact need source routing; router: does a host need a lookup), the
+    same answer from the cache the second time."""
+    from leansip.sip.uri import is_ip_literal
+
+    assert is_ip_literal(host) is expected
+    assert is_ip_literal(host) is expected
