@@ -568,11 +568,32 @@ class Response(Message):
 # --------------------------------------------------------------------- parsing
 
 
+#: the header section is at the start of a message: a datagram is at most 65,507 bytes and stream framing caps
+#: the header section at 64 KiB (``framing.MAX_HEADER_BYTES``), so a larger message's body need not be decoded
+#: just to be skipped; only if no end shows within this window is the whole message searched, as before
+_HEAD_WINDOW: Final = 64 * 1024 + 4
+
+
 def _split_head(data: bytes) -> tuple[str, bytes]:
     """The header section as text and the bytes after it. Searched as text: compiled, ``str.find`` is a direct
     call and ``bytes.find`` a method lookup by name (~2,000 instructions each); latin-1 decodes byte for byte,
     so offsets in the text are offsets in the bytes."""
+    if len(data) > _HEAD_WINDOW:
+        split = _find_head(data[:_HEAD_WINDOW].decode("latin-1"), data)
+        if split is not None:
+            return split
     text = data.decode("latin-1")
+    split = _find_head(text, data)
+    if split is not None:
+        return split
+    # A datagram whose header section never ends: every header is there, only the empty line is missing
+    # (RFC 4475 baddn.dat is archived that way). Treat the whole datagram as the header section.
+    return text.rstrip("\r\n"), b""
+
+
+def _find_head(text: str, data: bytes) -> tuple[str, bytes] | None:
+    """The header section and the bytes after it, if the empty line that ends it is in ``text`` (a prefix of
+    ``data`` decoded as latin-1, or all of it)."""
     end = text.find("\r\n\r\n")
     # be liberal: bare LF line ends. The earlier one ends the header section (a bare-LF message may carry
     # CRLF CRLF inside its body), so with a CRLF CRLF found only the text before it needs a look.
@@ -581,9 +602,7 @@ def _split_head(data: bytes) -> tuple[str, bytes]:
         return text[:end], data[end + 4 :]
     if lf_end >= 0:
         return text[:lf_end], data[lf_end + 2 :]
-    # A datagram whose header section never ends: every header is there, only the empty line is missing
-    # (RFC 4475 baddn.dat is archived that way). Treat the whole datagram as the header section.
-    return text.rstrip("\r\n"), b""
+    return None
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:

@@ -718,3 +718,24 @@ def test_golden_errors(name: str) -> None:
     assert isinstance(info.value.message, Request)  # enough parsed to address the reply
     reply = make_response(info.value.message, status, to_tag="err")
     assert reply.call_id == info.value.message.call_id
+
+
+@pytest.mark.parametrize("line_end", ["\r\n", "\n"])
+def test_messages_larger_than_the_head_window(line_end: str) -> None:
+    """Past 64 KiB only the start is searched for the end of the header section (a large body is not decoded
+    to be skipped); the result is the same, and a header section that ends beyond the window is still found."""
+    from leansip.sip.message import _HEAD_WINDOW
+
+    head = ["MESSAGE sip:bob@example.com SIP/2.0", "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
+            "From: <sip:alice@example.com>;tag=1", "To: <sip:bob@example.com>", "Call-ID: big", "CSeq: 1 MESSAGE",
+            "Max-Forwards: 70"]
+    body = (b"x" * 100 + b"\r\n\r\n" + b"\n\n") * 1000  # blank lines in the body must not end the header
+    big_body = line_end.join([*head, f"Content-Length: {len(body)}", "", ""]).encode() + body
+    assert len(big_body) > _HEAD_WINDOW
+    msg = parse_message(big_body, stream=True)
+    assert msg.header("call-id") == "big" and msg.body == body
+
+    long_value = "y" * (_HEAD_WINDOW + 10)  # the empty line comes after the window
+    long_head = line_end.join([*head, f"Subject: {long_value}", "Content-Length: 2", "", "ok"]).encode()
+    msg = parse_message(long_head)
+    assert msg.header("subject") == long_value and msg.body == b"ok"
