@@ -74,7 +74,7 @@ def is_ip_literal(host: str) -> bool:
 
 
 _IP_LITERALS: Final[dict[str, bool]] = {}
-_VALID_HOSTS: Final[set[str]] = set()
+_VALID_HOSTS: Final[dict[str, bool]] = {}  # hosts that passed (a dict, to share cache_put's bound)
 
 
 def valid_host(host: str) -> bool:
@@ -85,9 +85,7 @@ def valid_host(host: str) -> bool:
         return True
     ok = _valid_host(host)
     if ok:
-        if len(_VALID_HOSTS) >= 4096:
-            _VALID_HOSTS.clear()
-        _VALID_HOSTS.add(host)
+        cache_put(_VALID_HOSTS, host, True, 4096)
     return ok
 
 
