@@ -37,6 +37,14 @@ def pick(rows: list[dict[str, str]], kind: str) -> dict[str, str] | None:
     return next((r for r in rows if r.get("kind") == kind), None)
 
 
+def probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """The latency probe rounds of one server and scenario, and the names of their figures (``reg``;
+    ``full``/``authleg``; ``invite``/``bye``), in the order the probe prints them."""
+    probes = [r for r in rows if r.get("kind") == "latency_probe"]
+    keys = [k[:-7] for k in probes[0] if k.endswith("_p50_us")] if probes else []
+    return probes, keys
+
+
 def probe_median(probes: list[dict[str, str]], key: str) -> float | None:
     """Median over the probe rounds of one percentile (rounds that lost every answer print nan: left out)."""
     values = sorted(v for v in (float(r[key]) for r in probes if key in r) if v == v)
@@ -65,9 +73,8 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
             out["fixed_net_us"] = net / 1000 / max(1.0, float(fx["ok"]))
         out["fixed_rate"] = float(fx["rate"])
         out["fixed_pass"] = float(fx["pass"])
-    probes = [r for r in rows if r.get("kind") == "latency_probe"]
+    probes, keys = probe_rows(rows)
     if probes:  # one row per probe round: the median of the rounds' percentiles (a p99 of one round is noisy)
-        keys = [k[:-7] for k in probes[0] if k.endswith("_p50_us")]
         for key, (p50, p99) in zip(keys, (("p50", "p99"), ("p50b", "p99b")), strict=False):
             out[p50] = probe_median(probes, f"{key}_p50_us")
             out[p99] = probe_median(probes, f"{key}_p99_us")
@@ -86,8 +93,7 @@ def probe_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> lis
     for scen in SCENS:
         cells = []
         for server in ("kamailio", "leansip"):
-            probes = [r for r in rows.get((server, scen), []) if r.get("kind") == "latency_probe"]
-            keys = [k[:-7] for k in probes[0] if k.endswith("_p50_us")] if probes else []
+            probes, keys = probe_rows(rows.get((server, scen), []))
             cells.append(", ".join(f"{f0(float(r[keys[0] + '_p50_us']))} / {f0(float(r[keys[0] + '_p99_us']))}"
                                    for r in probes if keys and keys[0] + "_p99_us" in r) or "–")
             found = found or bool(probes)
