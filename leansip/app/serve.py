@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import math
 import os
 import signal
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from leansip.app.config import Config
 from leansip.app.logging import log_event, setup_logging
-from leansip.io.udp import UdpServerSocket, open_udp_server
+from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
@@ -82,10 +81,6 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     )
     secret = _secret(config)
 
-    def ha1_lookup(username: str, realm: str, algorithm: str) -> str | None:
-        record = users.get(username)
-        return None if record is None else record.ha1(algorithm, realm)
-
     authenticator = None
     if config.auth:
         authenticator = DigestAuthenticator(secret, config.realm, config.nonce_ttl, config.auth_algorithms)
@@ -96,8 +91,8 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     core = ServerCore(
         settings,
         location,
-        ha1_lookup=ha1_lookup,
-        user_exists=lambda name: users.get(name) is not None,
+        ha1_lookup=users.ha1_lookup,  # compiled methods: no interpreted frame per authentication
+        user_exists=users.exists,
         authenticator=authenticator,
         limiter=limiter,
         local_addresses=[(spec.transport, spec.host, spec.port) for spec in config.listen],
@@ -115,12 +110,9 @@ class Runtime:
         self.config = config
         self.core = core
         self.udp: list[UdpServerSocket] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        #: transaction timers fire on a grid of this step (T1/25, at most 20 ms): each wake-up costs about what
-        #: a datagram does, and a stateful proxy at 200 calls/s has ~800 timers a second to end, one wake-up
-        #: each when spread out. RFC 3261 timers are waits, not deadlines; Kamailio's tm ticks at 62.5 ms.
+        #: transaction timers fire on a grid of this step (T1/25, at most 20 ms; see TimerGrid)
         self.timer_step = min(0.02, config.t1 / 25)
+        self.timers = TimerGrid(core, self._fire, self.timer_step)
         self._stop = asyncio.Event()
 
     # output ---------------------------------------------------------------
@@ -152,23 +144,10 @@ class Runtime:
 
     # timers ---------------------------------------------------------------
     def _arm(self) -> None:
-        deadline = self.core.next_deadline()
-        if deadline is None:
-            return
-        step = self.timer_step
-        on_grid = math.ceil(deadline / step) * step  # every timer due by then fires in the same wake-up
-        deadline = on_grid if on_grid >= deadline else on_grid + step  # (never early by a rounding error)
-        if self._timer_at is not None and self._timer_at <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer_at = deadline
-        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._fire)
+        self.timers.arm()
 
     def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
+        self.timers.fired()
         out = self.core.handle_timers(time.time())
         if out:
             self.dispatch(out)
@@ -203,6 +182,7 @@ class Runtime:
                 ep = await open_udp_server(spec.host, spec.port, self.core.receive, self.dispatch,
                                            port_fallback=self.config.port_fallback)
                 ep.timing = self.core.timing
+                ep.timers = self.timers  # re-armed after each datagram's replies, without calling dispatch
                 self.udp.append(ep)
                 host, port = ep.address
                 addresses.append(f"udp:{host}:{port}")

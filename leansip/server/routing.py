@@ -75,7 +75,7 @@ _LOCAL_NAMES: Final = {"localhost": "127.0.0.1"}
 
 def resolve_host(host: str) -> str | None:
     """The next-hop address for a URI host, without blocking: an IP literal as is, ``localhost`` as loopback,
-    and any other name unchanged, for the I/O layer to look up off the event loop (``leansip.io.udp`` does;
+    and any other name unchanged, for the I/O layer to look up off the event loop (``leansip.io.udpbase`` does;
     asyncio's connect does for TCP/TLS). A blocking lookup here would let one peer's made-up host name stall
     every other request. None only for what can never be an address (empty)."""
     host = host[1:-1] if host.startswith("[") else host

@@ -18,13 +18,13 @@ production:
 
 The call sequence for one datagram (the shell calls the first and last, the core the middle ones)::
 
-    datagram_in()            # leansip.io.udp, as the datagram arrives (optional)
+    datagram_in()            # leansip.io.udpserver, as the datagram arrives (optional)
     start()                  # ServerCore.receive entry
     begin_request(method, initial)   # after parse + validate: records PARSE for the two flows
     mark(STEP_AUTH)          # digest verified (only when auth is on)
     mark(STEP_LOCATION)      # registrar update / proxy routing decision done
     mark(STEP_BUILD)         # response / forwarded request serialized
-    sent()                   # leansip.io.udp, after the datagrams left: SEND and TOTAL
+    sent()                   # leansip.io.udpserver, after the datagrams left: SEND and TOTAL
 
 A flow's step times are held in a small scratch array and committed together by :meth:`sent`, and only when
 the flow reached ``STEP_BUILD``: a REGISTER answered with a 401 challenge or a 4xx, or an INVITE rejected by
@@ -205,9 +205,11 @@ class StepTimer:
                     i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
                     if i > _LAST:
                         i = _LAST
-                counts[series * NBUCKETS + i] += 1
-                sums[series] += ns
-                ns_count[series] += 1
+                # spelled out: compiled, `a[i] += x` is a generic in-place add (PyNumber_InPlaceAdd, 15 a flow)
+                k = series * NBUCKETS + i
+                counts[k] = counts[k] + 1
+                sums[series] = sums[series] + ns
+                ns_count[series] = ns_count[series] + 1
                 if ns > maxima[series]:
                     maxima[series] = ns
             series += 1

@@ -69,6 +69,17 @@ _HASH_OF: Final = {
     "SHA-512-256": "sha512_256",
     "SHA-512-256-SESS": "sha512_256",
 }
+
+
+def _hash(name: str, data: bytes) -> str:
+    """Hex digest with hashlib's named constructors (``hashlib.new`` looks the name up on every call)."""
+    if name == "md5":
+        return hashlib.md5(data).hexdigest()
+    if name == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.new(name, data).hexdigest()
+
+
 # Algorithms a stored HA1 may be in, with the hex length that hash produces.
 _STORED_ALGS: Final = {"MD5": 32, "SHA-256": 64}
 _SCHEMA: Final = (
@@ -155,7 +166,7 @@ class UserRecord:
             return None
         if self.password is not None:
             data = f"{self.username}:{realm}:{self.password}".encode()
-            return hashlib.new(name, data).hexdigest()
+            return _hash(name, data)
         if realm != self.realm or name != _HASH_OF[self.algorithm]:
             return None
         return self.stored_ha1
@@ -189,11 +200,14 @@ class UserStore:
     with ``persist=False`` (e.g. generated bench users) live in memory only.
     """
 
-    __slots__ = ("_users", "_persisted", "source")
+    __slots__ = ("_users", "_persisted", "source", "_ha1", "_ha1_limit")
 
-    def __init__(self, records: Iterable[UserRecord] = (), *, source: str | Path | None = None):
+    def __init__(self, records: Iterable[UserRecord] = (), *, source: str | Path | None = None,
+                 ha1_memo: int = 1 << 17):
         self._users: dict[str, UserRecord] = {}
         self._persisted: set[str] = set()
+        self._ha1: dict[tuple[str, str, str], str | None] = {}
+        self._ha1_limit = ha1_memo  # HA1s kept by ha1_lookup; past this many the memo starts over
         self.source = Path(source) if source is not None else None
         for r in records:
             if r.username in self._users:
@@ -205,6 +219,28 @@ class UserStore:
     def get(self, username: str) -> UserRecord | None:
         """The user or ``None``; usernames are case-sensitive like SIP userinfo."""
         return self._users.get(username)
+
+    def ha1_lookup(self, username: str, realm: str, algorithm: str) -> str | None:
+        """The user's HA1 for a digest check (:meth:`UserRecord.ha1`), or None: the authenticator's lookup.
+
+        A password user's HA1 is a hash of the password; it is made once and remembered (it is as secret as the
+        password, which is in memory anyway), so a registration costs one hash (the response) instead of two.
+        Unknown users are not remembered (a guesser would fill the memo); every change of users clears it."""
+        key = (username, realm, algorithm)
+        memo = self._ha1
+        if key in memo:
+            return memo[key]
+        record = self._users.get(username)
+        if record is None:
+            return None
+        ha1 = record.ha1(algorithm, realm)
+        if len(memo) >= self._ha1_limit:
+            memo.clear()
+        memo[key] = ha1
+        return ha1
+
+    def exists(self, username: str) -> bool:
+        return username in self._users
 
     def __len__(self) -> int:
         return len(self._users)
@@ -221,6 +257,7 @@ class UserStore:
 
     def extend(self, records: Iterable[UserRecord]) -> None:
         """Add memory-only users (bench users); existing names are replaced."""
+        self._ha1.clear()
         for r in records:
             self._users[r.username] = r
 
@@ -237,6 +274,7 @@ class UserStore:
             _write_record(self.source, record, replace=True)
             self._persisted.add(record.username)
         self._users[record.username] = record
+        self._ha1.clear()
 
     def remove(self, username: str) -> bool:
         """Remove a user (from ``source`` too); ``False`` if there was none."""
@@ -246,6 +284,7 @@ class UserStore:
             remove_user(self.source, username)
             self._persisted.discard(username)
         del self._users[username]
+        self._ha1.clear()
         return True
 
     def reload(self) -> None:
@@ -260,6 +299,7 @@ class UserStore:
         extra = {n: r for n, r in self._users.items() if n not in self._persisted}
         self._users = {**extra, **{r.username: r for r in fresh}}
         self._persisted = {r.username for r in fresh}
+        self._ha1.clear()
 
 
 # -- sources -------------------------------------------------------------------------

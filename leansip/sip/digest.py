@@ -863,8 +863,21 @@ class DigestAuthenticator:
         #: (realm, algorithm, stale) -> the challenge's text before and after the nonce
         self._templates: dict[tuple[str, str, bool], tuple[str, str]] = {}
         self._random_bytes = random_bytes
-        # A per-secret stand-in password, so unknown users cost the same hashing as known ones.
+        # A per-secret stand-in password: an unknown user's response is checked against an HA1 made from it, so
+        # unknown and known users take the same path (the store answers a known user's HA1 from memory, see
+        # UserStore.ha1_lookup; the stand-in's HA1 is made once per realm and algorithm, not per request).
         self._dummy_password = hmac.new(secret, b"leansip-dummy-user", hashlib.sha256).hexdigest()
+        self._dummy_ha1: dict[tuple[str, str], str] = {}
+
+    def _stand_in_ha1(self, realm: str, algorithm: str) -> str:
+        """The HA1 an unknown user's response is checked against (so it costs what a known user's does)."""
+        key = (realm, algorithm)
+        ha1 = self._dummy_ha1.get(key)
+        if ha1 is None:
+            ha1 = compute_ha1("leansip-dummy-user", realm, self._dummy_password, algorithm)
+            if len(self._dummy_ha1) < 64:
+                self._dummy_ha1[key] = ha1
+        return ha1
 
     # -- nonces ---------------------------------------------------------------------------
 
@@ -1009,11 +1022,9 @@ class DigestAuthenticator:
 
         base = _base_algorithm(algorithm)
         hash_name = _ALGORITHM_TABLE[algorithm][0]
-        # Always do the dummy hashing so unknown and known users cost the same.
-        dummy_ha1 = compute_ha1(username, realm, self._dummy_password, base)
         stored = users_ha1_lookup(username, realm, base)
         known = stored is not None
-        ha1 = dummy_ha1
+        ha1 = self._stand_in_ha1(realm, base)
         if stored is not None:
             stored = stored.lower()
             if len(stored) == _HEX_LEN[hash_name]:

@@ -493,7 +493,7 @@ def test_sipvicious_svmap_finds_the_server_and_it_keeps_running(tmp_path: Path) 
 def test_names_from_a_via_are_not_resolved_by_a_blocking_sendto() -> None:
     """A Via's maddr/received/sent-by name (or a bogus dotted "address") must not reach ``sendto`` as is:
     ``sendto`` would resolve it synchronously and stall the server for as long as DNS takes."""
-    from leansip.io.udp import _is_address
+    from leansip.io.udpbase import is_address as _is_address
 
     assert _is_address("127.0.0.1") and _is_address("::1") and _is_address("2001:db8::9:1")
     for name in ("localhost", "host.example.com", "999.999.999.999", "1", "1.2.3", "\u0661\u0662\u0663", ""):

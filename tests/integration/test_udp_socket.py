@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from leansip.io.udp import UdpServerSocket, open_udp_server
+from leansip.io.udpserver import UdpServerSocket, open_udp_server
 from leansip.sip.send import Send
 
 

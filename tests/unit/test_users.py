@@ -271,6 +271,39 @@ def test_store_writes_through(tmp_path: Path, name: str) -> None:
     assert store.usernames() == ["bob", "tmp", "user0", "user2", "zoe"]
 
 
+def test_ha1_lookup_remembers_known_users_and_forgets_on_every_change(tmp_path: Path) -> None:
+    p = tmp_path / "users.txt"
+    add_user(p, "alice", "a")
+    store = load_users(p)
+    realm = "example.org"
+    want = hashlib.md5(b"alice:example.org:a").hexdigest()
+    assert store.ha1_lookup("alice", realm, "MD5") == want
+    assert store.ha1_lookup("alice", realm, "MD5") == want  # from the memo
+    assert store.ha1_lookup("alice", realm, "SHA-256") == hashlib.sha256(b"alice:example.org:a").hexdigest()
+    assert store.ha1_lookup("alice", realm, "SHA-1") is None
+    assert store.ha1_lookup("mallory", realm, "MD5") is None
+    assert ("mallory", realm, "MD5") not in store._ha1  # a guesser's names are not kept
+    assert store.exists("alice") and not store.exists("mallory")
+    # every way the users change: a new password, a removal, a reload of the file, bench users
+    store.add(UserRecord("alice", password="b"), replace=True)
+    assert store.ha1_lookup("alice", realm, "MD5") == hashlib.md5(b"alice:example.org:b").hexdigest()
+    store.remove("alice")
+    assert store.ha1_lookup("alice", realm, "MD5") is None
+    add_user(p, "alice", "c")
+    store.reload()
+    assert store.ha1_lookup("alice", realm, "MD5") == hashlib.md5(b"alice:example.org:c").hexdigest()
+    store.extend([UserRecord("alice", password="d")])
+    assert store.ha1_lookup("alice", realm, "MD5") == hashlib.md5(b"alice:example.org:d").hexdigest()
+
+
+def test_ha1_memo_starts_over_when_full() -> None:
+    store = UserStore((UserRecord(f"u{i}", password="p") for i in range(5)), ha1_memo=3)
+    for i in range(5):
+        assert store.ha1_lookup(f"u{i}", "r", "MD5") == hashlib.md5(f"u{i}:r:p".encode()).hexdigest()
+        assert len(store._ha1) <= 3
+    assert ("u4", "r", "MD5") in store._ha1
+
+
 def test_store_rejects_duplicates() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         UserStore([UserRecord("a", password="1"), UserRecord("a", password="2")])
