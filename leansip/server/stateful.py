@@ -89,6 +89,16 @@ class Context:
 TIMER_C: Final = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)
 
 
+def _forget_views(ctx: Context) -> None:
+    """The request is answered: what is kept until the transactions end (32 s for most) is not read again, so
+    its parsed views go now, while they are in cache (freeing them cold at the end was most of the cost of
+    ending a transaction: bench/analysis.md). A branch still waiting for its final response keeps its own."""
+    ctx.request.forget_views()
+    for b in ctx.branches:
+        if b.final:
+            b.request.forget_views()
+
+
 def _rank(status: int) -> tuple[int, int]:
     """Lower is better when no 2xx/6xx decides (RFC 3261 16.7 step 6): 6xx wins, then 3xx < 4xx < 5xx;
     among 4xx, 401/407 are preferred so the caller can authenticate."""
@@ -344,6 +354,7 @@ class StatefulProxy(StatelessProxy):
         fwd.pop_first_value("via")
         if resp.status >= 200:
             ctx.final_sent = True
+            _forget_views(ctx)
         self.core.stats.forwarded_responses += 1
         self.core.stats.response(resp.status)
         try:

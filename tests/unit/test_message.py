@@ -739,3 +739,14 @@ def test_messages_larger_than_the_head_window(line_end: str) -> None:
     long_head = line_end.join([*head, f"Subject: {long_value}", "Content-Length: 2", "", "ok"]).encode()
     msg = parse_message(long_head)
     assert msg.header("subject") == long_value and msg.body == b"ok"
+
+
+def test_forget_views_parses_again_on_demand() -> None:
+    msg = parse_message(
+        b"INVITE sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n"
+        b"From: <sip:alice@example.org>;tag=a\r\nTo: <sip:bob@example.org>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    before = (msg.top_via, msg.from_tag, msg.cseq, msg.max_forwards)
+    msg.forget_views()
+    assert not msg._cache
+    assert (msg.top_via, msg.from_tag, msg.cseq, msg.max_forwards) == before

@@ -111,6 +111,25 @@ def test_non_invite_is_forwarded_and_answered_once() -> None:
     assert _up(feed(core, data, ALICE, 1.5)) == [200]  # retransmission answered from the transaction
 
 
+def test_answered_request_keeps_no_parsed_views_and_still_absorbs_retransmissions() -> None:
+    """After the final response the kept requests drop their parsed views (freed while in cache, not 32 s later);
+    the transactions still match retransmissions, late responses and a late CANCEL, parsing again if needed."""
+    core = make_core()
+    registered(core, "bob", BOB1)
+    data, out = _invite(core)
+    fwd = _fwd(out, BOB1)
+    proxy = core.proxy
+    (ctx,) = proxy.contexts.values()  # type: ignore[union-attr]
+    assert ctx.request._cache and ctx.branches[0].request._cache  # in use while the call is set up
+    assert only(feed(core, response_to(fwd, 200), BOB1, 1.1)).status == 200
+    assert not ctx.request._cache and not ctx.branches[0].request._cache
+    assert _up(feed(core, data, ALICE, 1.2)) == []  # INVITE retransmission: absorbed (Accepted, RFC 6026)
+    assert only(feed(core, response_to(fwd, 200), BOB1, 1.3)).status == 200  # 2xx retransmission still relayed
+    cancel = request("CANCEL", BOB_URI, call_id=ctx.request.call_id, branch=ctx.request.branch)
+    assert _up(feed(core, cancel, ALICE, 1.4)) == [200]  # too late to cancel: 200, nothing goes downstream
+    assert ctx.request.top_via.branch == parse_via(ctx.request.header_values("via")[0]).branch
+
+
 # ---------------------------------------------------------------------------------------------- forking
 
 
