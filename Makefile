@@ -13,7 +13,8 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # The core modules mypyc compiles (leansip/_build.py); editing one makes `make` recompile them.
 BUILD_STAMP := $(VENV)/.compiled
-CORE_SOURCES := $(wildcard leansip/sip/*.py leansip/server/*.py leansip/server/stores/*.py) setup.py leansip/_build.py
+CORE_SOURCES := $(wildcard leansip/sip/*.py leansip/server/*.py leansip/server/stores/*.py) leansip/io/udpserver.py \
+  setup.py leansip/_build.py
 VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
 
 .PHONY: run test lint bench build clean venv

@@ -75,10 +75,6 @@ class TimerGrid:
         self._timer = None
         self._at = -1.0
 
-    @property
-    def armed_at(self) -> float | None:
-        return self._at if self._at >= 0.0 else None
-
 
 class UdpServerSocket:
     """The server's UDP socket, read with plain ``recvfrom`` calls from the event loop's reader callback: one

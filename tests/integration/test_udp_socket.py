@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from leansip.io.udpserver import UdpServerSocket, open_udp_server
+from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.sip.send import Send
 
 
@@ -73,3 +73,53 @@ def test_a_burst_is_answered_completely() -> None:
     # the bursts came faster than the gap: some wake-ups drained the socket, and what the first wake-up of a
     # burst left was read on the next ones (the poll is level-triggered)
     assert UdpServerSocket.BATCH in batches and len(batches) < 223
+
+
+def test_small_udp_replies_are_written_directly_and_the_rest_goes_to_dispatch() -> None:
+    """The compiled socket writes small UDP datagrams itself and re-arms the timer grid; a stream send or a
+    request too large for UDP (RFC 3261 18.1.1) goes to the Runtime's dispatch, with the rest of that output."""
+
+    class Deadlines:
+        asked = 0
+
+        def next_deadline(self) -> float | None:  # what TimerGrid.arm asks the core
+            Deadlines.asked += 1
+            return None
+
+    async def main() -> tuple[list[bytes], list[list[Send]]]:
+        dispatched: list[list[Send]] = []
+        big = b"x" * 1400
+
+        def handler(data: bytes, source: tuple[str, int], transport: str, now: float,
+                    conn_id: str | None) -> list[Send]:
+            if data == b"big":
+                return [Send(b"small", source), Send(big, source)]
+            if data == b"tcp":
+                return [Send(b"over-tcp", ("127.0.0.1", 9), "tcp")]
+            return [Send(b"re:" + data, source)]
+
+        server = await open_udp_server("127.0.0.1", 0, handler, dispatched.append)
+        server.timers = TimerGrid(Deadlines(), lambda: None, 0.02)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2)
+        try:
+            got = []
+            for payload in (b"a", b"big", b"tcp", b"b"):
+                client.sendto(payload, server.address)
+                await asyncio.sleep(0.05)
+            client.setblocking(False)
+            while True:
+                try:
+                    got.append(client.recv(2000))
+                except BlockingIOError:
+                    break
+            return got, dispatched
+        finally:
+            client.close()
+            server.close()
+
+    got, dispatched = asyncio.run(main())
+    assert got == [b"re:a", b"re:b"]  # the two small replies; the others went to dispatch
+    assert [[s.data[:8] for s in out] for out in dispatched] == [[b"small", b"x" * 8], [b"over-tcp"]]
+    assert Deadlines.asked == 2  # re-armed after each reply written here (dispatch re-arms for its own)
