@@ -28,7 +28,6 @@ by two processes are not coordinated: last rewrite wins.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sqlite3
@@ -37,6 +36,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from leansip.sip.digest import compute_ha1
 
 __all__ = [
     "DEMO_USERS_PATH",
@@ -69,16 +70,6 @@ _HASH_OF: Final = {
     "SHA-512-256": "sha512_256",
     "SHA-512-256-SESS": "sha512_256",
 }
-
-
-def _hash(name: str, data: bytes) -> str:
-    """Hex digest with hashlib's named constructors (``hashlib.new`` looks the name up on every call)."""
-    if name == "md5":
-        return hashlib.md5(data).hexdigest()
-    if name == "sha256":
-        return hashlib.sha256(data).hexdigest()
-    return hashlib.new(name, data).hexdigest()
-
 
 # Algorithms a stored HA1 may be in, with the hex length that hash produces.
 _STORED_ALGS: Final = {"MD5": 32, "SHA-256": 64}
@@ -165,8 +156,7 @@ class UserRecord:
         if name is None:
             return None
         if self.password is not None:
-            data = f"{self.username}:{realm}:{self.password}".encode()
-            return _hash(name, data)
+            return compute_ha1(self.username, realm, self.password, algorithm)
         if realm != self.realm or name != _HASH_OF[self.algorithm]:
             return None
         return self.stored_ha1
