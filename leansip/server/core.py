@@ -62,6 +62,8 @@ class CoreSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    #: Timers.end_grid of the stateful proxy's transactions (0: exact; the server runs with 1 s, see serve.py)
+    end_grid: float = 0.0
     max_transactions: int = 100000
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
 

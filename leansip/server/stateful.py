@@ -112,7 +112,8 @@ def _rank(status: int) -> tuple[int, int]:
 class StatefulProxy(StatelessProxy):
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
-        timers = Timers(t1=core.settings.t1, t2=core.settings.t2, t4=core.settings.t4)
+        s = core.settings
+        timers = Timers(t1=s.t1, t2=s.t2, t4=s.t4, end_grid=s.end_grid)
         self.table = TransactionTable(timers=timers, max_transactions=core.settings.max_transactions)
         self.contexts: dict[ServerTransaction, Context] = {}
         self.branch_of: dict[ClientTransaction, tuple[Context, Branch]] = {}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -93,10 +94,18 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    #: the timers that end a transaction or time it out (B, D, F, H, I, J, K, L, M) fire on multiples of this
+    #: many seconds (0: exactly). They are waits, not deadlines: ending later only absorbs retransmissions a
+    #: little longer (or reports a timeout a little later), and a shared deadline lets one wake-up of the
+    #: server end every transaction due within it (each wake-up of an idle process costs about what a datagram
+    #: does; bench/analysis.md). Retransmission timers (A, E, G) stay exact.
+    end_grid: float = 0.0
 
     def __post_init__(self) -> None:
         if not (0 < self.t1 <= self.t2) or self.t4 <= 0:
             raise ValueError(f"need 0 < T1 <= T2 and T4 > 0, got {self.t1}, {self.t2}, {self.t4}")
+        if self.end_grid < 0:
+            raise ValueError(f"end_grid must not be negative, got {self.end_grid}")
 
     @property
     def a(self) -> float:
@@ -587,7 +596,12 @@ class Transaction:
             self._step(event, now, None, out)
         else:
             self._end_event = event
-            self._end_at = now + delay
+            at = now + delay
+            grid = self.timers.end_grid
+            if grid > 0.0:
+                on_grid = math.ceil(at / grid) * grid
+                at = on_grid if on_grid >= at else on_grid + grid  # never early by a rounding error
+            self._end_at = at
 
     def _changed(self) -> None:
         if self._owner is not None:

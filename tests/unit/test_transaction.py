@@ -301,6 +301,25 @@ def test_non_invite_client_final_response_then_timer_k_absorbs_retransmissions()
     assert [(at, type(a)) for at, a in log] == [(pytest.approx(5.2), Terminated)]
 
 
+def test_end_timers_on_a_grid_fire_on_its_next_multiple_and_retransmissions_stay_exact():
+    """Timers.end_grid: Timer F/K (and every ending timer) is rounded up to the grid, never down; Timer E
+    (a retransmission) keeps its exact interval."""
+    timers = Timers(end_grid=1.0)
+    req = request("BYE")
+    txn = NonInviteClientTransaction(req, DEST, timers=timers)
+    txn.start(10.3)
+    assert txn.get_timer() == pytest.approx(10.8)  # Timer E: exact
+    assert txn._end_at == pytest.approx(43.0)  # Timer F: 10.3 + 32 = 42.3, on the grid 43
+    txn.receive_response(response(req, 200), 10.4)
+    assert txn.get_timer() == pytest.approx(16.0)  # Timer K: 10.4 + 5 = 15.4 -> 16
+    assert [(at, type(a)) for at, a in drive(txn, 100.0)] == [(pytest.approx(16.0), Terminated)]
+    exact = NonInviteClientTransaction(request("BYE"), DEST, timers=Timers(end_grid=2.5))
+    exact.start(5.0)
+    assert exact._end_at == pytest.approx(37.5)  # 37.0 -> the next multiple of 2.5
+    with pytest.raises(ValueError):
+        Timers(end_grid=-1.0)
+
+
 def test_non_invite_client_over_tcp_terminates_on_the_final_response():
     req = request("OPTIONS")
     txn = NonInviteClientTransaction(req, DEST, "TLS")
