@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -63,6 +64,16 @@ def run_sipp(server_port: int, scenario_path: Path, workdir: Path, args: list[st
                       errors.read_text(errors="replace") if errors.exists() else "")
 
 
+def _udp_port_bound(port: int) -> bool | None:
+    """Whether some socket is bound to UDP ``port`` (from /proc/net/udp; None where there is none). Looked up
+    instead of probed with a bind, which could itself take the port from a SIPp starting at that moment."""
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    return any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines if line.strip())
+
+
 class SippServer:
     """A UAS scenario listening on a free port, e.g. the callee of a call: ``with SippServer(...) as uas``."""
 
@@ -75,9 +86,31 @@ class SippServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> SippServer:
-        self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.stderr = self.workdir / f"{self.messages.stem}.stderr"
+        with open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        self._wait_listening()
         return self
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        """Return once SIPp holds its port. Without this wait, a port the kernel hands out again before SIPp
+        binds it (the next ``free_udp_port()``) or a SIPp that failed to start makes every call of the test
+        fail as an unanswered INVITE, far from the cause."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.stderr.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"sipp UAS exited at start (rc={self.proc.returncode}): {err}")
+            bound = _udp_port_bound(self.port)
+            if bound is None:  # no /proc/net/udp to look at: give SIPp a moment, as before this check
+                time.sleep(0.5)
+                return
+            if bound:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"sipp UAS did not bind 127.0.0.1:{self.port} within {timeout} s")
 
     def received(self, start_line: str) -> int:
         """How many received messages began with ``start_line`` (from the -trace_msg log)."""
