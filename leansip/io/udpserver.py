@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Final, Protocol
 from leansip.io.udpbase import Handler, big_buffers, send_after_lookup
 from leansip.server.timing import StepTimer
 from leansip.sip.send import Send
+from leansip.sip.transaction import on_grid
 from leansip.sip.uri import is_ip_literal
 
 log: Final = logging.getLogger("leansip.io.udp")
@@ -60,9 +60,7 @@ class TimerGrid:
         deadline = self.core.next_deadline()
         if deadline is None:
             return
-        step = self.step
-        on_grid = math.ceil(deadline / step) * step  # every timer due by then fires in the same wake-up
-        deadline = on_grid if on_grid >= deadline else on_grid + step  # (never early by a rounding error)
+        deadline = on_grid(deadline, self.step)  # every timer due by then fires in the same wake-up
         if self._at >= 0.0 and self._at <= deadline:
             return
         if self._timer is not None:

@@ -47,6 +47,7 @@ __all__ = [
     "MAGIC_COOKIE",
     "RELIABLE_TRANSPORTS",
     "Timers",
+    "on_grid",
     "Kind",
     "State",
     "Event",
@@ -167,6 +168,13 @@ class Timers:
 
 
 DEFAULT_TIMERS: Final = Timers()
+
+
+def on_grid(at: float, step: float) -> float:
+    """The first multiple of ``step`` at or after ``at``: timers rounded up to a grid share a wake-up, and none
+    fires early (a float rounding that lands just below ``at`` moves to the next multiple)."""
+    rounded = math.ceil(at / step) * step
+    return rounded if rounded >= at else rounded + step
 
 
 # --------------------------------------------------------------------------- the table
@@ -596,12 +604,8 @@ class Transaction:
             self._step(event, now, None, out)
         else:
             self._end_event = event
-            at = now + delay
             grid = self.timers.end_grid
-            if grid > 0.0:
-                on_grid = math.ceil(at / grid) * grid
-                at = on_grid if on_grid >= at else on_grid + grid  # never early by a rounding error
-            self._end_at = at
+            self._end_at = on_grid(now + delay, grid) if grid > 0.0 else now + delay
 
     def _changed(self) -> None:
         if self._owner is not None:
