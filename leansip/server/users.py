@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from leansip.sip.digest import compute_ha1
+from leansip.sip.uri import cache_put
 
 __all__ = [
     "DEMO_USERS_PATH",
@@ -224,9 +225,7 @@ class UserStore:
         if record is None:
             return None
         ha1 = record.ha1(algorithm, realm)
-        if len(memo) >= self._ha1_limit:
-            memo.clear()
-        memo[key] = ha1
+        cache_put(memo, key, ha1, self._ha1_limit)
         return ha1
 
     def exists(self, username: str) -> bool:

@@ -372,15 +372,16 @@ URI = SipURI | AbsoluteURI
 _URI_CACHE: Final[dict[str, URI]] = {}
 _NAME_ADDR_CACHE: Final[dict[str, NameAddr]] = {}
 _CACHE_MAX: Final = 16384
+_Key = TypeVar("_Key")
 _Parsed = TypeVar("_Parsed")
 
 
-def cache_put(cache: dict[str, _Parsed], text: str, value: _Parsed, limit: int) -> None:
-    """The parse caches' one rule for growing: past ``limit`` entries the cache starts over (cheaper than any
-    eviction order, and what repeats is back in it within a few messages)."""
+def cache_put(cache: dict[_Key, _Parsed], key: _Key, value: _Parsed, limit: int) -> None:
+    """The parse caches' one rule for growing (and the core's other memos'): past ``limit`` entries the cache
+    starts over (cheaper than any eviction order, and what repeats is back in it within a few messages)."""
     if len(cache) >= limit:
         cache.clear()
-    cache[text] = value
+    cache[key] = value
 
 
 def parse_uri(text: str) -> URI:
