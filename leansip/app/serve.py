@@ -112,9 +112,8 @@ class Runtime:
         self.config = config
         self.core = core
         self.udp: list[UdpServerSocket] = []
-        #: transaction timers fire on a grid of this step (T1/25, at most 20 ms; see TimerGrid)
-        self.timer_step = min(0.02, config.t1 / 25)
-        self.timers = TimerGrid(core, self._fire, self.timer_step)
+        #: transaction timers fire on a grid of T1/25, at most 20 ms (see TimerGrid)
+        self.timers = TimerGrid(core, self._fire, min(0.02, config.t1 / 25))
         self._stop = asyncio.Event()
 
     # output ---------------------------------------------------------------

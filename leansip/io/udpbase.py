@@ -37,7 +37,6 @@ def is_address(host: str) -> bool:
     return is_ip_literal(host)
 
 
-
 def send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: bytes, dest: tuple[str, int],
                        family: int) -> None:
     """Resolve ``dest`` in the loop's resolver thread, then ``send``; bounded by :data:`MAX_LOOKUPS`."""

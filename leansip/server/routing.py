@@ -71,8 +71,6 @@ class Decision:
 _LOCAL_NAMES: Final = {"localhost": "127.0.0.1"}
 
 
-
-
 def resolve_host(host: str) -> str | None:
     """The next-hop address for a URI host, without blocking: an IP literal as is, ``localhost`` as loopback,
     and any other name unchanged, for the I/O layer to look up off the event loop (``leansip.io.udpbase`` does;

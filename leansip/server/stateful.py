@@ -114,7 +114,7 @@ class StatefulProxy(StatelessProxy):
         super().__init__(core)
         s = core.settings
         timers = Timers(t1=s.t1, t2=s.t2, t4=s.t4, end_grid=s.end_grid)
-        self.table = TransactionTable(timers=timers, max_transactions=core.settings.max_transactions)
+        self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions)
         self.contexts: dict[ServerTransaction, Context] = {}
         self.branch_of: dict[ClientTransaction, tuple[Context, Branch]] = {}
         #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (deadline, seq, branch, hard)

@@ -35,7 +35,7 @@ def _run(config: Config, deadlines_from_now: list[float], wait: float) -> tuple[
         runtime = Runtime(config, core)  # type: ignore[arg-type]
         runtime._arm()
         await asyncio.sleep(wait)
-        return core, runtime.timer_step
+        return core, runtime.timers.step
 
     return asyncio.run(main())
 
