@@ -108,14 +108,13 @@ class StepTimer:
     :meth:`histogram`) may be called at any time from the same thread, e.g. by the admin endpoint.
     """
 
-    __slots__ = ("clock", "_counts", "_sums", "_n", "_max", "_in", "_t0", "_last", "_flow", "_pending",
+    __slots__ = ("clock", "_counts", "_sums", "_max", "_in", "_t0", "_last", "_flow", "_pending",
                  "_marked")
 
     def __init__(self, clock: Callable[[], int]) -> None:
         self.clock = clock
         self._counts = [0] * (_NSERIES * NBUCKETS)
         self._sums = [0] * _NSERIES
-        self._n = [0] * _NSERIES
         self._max = [0] * _NSERIES
         self._in = 0  # clock at datagram arrival, set by the shell; 0 = not given
         self._t0 = 0
@@ -159,7 +158,8 @@ class StepTimer:
         if self._flow < 0:
             return
         t = self.clock()
-        self._pending[step] += t - self._last
+        pending = self._pending
+        pending[step] = pending[step] + (t - self._last)  # spelled out: `+=` on an item is a generic add
         self._marked |= 1 << step
         self._last = t
 
@@ -191,7 +191,7 @@ class StepTimer:
         pending[STEP_TOTAL] = t - self._t0
         marked |= (1 << STEP_SEND) | (1 << STEP_TOTAL)
         # _record() inlined: this loop runs once per timed flow and a call per step would double its cost
-        counts, sums, ns_count, maxima = self._counts, self._sums, self._n, self._max
+        counts, sums, maxima = self._counts, self._sums, self._max
         series = flow * _NSTEPS
         for step in range(_NSTEPS):
             if marked & (1 << step):
@@ -208,8 +208,7 @@ class StepTimer:
                 # spelled out: compiled, `a[i] += x` is a generic in-place add (PyNumber_InPlaceAdd, 15 a flow)
                 k = series * NBUCKETS + i
                 counts[k] = counts[k] + 1
-                sums[series] = sums[series] + ns
-                ns_count[series] = ns_count[series] + 1
+                sums[series] = sums[series] + ns  # the count is the histogram's (_samples): one int less a step
                 if ns > maxima[series]:
                     maxima[series] = ns
             series += 1
@@ -218,14 +217,17 @@ class StepTimer:
         """One sample into one series (what :meth:`sent` does inline for a whole flow)."""
         self._counts[series * NBUCKETS + bucket_of(ns)] += 1
         self._sums[series] += ns
-        self._n[series] += 1
         if ns > self._max[series]:
             self._max[series] = ns
 
     # ------------------------------------------------------------------ reading (admin, metrics)
     def count(self, flow: int, step: int) -> int:
         """Number of samples of one step of one flow."""
-        return self._n[flow * _NSTEPS + step]
+        return self._samples(flow * _NSTEPS + step)
+
+    def _samples(self, series: int) -> int:
+        base = series * NBUCKETS
+        return sum(self._counts[base:base + NBUCKETS])
 
     def histogram(self, flow: int, step: int, *, every: int = 4) -> tuple[list[tuple[float, int]], float, int]:
         """Cumulative buckets for Prometheus: ([(upper bound s, count <= bound)...], sum s, count).
@@ -241,12 +243,12 @@ class StepTimer:
             cumulative += counts[i]
             if i % every == 0:
                 out.append((bound / 1e9, cumulative))
-        return out, self._sums[series] / 1e9, self._n[series]
+        return out, self._sums[series] / 1e9, sum(counts)  # the overflow bucket (no bound) included
 
     def quantile(self, flow: int, step: int, q: float) -> float | None:
         """The ``q`` quantile in ns, interpolated inside its bucket; None without samples."""
         series = flow * _NSTEPS + step
-        n = self._n[series]
+        n = self._samples(series)
         if n == 0:
             return None
         rank = q * n
@@ -270,7 +272,7 @@ class StepTimer:
             steps: dict[str, Any] = {}
             for s, step_name in enumerate(STEPS):
                 series = f * _NSTEPS + s
-                n = self._n[series]
+                n = self._samples(series)
                 entry: dict[str, Any] = {"count": n}
                 if n:
                     entry["mean_us"] = round(self._sums[series] / n / 1000, 3)
@@ -284,6 +286,6 @@ class StepTimer:
 
     def reset(self) -> None:
         """Forget every sample (e.g. between benchmark runs)."""
-        for arr in (self._counts, self._sums, self._n, self._max):
+        for arr in (self._counts, self._sums, self._max):
             for i in range(len(arr)):
                 arr[i] = 0

@@ -43,6 +43,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Final
 
+from leansip.sip.uri import all_in, char_table
+
 __all__ = [
     "ALGORITHMS",
     "AuthKind",
@@ -321,23 +323,15 @@ def _read_quoted(value: str, i: int) -> tuple[str, int]:
     raise DigestError("unterminated quoted string")
 
 
-_TCHARS_TEXT: Final = "".join(sorted(_TCHARS))
+_TCHAR_TABLE: Final = char_table("".join(_TCHARS))
 #: what the string-operation fast path leaves to the character parser: escapes, and controls other than SP/HTAB
 #: (CR/LF included, so the fast path only ever sees SP and HTAB as whitespace)
 _SLOW_PATH_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\\]")
 
 
-#: parameter names and unquoted values that clients send in every Authorization
-_COMMON_DIGEST_TOKENS: Final = frozenset({"username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "opaque",
-                                   "qop", "nc", "auth", "MD5", "SHA-256", "auth-int", "MD5-sess", "SHA-256-sess",
-                                   "SHA-512-256", "stale", "domain", "true", "false", "TRUE", "FALSE"})
-
-
 def _is_token(text: str) -> bool:
-    if text in _COMMON_DIGEST_TOKENS or (text.isalnum() and text.isascii()):
-        return True
-    # str.strip with a character set runs in C: nothing left over means every character is a token character
-    return text != "" and not text.strip(_TCHARS_TEXT)
+    """An RFC 7230 token (tchar), as :func:`_read_token` reads one."""
+    return all_in(text, _TCHAR_TABLE)
 
 
 def parse_digest(value: str) -> DigestParams:

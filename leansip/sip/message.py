@@ -675,8 +675,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = _parse_request_line(start, headers)
     if bad_line is not None:
         raise SipParseError(bad_line, message=msg if isinstance(msg, Request) else None)
-    msg._start = start
-    msg.body = _body(msg, rest, stream)
+    common: Message = msg  # compiled, attributes set through the union type would be looked up by name
+    common._start = start
+    common.body = _body(common, rest, stream)
     return msg
 
 
@@ -852,7 +853,7 @@ def make_response(
             else:
                 out.append(h)
     for name, value in headers:
-        out.append(Header(canonical_name(name), value))
+        out.append(Header(_header_key(name), value))  # the few names leansip writes: memoized
     if content_type is not None:
         out.append(Header("content-type", content_type))
     out.append(Header("content-length", str(len(body))))

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 from urllib.parse import unquote_to_bytes
 
+from mypy_extensions import i64
+
 from leansip.sip.errors import SipParseError
 
 # RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
 TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
 _IPV4_RE: Final = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
 _IPV6_RE: Final = re.compile(r"[0-9A-Fa-f:.]+\Z")
@@ -33,20 +34,46 @@ _WS: Final = " \t"
 DEFAULT_PORTS: Final = {"sip": 5060, "sips": 5061}
 
 
-#: tokens seen in every request (its method, in the request line and CSeq): answered without the regex
-_COMMON_TOKENS: Final = frozenset({"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE",
-                            "PRACK", "REFER", "SUBSCRIBE", "NOTIFY", "PUBLISH"})
+def char_table(chars: str) -> bytes:
+    """A 128-entry table for :func:`all_in`: 1 at the code of each (ASCII) character of ``chars``."""
+    table = bytearray(128)
+    for ch in chars:
+        table[ord(ch)] = 1
+    return bytes(table)
+
+
+def all_in(text: str, table: bytes) -> bool:
+    """True when ``text`` is non-empty and every character has a 1 in ``table`` (so is ASCII).
+
+    The character-class check of the hot path: compiled, ``ord(text[i])`` reads a code point in place, a few
+    instructions a character, where a regex match or a ``str`` method mypyc looks up by name (``isascii``)
+    costs hundreds before the first character. Property tests hold each table to the grammar's regex."""
+    n: i64 = len(text)  # i64: native machine integers, no tagged-int checks in the loop
+    if n == 0:
+        return False
+    i: i64 = 0
+    while i < n:
+        c: i64 = ord(text[i])
+        if c >= 128 or table[c] == 0:
+            return False
+        i += 1
+    return True
+
+
+_ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_TOKEN_TABLE: Final = char_table(_ALNUM + "-.!%*_+`'~")  # TOKEN_CHARS
+_DIGIT_TABLE: Final = char_table("0123456789")
 
 
 def is_token(text: str) -> bool:
     """True when ``text`` is a non-empty RFC 3261 token."""
-    return text in _COMMON_TOKENS or _TOKEN_RE.match(text) is not None
+    return all_in(text, _TOKEN_TABLE)
 
 
 def is_digits(text: str) -> bool:
     """True for a non-empty run of ASCII digits. ``str.isdigit`` alone also accepts '\xb2' (a latin-1 byte of
     the peer's) which ``int()`` then refuses with ValueError."""
-    return text.isascii() and text.isdigit()
+    return all_in(text, _DIGIT_TABLE)
 
 
 def unescape(text: str) -> str:
@@ -160,13 +187,14 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
 # gen-value = token / host / quoted-string; host covers IPv6 references with brackets and colons
 # (RFC 5118 via-received-param-no-delim asks us to accept an unbracketed IPv6 received= too).
 _PARAM_VALUE: Final = r"[A-Za-z0-9\-.!%*_+`'~\[\]:/&$@?=]+"
-_PARAM_VALUE_RE: Final = re.compile(_PARAM_VALUE + r"\Z")
 _SIMPLE_PARAMS_RE: Final = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=" + _PARAM_VALUE + r")?)+\Z")
 
 
+_PARAM_VALUE_TABLE: Final = char_table(_ALNUM + "-.!%*_+`'~[]:/&$@?=")  # _PARAM_VALUE
+
+
 def _param_value_ok(value: str) -> bool:
-    # letters and digits alone (most tags and branches) pass with two C string checks instead of the regex
-    return (value.isalnum() and value.isascii()) or _PARAM_VALUE_RE.match(value) is not None
+    return all_in(value, _PARAM_VALUE_TABLE)
 
 
 def format_params(params: dict[str, str | None]) -> str:
@@ -676,13 +704,54 @@ def remember_via(via: Via) -> None:
     cache_put(_VIA_CACHE, via.text, via, _VIA_CACHE_MAX)
 
 
+#: parsed Vias by their text with the branch value cut out (:func:`_with_branch`): one entry per client sent-by
+_VIA_SHAPES: Final[dict[str, Via]] = {}
+
+
 def parse_via(text: str) -> Via:
-    """One Via value, parsed (:func:`_parse_via`) or from the cache of those seen or written lately."""
+    """One Via value: from the cache of those seen or written lately, else the cached parse of its text without
+    the branch plus the branch (:func:`_with_branch`), else parsed (:func:`_parse_via`)."""
     via = _VIA_CACHE.get(text)
     if via is None:
-        via = _parse_via(text)
-        cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
+        via = _with_branch(text)
+        if via is None:
+            via = _parse_via(text)
+            cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
     return via
+
+
+def _with_branch(text: str) -> Via | None:
+    """``SIP/2.0/UDP host:port;...;branch=x;...`` as the cached parse of the same text with another branch, plus
+    this branch; None to parse it all.
+
+    A request's branch is new in every transaction (RFC 3261 8.1.1.7), so a cache keyed by the whole value never
+    hits for the Via of a new request, while the rest of the value (one client's sent-by and parameters) repeats
+    in all its requests. Such Vias are not put in the whole-text cache either: filling it with values never
+    seen again would push out the ones that come back (responses), and free them all cold when it starts over.
+    Only the plain case takes this path (``;branch=`` once, in lower case; no quotes; no LWS at the end; a
+    non-empty, valid value); anything else gets the full parse, so results and errors are :func:`_parse_via`'s."""
+    i = text.find(";branch=")
+    if i <= 0 or '"' in text or not text.startswith("SIP/2.0/"):
+        return None
+    start = i + 8
+    end = text.find(";", start)
+    if end < 0:
+        end = len(text)
+    branch = text[start:end]
+    if not branch or not _param_value_ok(branch) or text.find(";branch=", end) >= 0 or text[-1] in _WS:
+        return None
+    key = text[:start] + text[end:]
+    shape = _VIA_SHAPES.get(key)
+    if shape is None:
+        via = _parse_via(text)  # a bad Via raises here, as it would have anyway
+        # "branch" once in the rest, in any case: no other parameter (names are case-blind, LWS is allowed
+        # around '=') can override ours, in this text or any other with the same key
+        if key.lower().count("branch") == 1:
+            cache_put(_VIA_SHAPES, key, via, _VIA_CACHE_MAX)
+        return via
+    params = dict(shape.params)
+    params["branch"] = branch
+    return Via(shape.protocol, shape.transport, shape.host, shape.port, params, text)
 
 
 def _parse_via(text: str) -> Via:

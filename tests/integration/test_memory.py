@@ -335,6 +335,7 @@ def sizes(core: ServerCore) -> dict[str, int]:
         "uri_cache": len(uri_mod._URI_CACHE),
         "name_addr_cache": len(uri_mod._NAME_ADDR_CACHE),
         "via_cache": len(uri_mod._VIA_CACHE),
+        "via_shapes": len(uri_mod._VIA_SHAPES),
         "bindings": core.location.count(),
         "stats_labels": len(core.stats.requests) + len(core.stats.drops),
     }
@@ -378,10 +379,11 @@ def test_no_input_leaks_memory(core: ServerCore) -> None:
             # the parse caches are bounded by design (cleared when full, checked below); empty them so what
             # they happen to hold does not blur the measurement of everything else
             assert len(uri_mod._URI_CACHE) <= uri_mod._CACHE_MAX and len(uri_mod._NAME_ADDR_CACHE) <= uri_mod._CACHE_MAX
-            assert len(uri_mod._VIA_CACHE) <= uri_mod._VIA_CACHE_MAX
+            assert len(uri_mod._VIA_CACHE) <= uri_mod._VIA_CACHE_MAX and len(uri_mod._VIA_SHAPES) <= uri_mod._VIA_CACHE_MAX
             uri_mod._URI_CACHE.clear()
             uri_mod._NAME_ADDR_CACHE.clear()
             uri_mod._VIA_CACHE.clear()
+            uri_mod._VIA_SHAPES.clear()
             gc.collect()
             if n < TRACED_FROM:
                 blocks.append(sys.getallocatedblocks())

@@ -393,3 +393,14 @@ def test_bare_user_aor_keeps_its_case() -> None:
 
     assert canonical_aor("Alice") == "Alice"
     assert canonical_aor("Alice@Example.COM") == "Alice@example.com"
+
+
+def test_a_custom_contact_key_is_used_for_every_read_and_write(loc: LocationService) -> None:
+    """The direct calls on a MemoryStore (and SqliteStore's memory) must not bypass a non-default key."""
+    service = LocationService(loc.store, key=lambda contact: contact.lower())
+    service.put(mk(contact="sip:A@Host", exp=100.0, cseq=1))
+    service.put(mk(contact="sip:a@host", exp=100.0, cseq=2))  # the same binding under this key: replaced
+    assert [b.cseq for b in service.lookup("alice@example.com", now=0.0)] == [2]
+    got = service.get("alice@example.com", "SIP:A@HOST")
+    assert got is not None and got.cseq == 2
+    assert service.remove("alice@example.com", "Sip:a@host") is not None and service.count() == 0

@@ -212,3 +212,20 @@ def test_forwarded_keeps_a_proxy_own_build_mark() -> None:
     t.forwarded()  # no clock read, no change
     t.sent()
     assert t.snapshot()["invite"]["build"]["max_us"] == 0.007
+
+
+def test_counts_include_the_overflow_bucket() -> None:
+    """A step longer than the last bound (about 34 s: a stalled process) still counts in every view."""
+    t = StepTimer(FakeClock([0, 100, 2**36, 100, 100]))
+    t.datagram_in()
+    t.start()
+    t.begin_request("REGISTER", True)
+    t.mark(STEP_LOCATION)  # 2**36 ns: past the last bound
+    t.mark(STEP_BUILD)
+    t.sent()
+    assert t.count(FLOW_REGISTER, STEP_LOCATION) == 1
+    buckets, total_s, count = t.histogram(FLOW_REGISTER, STEP_LOCATION)
+    assert count == 1 and buckets[-1][1] == 0 and total_s == pytest.approx(2**36 / 1e9)
+    assert t.snapshot()["register"]["location"]["count"] == 1
+    t.reset()
+    assert t.count(FLOW_REGISTER, STEP_LOCATION) == 0 and t.histogram(FLOW_REGISTER, STEP_TOTAL)[2] == 0

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from leansip.server.core import CoreSettings, ServerCore, stamp_via
 from leansip.server.location import LocationService
 from leansip.server.routing import Router
+from leansip.sip import uri as uri_mod
+from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, parse_message
 from leansip.sip.uri import _VIA_CACHE, _parse_via, parse_via
 
@@ -55,9 +57,50 @@ def test_our_via_is_what_parsing_its_text_gives(listen: list[tuple[str, str, int
 
 
 def test_a_cached_via_is_the_same_parse_and_errors_are_not_cached() -> None:
-    text = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-cache-1;rport"
+    text = "SIP/2.0/UDP 192.0.2.1:5060;rport"  # no branch: kept whole (a branch takes _with_branch, below)
     first = parse_via(text)
     assert parse_via(text) is first and first == _parse_via(text)
     with pytest.raises(Exception):  # noqa: B017 - SipParseError, twice: a bad Via is never remembered
         parse_via("SIP/2.0/UDP 192.0.2.1:99999;branch=z9hG4bK1")
     assert "SIP/2.0/UDP 192.0.2.1:99999;branch=z9hG4bK1" not in _VIA_CACHE
+
+
+BRANCHES = ["z9hG4bK1", "z9hG4bK-524287-1---b7d9e0d6", "z9hG4bK.x!%*_+`'~", "z9hG4bK[1]", "", "z9 hG", "a,b",
+            "z9hG4bK\x7f"]
+
+
+@given(st.sampled_from(["UDP", "TCP", "WS"]), st.sampled_from(HOSTS), st.sampled_from(PORTS),
+       st.lists(st.sampled_from(PARAMS + ["branch=z9hG4bK0", "Branch=z9hG4bK9", "x=\"q;branch=1\""]), max_size=3),
+       st.lists(st.sampled_from(PARAMS), max_size=2),
+       st.sampled_from(BRANCHES), st.sampled_from(BRANCHES), st.sampled_from(["", " ", ";"]))
+@settings(max_examples=600, deadline=None)
+def test_a_via_from_its_branchless_shape_is_what_parsing_its_text_gives(
+        transport: str, host: str, port: str, before: list[str], after: list[str], first: str, second: str,
+        tail: str) -> None:
+    """Two Vias that differ only in the branch: the second comes from the first's shape (_with_branch), and must
+    equal the full parse of its own text, or fail as the full parse fails."""
+    def text(branch: str) -> str:
+        params = "".join(f";{p}" for p in before) + f";branch={branch}" + "".join(f";{p}" for p in after)
+        return f"SIP/2.0/{transport} {host}{port}{params}{tail}"
+
+    uri_mod._VIA_SHAPES.clear()
+    for t in (text(first), text(second)):
+        try:
+            expected = _parse_via(t)
+        except SipParseError:
+            with pytest.raises(SipParseError):
+                parse_via(t)
+            continue
+        got = parse_via(t)
+        assert got == expected and got.params == expected.params and list(got.params) == list(expected.params)
+        assert str(got) == str(expected)
+
+
+def test_a_new_requests_via_is_parsed_from_its_shape_and_not_kept_whole() -> None:
+    uri_mod._VIA_SHAPES.clear()
+    texts = [f"SIP/2.0/UDP 192.0.2.9:5062;rport;branch=z9hG4bK-shape-{i};x=y" for i in range(3)]
+    vias = [parse_via(t) for t in texts]
+    assert list(uri_mod._VIA_SHAPES) == ["SIP/2.0/UDP 192.0.2.9:5062;rport;branch=;x=y"]
+    assert [v.branch for v in vias] == [f"z9hG4bK-shape-{i}" for i in range(3)]
+    assert all(t not in _VIA_CACHE for t in texts)
+    assert vias[2] == _parse_via(texts[2]) and vias[2].params is not vias[1].params

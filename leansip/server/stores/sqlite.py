@@ -154,6 +154,11 @@ class SqliteStore:
         return self._mem.aors()
 
     @property
+    def memory(self) -> MemoryStore:
+        """The in-memory copy that answers every read (the location service reads it directly)."""
+        return self._mem
+
+    @property
     def pending(self) -> int:
         """Changes not yet written to SQLite (what a SIGKILL now would lose)."""
         return len(self._pending)
