@@ -105,9 +105,8 @@ def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> 
             values[0] = text
             req.headers[i] = Header("via", ", ".join(values))
             break
-    req._cache.pop("vias", None)
     stamped = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
-    req._cache["top_via"] = stamped
+    req.set_top_via_view(stamped)
     remember_via(stamped)  # every response to this request carries it (a proxy parses it there again)
 
 
@@ -165,7 +164,8 @@ class ServerCore:
         """A stable To tag per request, so retransmissions and their replies agree (RFC 3261 8.2.6.2)."""
         # Python's (randomized, per process) string hash is enough: the tag must be stable for the lifetime of
         # a transaction and unlikely to collide, not secret; a keyed blake2s cost more than the rest of a reply.
-        return "%012x" % (hash((req.header("call-id"), req.from_tag, self._tag_salt)) & 0xFFFFFFFFFFFF)
+        # decimal: compiled, str() of an int is a direct conversion, where "%x" formatting went through printf
+        return str(hash((req.header("call-id"), req.from_tag, self._tag_salt)) & 0xFFFFFFFFFFFF)
 
     def reply(self, req: Request, status: int, reason: str | None = None, source: tuple[str, int] = ("", 0),
               transport: str = "udp", conn_id: str | None = None, headers: list[tuple[str, str]] | None = None,

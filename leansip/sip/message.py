@@ -236,13 +236,23 @@ class Header:
 class Message:
     """Common part of requests and responses. Use :func:`parse_message` or the constructors of the subclasses."""
 
-    __slots__ = ("headers", "body", "_cache", "_start")
+    __slots__ = ("headers", "body", "_start", "_top_via", "_vias", "_from", "_to", "_cseq", "_contacts",
+                 "_max_forwards", "_max_forwards_read")
 
     def __init__(self, headers: Iterable[Header] = (), body: bytes = b"") -> None:
         self.headers: list[Header] = list(headers)
         self.body = body
-        self._cache: dict[str, object] = {}
         self._start: str | None = None
+        # The parsed views, each None until asked for (slots, not a dict: compiled, a slot is a direct read and
+        # costs no allocation; a dict of views cost an allocation, a resize and a hashed lookup per view).
+        self._top_via: Via | None = None
+        self._vias: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._cseq: tuple[int, str] | None = None
+        self._contacts: list[NameAddr] | None = None
+        self._max_forwards: int | None = None
+        self._max_forwards_read = False  # Max-Forwards may be absent: None is a valid parsed value
 
     # ----------------------------------------------------------------- reading
     def header(self, name: str) -> str | None:
@@ -275,21 +285,51 @@ class Message:
 
         For messages a transaction keeps through its long wait (RFC 3261 Timers J, L, M: 32 s) while nobody
         reads them: freed now, while in cache, they cost a fraction of what freeing them cold at the end costs."""
-        if self._cache:
-            self._cache = {}
+        self._top_via = self._vias = None
+        self._from = self._to = None
+        self._cseq = None
+        self._contacts = None
+        self._max_forwards = None
+        self._max_forwards_read = False
+
+    def has_views(self) -> bool:
+        """Is any parsed view held (for tests of :meth:`forget_views`)?"""
+        return (self._top_via is not None or self._vias is not None or self._from is not None
+                or self._to is not None or self._cseq is not None or self._contacts is not None
+                or self._max_forwards_read)
+
+    def _copy_views(self, other: Message) -> None:
+        """Give ``other`` (a copy) this message's parsed views: immutable values, shared until either is edited."""
+        other._top_via = self._top_via
+        other._vias = self._vias
+        other._from = self._from
+        other._to = self._to
+        other._cseq = self._cseq
+        other._contacts = self._contacts
+        other._max_forwards = self._max_forwards
+        other._max_forwards_read = self._max_forwards_read
+
+    def set_top_via_view(self, via: Via) -> None:
+        """After the first Via line was rewritten to ``via.text`` (``core.stamp_via``): the view to go with it."""
+        self._top_via = via
+        self._vias = None
 
     # ----------------------------------------------------------------- editing
     def _touch(self, key: str) -> None:
         """Forget the parsed views of header ``key`` (canonical name) after an edit; the others stay valid."""
-        cache = self._cache
-        if cache:
-            if key == "via":
-                cache.pop("vias", None)
-                cache.pop("top_via", None)
-            elif key == "contact":
-                cache.pop("contacts", None)
-            else:
-                cache.pop(key, None)  # cseq, from, to, max-forwards are cached under their header names
+        if key == "via":
+            self._top_via = self._vias = None
+        elif key == "contact":
+            self._contacts = None
+        elif key == "cseq":
+            self._cseq = None
+        elif key == "from":
+            self._from = None
+        elif key == "to":
+            self._to = None
+        elif key == "max-forwards":
+            self._max_forwards = None
+            self._max_forwards_read = False
 
     def add_header(self, name: str, value: str, *, first: bool = False) -> None:
         """Append (or, with ``first``, put before the first header of that name, or at the top)."""
@@ -370,7 +410,7 @@ class Message:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        cached = self._cache.get("cseq")
+        cached = self._cseq
         if cached is None:
             value = self.header("cseq")
             if value is None:
@@ -383,26 +423,28 @@ class Message:
             if n > _MAX_CSEQ:
                 raise SipParseError("CSeq number too large")
             cached = (n, method)
-            self._cache["cseq"] = cached
-        return cached  # type: ignore[return-value]
+            self._cseq = cached
+        return cached
 
     def _name_addr(self, name: str) -> NameAddr:
-        cached = self._cache.get(name)
-        if cached is None:
-            value = self.header(name)
-            if value is None:
-                raise SipParseError(f"missing {display_name(name)}")
-            cached = parse_name_addr(value)
-            self._cache[name] = cached
-        return cached  # type: ignore[return-value]
+        value = self.header(name)
+        if value is None:
+            raise SipParseError(f"missing {display_name(name)}")
+        return parse_name_addr(value)
 
     @property
     def from_(self) -> NameAddr:
-        return self._name_addr("from")
+        cached = self._from
+        if cached is None:
+            cached = self._from = self._name_addr("from")
+        return cached
 
     @property
     def to(self) -> NameAddr:
-        return self._name_addr("to")
+        cached = self._to
+        if cached is None:
+            cached = self._to = self._name_addr("to")
+        return cached
 
     @property
     def from_tag(self) -> str | None:
@@ -414,24 +456,22 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        cached = self._cache.get("vias")
+        cached = self._vias
         if cached is None:
-            cached = [parse_via(v) for v in self.header_values("via")]
-            self._cache["vias"] = cached
-        return cached  # type: ignore[return-value]
+            cached = self._vias = [parse_via(v) for v in self.header_values("via")]
+        return cached
 
     @property
     def top_via(self) -> Via:
-        cached = self._cache.get("top_via")
+        cached = self._top_via
         if cached is None:
             value = self.header("via")
             if value is None:
                 raise SipParseError("missing Via")
             if "," in value:
                 value = split_comma(value)[0]
-            cached = parse_via(value)
-            self._cache["top_via"] = cached
-        return cached  # type: ignore[return-value]
+            cached = self._top_via = parse_via(value)
+        return cached
 
     @property
     def branch(self) -> str | None:
@@ -439,11 +479,10 @@ class Message:
 
     @property
     def contacts(self) -> list[NameAddr]:
-        cached = self._cache.get("contacts")
+        cached = self._contacts
         if cached is None:
-            cached = [parse_name_addr(v) for v in self.header_values("contact") if v.strip() != "*"]
-            self._cache["contacts"] = cached
-        return cached  # type: ignore[return-value]
+            cached = self._contacts = [parse_name_addr(v) for v in self.header_values("contact") if v.strip() != "*"]
+        return cached
 
     def int_header(self, name: str, default: int | None = None, *, limit: int = 2**32 - 1) -> int | None:
         value = self.header(name)
@@ -456,12 +495,12 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        # cached: validation, the core and prepare_forward each ask; an edit clears the cache (_touch)
-        cache = self._cache
-        if "max-forwards" in cache:
-            return cache["max-forwards"]  # type: ignore[return-value]
+        # cached: validation, the core and prepare_forward each ask; an edit clears it (_touch)
+        if self._max_forwards_read:
+            return self._max_forwards
         value = self.int_header("max-forwards", limit=2**31 - 1)
-        cache["max-forwards"] = value
+        self._max_forwards = value
+        self._max_forwards_read = True
         return value
 
     @property
@@ -532,7 +571,7 @@ class Request(Message):
         until edited: editing replaces Header objects, it never mutates them)."""
         other = Request(self.method, self._uri, (), self.body, self.version)
         other.headers = list(self.headers)
-        other._cache = dict(self._cache)  # parsed views are immutable values; an edit of the copy pops its own
+        self._copy_views(other)  # parsed views are immutable values; an edit of the copy drops its own
         other._start = self._start
         other._ruri = self._ruri
         return other
@@ -565,7 +604,7 @@ class Response(Message):
     def copy(self) -> Response:
         other = Response(self.status, self.reason, (), self.body, self.version)
         other.headers = list(self.headers)
-        other._cache = dict(self._cache)
+        self._copy_views(other)
         other._start = self._start
         return other
 

@@ -748,5 +748,5 @@ def test_forget_views_parses_again_on_demand() -> None:
         b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     before = (msg.top_via, msg.from_tag, msg.cseq, msg.max_forwards)
     msg.forget_views()
-    assert not msg._cache
+    assert not msg.has_views()
     assert (msg.top_via, msg.from_tag, msg.cseq, msg.max_forwards) == before

@@ -120,9 +120,9 @@ def test_answered_request_keeps_no_parsed_views_and_still_absorbs_retransmission
     fwd = _fwd(out, BOB1)
     proxy = core.proxy
     (ctx,) = proxy.contexts.values()  # type: ignore[union-attr]
-    assert ctx.request._cache and ctx.branches[0].request._cache  # in use while the call is set up
+    assert ctx.request.has_views() and ctx.branches[0].request.has_views()  # in use while the call is set up
     assert only(feed(core, response_to(fwd, 200), BOB1, 1.1)).status == 200
-    assert not ctx.request._cache and not ctx.branches[0].request._cache
+    assert not ctx.request.has_views() and not ctx.branches[0].request.has_views()
     assert _up(feed(core, data, ALICE, 1.2)) == []  # INVITE retransmission: absorbed (Accepted, RFC 6026)
     assert only(feed(core, response_to(fwd, 200), BOB1, 1.3)).status == 200  # 2xx retransmission still relayed
     cancel = request("CANCEL", BOB_URI, call_id=ctx.request.call_id, branch=ctx.request.branch)
