@@ -1,0 +1,64 @@
+#!/bin/bash
+# Instructions the whole leansip server spends per REGISTER / digest registration / proxied call, counted by
+# callgrind (valgrind): repeatable where CPU time on this shared VM moves by a third between runs.
+#
+#   bash bench/tools/callgrind_server.sh register|register-auth|stateless|stateful [N] [REPO]
+#
+# Two runs of the server under callgrind: one with the warm-up only, one with the warm-up and N more; the
+# difference over N is the cost of one, start-up and warm-up cancelled out. REGISTER: 1,000 users registered
+# first, then N refreshes of the same users (what the benchmark's fixed step mostly is). Calls: a callee
+# registered, then 100 (or 100 + N) calls at 50/s, with 40 s after them, so the work of ending every
+# transaction (32 s timers) is counted. REPO (default: this checkout) lets two checkouts be compared.
+# Needs valgrind and sipp; takes a few minutes.
+set -euo pipefail
+scenario=${1:?register, register-auth, stateless or stateful}
+n=${2:-1000}
+repo=$(cd "${3:-$(dirname "$0")/../..}" && pwd)
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+port=$((47000 + RANDOM % 2000))
+users="$work/users.txt"
+python3 -c "import sys; sys.stdout.write(''.join(f'user{i}:pass{i}\n' for i in range(1000)) + 'callee:callee\n')" > "$users"
+head -1001 "$here/sipp/users.csv" > "$work/users.csv"
+
+case $scenario in
+  register) flags=(--mode registrar --no-auth) ;;
+  register-auth) flags=(--mode registrar --auth --auth-algorithms MD5) ;;
+  stateless) flags=(--mode proxy --stateless --no-auth) ;;
+  stateful) flags=(--mode proxy --stateful --no-auth) ;;
+  *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+
+total() { # COUNT: instructions of one server run that handles the warm-up and COUNT more
+  local count=$1 out="$work/cg.$1" log="$work/server.$1.log"
+  (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
+    --callgrind-out-file="$out" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
+    "${flags[@]}" --users "$users" --location memory --workers 1 --fail-slow-after 0 --fail-block-after 0 \
+    --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
+  local server=$!
+  for _ in $(seq 120); do grep -q listening "$log" 2>/dev/null && break; sleep 0.5; done
+  local sipp=(sipp "127.0.0.1:$port")
+  case $scenario in
+    register|register-auth)
+      "${sipp[@]}" -sf "$here/sipp/$scenario.xml" -inf "$work/users.csv" -m 1000 -r 200 -p $((port + 1)) >/dev/null 2>&1
+      if [ "$count" -gt 0 ]; then
+        "${sipp[@]}" -sf "$here/sipp/$scenario.xml" -inf "$work/users.csv" -m "$count" -r 200 -p $((port + 1)) >/dev/null 2>&1
+      fi ;;
+    *)
+      (cd "$work" && "${sipp[@]}" -sf "$here/sipp/uas-call.xml" -p $((port + 2)) -bg >/dev/null 2>&1)
+      (cd "$work" && "${sipp[@]}" -sf "$here/sipp/register-callee.xml" -p $((port + 3)) -m 1 -s callee \
+        -key callee_port $((port + 2)) >/dev/null 2>&1)
+      (cd "$work" && "${sipp[@]}" -sf "$here/sipp/uac-call.xml" -s callee -m $((100 + count)) -r 50 \
+        -p $((port + 1)) >/dev/null 2>&1)
+      sleep 40
+      pkill -f "sipp 127.0.0.1:$port" || true ;;
+  esac
+  kill -INT "$server"; wait "$server" || true
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+base=$(total 0)
+more=$(total "$n")
+case $scenario in register) unit="REGISTER" ;; register-auth) unit="registration (401 + 200)" ;; *) unit="call" ;; esac
+echo "$scenario: $(( (more - base) / n )) instructions per $unit (N=$n, $repo)"
