@@ -680,8 +680,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     for line in lines[1:]:
         if not line:
             continue
-        first = line[0]
-        if first == " " or first == "\t":
+        first = ord(line[0])  # compiled, read in place: no one-character string, no string compares
+        if first == 32 or first == 9:  # SP, HTAB
             # RFC 3261 7.3.1 folding: a continuation line joins the previous value with one SP
             if current is None:
                 bad_line = bad_line or "header section starts with a continuation line"
