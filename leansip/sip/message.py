@@ -22,6 +22,7 @@ Call next: :func:`validate_request` (or :func:`validate_response`) before acting
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Final
 
@@ -734,6 +735,9 @@ def _header_name(raw: str) -> str:
         lname = COMPACT_FORMS.get(lname, lname)
     elif not is_token(name):
         raise SipParseError(f"bad header name {name[:40]!r}")
+    # interned: the same object as the code's literals ("via", "call-id" ... are interned), so each of the many
+    # name comparisons (validation, header lookups, make_response) is an identity hit, not a memcmp
+    lname = sys.intern(lname)
     if len(_NAME_CACHE) < 4096:
         _NAME_CACHE[raw] = lname
     return lname
