@@ -252,7 +252,7 @@ class LocationService:
         self.key = key
         # The registrar's calls go straight to a MemoryStore when there is one: compiled, a call on a known
         # class is a direct call, one through the store protocol (or the key callable) is looked up by name
-        # with its arguments boxed, about a tenth of a REGISTER's location work. ``_memory``: the store itself
+        # with its arguments boxed (five such calls in a REGISTER). ``_memory``: the store itself
         # when it is a MemoryStore (reads and writes); ``_reads``: the memory that answers its reads (that
         # store, or SqliteStore's copy, which never reads SQL); both None for Redis.
         self._memory: MemoryStore | None = store if type(store) is MemoryStore else None

@@ -21,7 +21,9 @@ from mypy_extensions import i64
 from leansip.sip.errors import SipParseError
 
 # RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
-TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_TOKEN_MARKS: Final = "-.!%*_+`'~"
+TOKEN_CHARS: Final = frozenset(_ALNUM + _TOKEN_MARKS)
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
 _IPV4_RE: Final = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
 _IPV6_RE: Final = re.compile(r"[0-9A-Fa-f:.]+\Z")
@@ -60,8 +62,7 @@ def all_in(text: str, table: bytes) -> bool:
     return True
 
 
-_ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_TOKEN_TABLE: Final = char_table(_ALNUM + "-.!%*_+`'~")  # TOKEN_CHARS
+_TOKEN_TABLE: Final = char_table(_ALNUM + _TOKEN_MARKS)  # TOKEN_CHARS
 _DIGIT_TABLE: Final = char_table("0123456789")
 
 
@@ -190,7 +191,7 @@ _PARAM_VALUE: Final = r"[A-Za-z0-9\-.!%*_+`'~\[\]:/&$@?=]+"
 _SIMPLE_PARAMS_RE: Final = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=" + _PARAM_VALUE + r")?)+\Z")
 
 
-_PARAM_VALUE_TABLE: Final = char_table(_ALNUM + "-.!%*_+`'~[]:/&$@?=")  # _PARAM_VALUE
+_PARAM_VALUE_TABLE: Final = char_table(_ALNUM + _TOKEN_MARKS + "[]:/&$@?=")  # _PARAM_VALUE
 
 
 def _param_value_ok(value: str) -> bool:
