@@ -270,8 +270,9 @@ class LocationService:
         Expired bindings not yet reaped by :meth:`expire` are hidden, so a lookup
         never returns a contact whose registration has lapsed.
         """
+        aor = canonical_aor(aor)
         reads = self._reads
-        stored = reads.lookup(canonical_aor(aor)) if reads is not None else self.store.lookup(canonical_aor(aor))
+        stored = reads.lookup(aor) if reads is not None else self.store.lookup(aor)
         found = [b for b in stored if b.expires_at > now]
         if len(found) > 1:
             found.sort(key=_order)
@@ -280,10 +281,9 @@ class LocationService:
     def get(self, aor: str, contact: str) -> Binding | None:
         """The stored binding of ``aor`` equivalent to ``contact``, expired or not
         (the registrar needs the old Call-ID/CSeq even of a lapsed binding)."""
+        aor, key = canonical_aor(aor), self._key(contact)
         reads = self._reads
-        if reads is not None:
-            return reads.get(canonical_aor(aor), self._key(contact))
-        return self.store.get(canonical_aor(aor), self._key(contact))
+        return reads.get(aor, key) if reads is not None else self.store.get(aor, key)
 
     def count(self) -> int:
         """Number of stored bindings (including expired ones not yet reaped)."""
@@ -308,11 +308,12 @@ class LocationService:
         storing it; put a new one instead (stores index its expiry now).
         """
         binding.aor = canonical_aor(binding.aor)
+        key = self._key(binding.contact)
         memory = self._memory
         if memory is not None:
-            memory.put(binding, self._key(binding.contact))
+            memory.put(binding, key)
         else:
-            self.store.put(binding, self._key(binding.contact))
+            self.store.put(binding, key)
 
     def remove(self, aor: str, contact: str) -> Binding | None:
         """Remove one binding (``expires=0`` on one contact); return it if present."""

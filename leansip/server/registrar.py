@@ -63,7 +63,7 @@ def aor_of(uri: SipURI, use_domain: bool) -> str:
 def needs_source_routing(contact: SipURI, source: tuple[str, int]) -> bool:
     """True when the Contact cannot be reached as written and the request must go to the packet source
     (a client behind NAT: RFC 3581 and RFC 5626's "flow" idea). We take it as behind NAT when the contact host
-    is an IP literal different from the source IP, or is not an IP at all but the client asked for rport."""
+    is an IP literal different from the source IP; a host name is taken as reachable as written."""
     host = contact.host.strip("[]")
     if is_ip_literal(host):
         return host != source[0]

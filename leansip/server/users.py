@@ -71,6 +71,7 @@ _HASH_OF: Final = {
     "SHA-512-256": "sha512_256",
     "SHA-512-256-SESS": "sha512_256",
 }
+
 # Algorithms a stored HA1 may be in, with the hex length that hash produces.
 _STORED_ALGS: Final = {"MD5": 32, "SHA-256": 64}
 _SCHEMA: Final = (

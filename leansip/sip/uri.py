@@ -729,8 +729,9 @@ def _with_branch(text: str) -> Via | None:
     hits for the Via of a new request, while the rest of the value (one client's sent-by and parameters) repeats
     in all its requests. Such Vias are not put in the whole-text cache either: filling it with values never
     seen again would push out the ones that come back (responses), and free them all cold when it starts over.
-    Only the plain case takes this path (``;branch=`` once, in lower case; no quotes; no LWS at the end; a
-    non-empty, valid value); anything else gets the full parse, so results and errors are :func:`_parse_via`'s."""
+    Only the plain case takes this path (``;branch=`` in lower case; no quotes; no LWS at the end; a non-empty,
+    valid value; and a shape is kept only when no other parameter could be a branch); anything else gets the
+    full parse, so results and errors are :func:`_parse_via`'s."""
     i = text.find(";branch=")
     if i <= 0 or '"' in text or not text.startswith("SIP/2.0/"):
         return None
@@ -739,14 +740,14 @@ def _with_branch(text: str) -> Via | None:
     if end < 0:
         end = len(text)
     branch = text[start:end]
-    if not branch or not _param_value_ok(branch) or text.find(";branch=", end) >= 0 or text[-1] in _WS:
+    if not branch or not _param_value_ok(branch) or text[-1] in _WS:
         return None
     key = text[:start] + text[end:]
     shape = _VIA_SHAPES.get(key)
     if shape is None:
         via = _parse_via(text)  # a bad Via raises here, as it would have anyway
-        # "branch" once in the rest, in any case: no other parameter (names are case-blind, LWS is allowed
-        # around '=') can override ours, in this text or any other with the same key
+        # "branch" once in the rest, in any case: no other parameter (a second ;branch=, names being case-blind
+        # and LWS allowed around '=') can override ours, in this text or any other with the same key
         if key.lower().count("branch") == 1:
             cache_put(_VIA_SHAPES, key, via, _VIA_CACHE_MAX)
         return via
