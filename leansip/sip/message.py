@@ -675,6 +675,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     headers: list[Header] = []
     current: Header | None = None
     names = _NAME_CACHE
+    spellings = _SPELLINGS
+    spelled_names = _SPELLED_NAMES
     #: the first broken header line: raised after the start line and the other headers are read, so a 400 can
     #: still be addressed by the Via (RFC 3261 8.2 / 16.3) instead of the request being dropped in silence
     bad_line: str | None = None
@@ -697,15 +699,39 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             bad_line = bad_line or f"header line without a colon: {line[:40]!r}"
             current = None  # a continuation of a broken line belongs to nothing
             continue
-        lname = names.get(line[:colon])
+        # The name as spelled before: the last spelling seen with this first character and this colon position,
+        # compared in place (no slice to make, hash and free, as a dict lookup needs)
+        slot = first * _SPELL_COLONS + colon if first < 128 and colon < _SPELL_COLONS else -1
+        lname = None
+        if slot >= 0:
+            spelled = spellings[slot]
+            if spelled is not None and line.startswith(spelled):
+                lname = spelled_names[slot]
         if lname is None:
-            try:
-                lname = _header_name(line[:colon])
-            except SipParseError as exc:
-                bad_line = bad_line or exc.reason
-                current = None
-                continue
-        current = Header(lname, line[colon + 1 :].strip(_WS), line)
+            name = line[:colon]
+            lname = names.get(name)
+            if lname is None:
+                try:
+                    lname = _header_name(name)
+                except SipParseError as exc:
+                    bad_line = bad_line or exc.reason
+                    current = None
+                    continue
+            if slot >= 0:
+                spellings[slot] = name
+                spelled_names[slot] = lname
+        # "Name: value" in one slice; the general strip (an extra string) only for other spacing
+        vstart = colon + 1
+        vend = len(line)
+        if vstart < vend and ord(line[vstart]) == 32:
+            vstart += 1
+        c = ord(line[vstart]) if vstart < vend else 32
+        z = ord(line[vend - 1])
+        if c != 32 and c != 9 and z != 32 and z != 9:
+            value = line[vstart:]
+        else:
+            value = line[colon + 1 :].strip(_WS)
+        current = Header(lname, value, line)
         headers.append(current)  # compiled, a direct PyList_Append; a bound `append` is a generic call
 
     msg: Request | Response
@@ -722,6 +748,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
 
 _NAME_CACHE: Final[dict[str, str]] = {}
+#: header names as spelled on the wire, by first character and length (``first * _SPELL_COLONS + colon``): the
+#: last spelling seen in each slot and its canonical name. Peers spell the same few names the same way in every
+#: message, so this nearly always holds the line's name; a miss (another spelling of that shape) takes the
+#: dict and replaces the slot. Bounded: 128 x 32 slots, names longer than 31 characters are not kept here.
+_SPELL_COLONS: Final = 32
+_SPELLINGS: Final[list[str | None]] = [None] * (128 * _SPELL_COLONS)
+_SPELLED_NAMES: Final[list[str]] = [""] * (128 * _SPELL_COLONS)
 
 
 def _header_name(raw: str) -> str:

@@ -59,3 +59,38 @@ def test_what_clients_send_takes_the_fast_path() -> None:
     fast = _fast_digest(value)
     assert fast is not None and fast["uri"] == "sip:example.com;a=b,c" and fast["nc"] == "00000001"
     assert dict(parse_digest(value).params) == dict(_parse_digest(value).params) == fast
+
+
+def test_the_fast_path_gate_sends_escapes_controls_and_non_ascii_to_the_full_parser() -> None:
+    """The gate is a character table now (it was a regex): what it lets through never holds a backslash, a control
+    other than HTAB, or a non-ASCII character, and the results agree either way."""
+    from leansip.sip.digest import _FAST_PATH_TABLE
+    from leansip.sip.uri import all_in
+
+    ordinary = 'Digest username="bob", realm="a.example", nonce="x", uri="sip:a", response="0", qop=auth'
+    assert all_in(ordinary, _FAST_PATH_TABLE) and all_in(ordinary.replace(" ", "\t"), _FAST_PATH_TABLE)
+    for odd in ("\\", "\r", "\n", "\x00", "\x7f", "\xe9", "\u20ac"):
+        value = ordinary.replace("bob", f"b{odd}b")
+        assert not all_in(value, _FAST_PATH_TABLE), repr(odd)
+        assert _outcome(parse_digest, value) == _outcome(_parse_digest, value)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=60))
+def test_base64url_helpers_match_the_base64_module(data: bytes) -> None:
+    import base64
+
+    from leansip.sip.digest import _b64, _unb64
+
+    text = _b64(data)
+    assert text == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert _unb64(text) == data == base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_params_are_read_only_and_the_properties_read_them() -> None:
+    import pytest
+
+    params = parse_digest('Digest username="u", nonce="n", nc=00000001, qop=auth')
+    assert (params.username, params.nonce, params.nc, params.qop, params.realm) == ("u", "n", "00000001", "auth", None)
+    with pytest.raises(TypeError):
+        params.params["username"] = "mallory"  # type: ignore[index]

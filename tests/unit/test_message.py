@@ -750,3 +750,29 @@ def test_forget_views_parses_again_on_demand() -> None:
     msg.forget_views()
     assert not msg.has_views()
     assert (msg.top_via, msg.from_tag, msg.cseq, msg.max_forwards) == before
+
+
+def test_header_names_by_remembered_spelling() -> None:
+    """parse_message remembers the last spelling of a header name per first character and colon position and
+    compares the next line with it in place. Names of the same shape ("Call-ID" and "Contact", "Via" and "VIA")
+    must still each get their own canonical name, in any order, and a near miss must not pass for a hit."""
+    lines = ["Call-ID: a", "Contact: <sip:b@h>", "CALL-ID: c", "Contact: <sip:d@h>", "Call-Id: e", "VIA: SIP/2.0/UDP x",
+             "Via: SIP/2.0/UDP y", "vIa: SIP/2.0/UDP z", "Call-IX: f", "Cseq: 1 OPTIONS", "CSeq: 2 OPTIONS",
+             "v: SIP/2.0/UDP w", "X-Long-Header-Name-Past-Thirty-Two-Chars: g", "i: h", "I: i", "Via:SIP/2.0/UDP q"]
+    expected = ["call-id", "contact", "call-id", "contact", "call-id", "via", "via", "via", "call-ix", "cseq", "cseq",
+                "via", "x-long-header-name-past-thirty-two-chars", "call-id", "call-id", "via"]
+    for rounds in range(3):  # the table is warm from the second round on
+        msg = parse_message(("OPTIONS sip:a@b SIP/2.0\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode())
+        assert [h.name for h in msg.headers] == expected, rounds
+        assert [h.raw for h in msg.headers] == lines
+
+
+@pytest.mark.parametrize("raw, value", [
+    ("To: <sip:a@b>", "<sip:a@b>"), ("To:<sip:a@b>", "<sip:a@b>"), ("To:  <sip:a@b>", "<sip:a@b>"),
+    ("To: <sip:a@b> ", "<sip:a@b>"), ("To: <sip:a@b>\t", "<sip:a@b>"), ("To:\t<sip:a@b>", "<sip:a@b>"),
+    ("Subject:", ""), ("Subject: ", ""), ("Subject:  ", ""), ("Subject: x", "x"), ("Subject:x", "x"),
+    ("Subject: a b ", "a b"),
+])
+def test_header_value_is_the_stripped_rest_of_the_line(raw: str, value: str) -> None:
+    msg = parse_message(f"OPTIONS sip:a@b SIP/2.0\r\n{raw}\r\n\r\n".encode())
+    assert msg.headers[0].value == value == raw.partition(":")[2].strip(" \t")
