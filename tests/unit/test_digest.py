@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import hmac
+import hashlib
 import itertools
 
 import pytest
@@ -18,7 +18,7 @@ from leansip.sip.digest import (
     NonceCounter,
     NonceUse,
     UserCredentials,
-    _KeyedSha256,
+    _NonceMac,
     build_authorization,
     canonical_algorithm,
     choose_challenge,
@@ -414,12 +414,32 @@ def test_challenge_template_is_format_challenge(realm: str, stale: bool) -> None
                                              qop=("auth",), opaque=auth.opaque(realm), stale=stale)
 
 
-@pytest.mark.parametrize("key_len", [16, 32, 63, 64, 65, 200])
-def test_keyed_sha256_is_hmac_sha256(key_len: int) -> None:
+@pytest.mark.parametrize("key_len", [16, 32, 33, 64, 200])
+def test_nonce_mac_is_keyed_blake2s(key_len: int) -> None:
     key = bytes(range(256))[:key_len]
-    mac = _KeyedSha256(key)
-    for msg in (b"", b"leansip-nonce-v1\x00realm\x00body", bytes(300)):
-        assert mac.digest(msg) == hmac.digest(key, msg, "sha256")
+    mac = _NonceMac(key)
+    short_key = key if key_len <= 32 else hashlib.blake2s(key).digest()
+    for msg in (b"", b"leansip-nonce-v2\x00realm\x00body", bytes(300)):
+        expected = hashlib.blake2s(msg, key=short_key, digest_size=16, person=b"lsnonce2").digest()
+        assert mac.digest(msg) == expected
+        assert mac.digest(msg) == expected  # the keyed state is copied, never used up
+    assert _NonceMac(key).digest(b"x") != _NonceMac(bytes(16)).digest(b"x")
+
+
+def test_nonces_from_the_os_pool_are_distinct_and_verify() -> None:
+    """With os.urandom (the default) random bytes are read 64 nonces at a time: past a refill they still differ
+    and still open."""
+    auth = DigestAuthenticator(SECRET, REALM)
+    nonces = [auth.make_nonce(T0, "MD5") for _ in range(200)]
+    assert len(set(nonces)) == 200
+    assert all(auth._open_nonce(n, REALM) == (T0, "MD5") for n in nonces[::37])
+
+
+def test_builtin_md5_is_md5() -> None:
+    from leansip.sip.digest import _HASHES
+
+    for data in (b"", b"alice:example.com:wonderland", bytes(range(256)) * 3):
+        assert _HASHES["md5"](data).hexdigest() == hashlib.md5(data).hexdigest()
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
