@@ -680,6 +680,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     #: the first broken header line: raised after the start line and the other headers are read, so a 400 can
     #: still be addressed by the Via (RFC 3261 8.2 / 16.3) instead of the request being dropped in silence
     bad_line: str | None = None
+    length_header: Header | None = None  # the first Content-Length, read by _body (its value after any folding)
+    more_lengths = False
     for line in lines[1:]:
         if not line:
             continue
@@ -699,14 +701,19 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             bad_line = bad_line or f"header line without a colon: {line[:40]!r}"
             current = None  # a continuation of a broken line belongs to nothing
             continue
-        # The name as spelled before: the last spelling seen with this first character and this colon position,
-        # compared in place (no slice to make, hash and free, as a dict lookup needs)
-        slot = first * _SPELL_COLONS + colon if first < 128 and colon < _SPELL_COLONS else -1
+        # The name as spelled before: the last two spellings seen with this first character and this colon
+        # position ("Call-ID" and "Contact" share one), compared in place (no slice to make, hash and free, as a
+        # dict lookup needs)
+        slot = (first * _SPELL_COLONS + colon) * 2 if first < 128 and colon < _SPELL_COLONS else -1
         lname = None
         if slot >= 0:
             spelled = spellings[slot]
             if spelled is not None and line.startswith(spelled):
                 lname = spelled_names[slot]
+            else:
+                spelled = spellings[slot + 1]
+                if spelled is not None and line.startswith(spelled):
+                    lname = spelled_names[slot + 1]
         if lname is None:
             name = line[:colon]
             lname = names.get(name)
@@ -717,7 +724,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
                     bad_line = bad_line or exc.reason
                     current = None
                     continue
-            if slot >= 0:
+            if slot >= 0:  # the newer spelling first, the one it displaces second
+                spellings[slot + 1] = spellings[slot]
+                spelled_names[slot + 1] = spelled_names[slot]
                 spellings[slot] = name
                 spelled_names[slot] = lname
         # "Name: value" in one slice; the general strip (an extra string) only for other spacing
@@ -733,6 +742,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             value = line[colon + 1 :].strip(_WS)
         current = Header(lname, value, line)
         headers.append(current)  # compiled, a direct PyList_Append; a bound `append` is a generic call
+        if lname == "content-length":  # interned both: an identity compare for every other name
+            if length_header is None:
+                length_header = current
+            else:
+                more_lengths = True
 
     msg: Request | Response
     if start.startswith("SIP/"):
@@ -743,18 +757,19 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(bad_line, message=msg if isinstance(msg, Request) else None)
     common: Message = msg  # compiled, attributes set through the union type would be looked up by name
     common._start = start
-    common.body = _body(common, rest, stream)
+    common.body = _body(common, rest, stream, length_header, more_lengths)
     return msg
 
 
 _NAME_CACHE: Final[dict[str, str]] = {}
 #: header names as spelled on the wire, by first character and length (``first * _SPELL_COLONS + colon``): the
-#: last spelling seen in each slot and its canonical name. Peers spell the same few names the same way in every
-#: message, so this nearly always holds the line's name; a miss (another spelling of that shape) takes the
-#: dict and replaces the slot. Bounded: 128 x 32 slots, names longer than 31 characters are not kept here.
+#: last two spellings seen in each slot and their canonical names. Peers spell the same few names the same way in
+#: every message, so this nearly always holds the line's name; a miss (another spelling of that shape) takes the
+#: dict and becomes the slot's first entry. Bounded: 128 x 32 x 2 entries, names of 32 characters or more are
+#: not kept here.
 _SPELL_COLONS: Final = 32
-_SPELLINGS: Final[list[str | None]] = [None] * (128 * _SPELL_COLONS)
-_SPELLED_NAMES: Final[list[str]] = [""] * (128 * _SPELL_COLONS)
+_SPELLINGS: Final[list[str | None]] = [None] * (128 * _SPELL_COLONS * 2)
+_SPELLED_NAMES: Final[list[str]] = [""] * (128 * _SPELL_COLONS * 2)
 
 
 def _header_name(raw: str) -> str:
@@ -807,13 +822,15 @@ def _parse_status_line(start: str, headers: list[Header]) -> Response:
     return Response(status, start[12:], headers, b"", "SIP/2.0")
 
 
-def _body(msg: Message, rest: bytes, stream: bool) -> bytes:
-    lengths = [h.value for h in msg.headers if h.name == "content-length"]
-    if not lengths:
+def _body(msg: Message, rest: bytes, stream: bool, first: Header | None, more: bool) -> bytes:
+    """The body: ``rest`` cut at the Content-Length (``first``, the first such header; ``more`` if others follow)."""
+    if first is None:
         return rest if not stream else b""
-    if len(lengths) > 1 and len({v.strip() for v in lengths}) > 1:
-        raise SipParseError("conflicting Content-Length headers", message=msg)
-    text = lengths[0].strip(_WS)
+    if more:
+        lengths = [h.value for h in msg.headers if h.name == "content-length"]
+        if len({v.strip() for v in lengths}) > 1:
+            raise SipParseError("conflicting Content-Length headers", message=msg)
+    text = first.value.strip(_WS)
     if not is_digits(text) or len(text) > 9:
         raise SipParseError(f"bad Content-Length {text[:20]!r}", message=msg)
     length = int(text)
