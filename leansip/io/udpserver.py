@@ -138,7 +138,8 @@ class UdpServerSocket:
                 self._write(out)
             if timing is not None:
                 timing.sent()
-            now = clock()
+            if batch > 1:  # the next datagram's time (one read per wake-up is the usual case: no clock read)
+                now = clock()
 
     def _write(self, out: list[Send]) -> None:
         """Send the core's output: small UDP datagrams here, anything else through ``dispatch``."""

@@ -33,6 +33,7 @@ from leansip.sip.uri import (
     NameAddr,
     SipURI,
     Via,
+    digits_value,
     is_digits,
     is_token,
     parse_name_addr,
@@ -258,10 +259,16 @@ class Message:
     # ----------------------------------------------------------------- reading
     def header(self, name: str) -> str | None:
         """Value of the first header called ``name`` (any case, compact forms accepted), or None."""
-        key = _header_key(name)
+        # The core asks with canonical names (interned literals): found on the first pass, no name lookup. A
+        # canonical name matches no other spelling, so a miss here means "absent" unless ``name`` is not canonical.
         for h in self.headers:
-            if h.name == key:
+            if h.name == name:
                 return h.value
+        key = _header_key(name)
+        if key != name:
+            for h in self.headers:
+                if h.name == key:
+                    return h.value
         return None
 
     def has(self, name: str) -> bool:
@@ -418,9 +425,13 @@ class Message:
                 raise SipParseError("missing CSeq")
             num, _, method = value.strip(_WS).replace("\t", " ").partition(" ")  # LWS may be a tab
             method = method.strip(_WS)
-            if not is_digits(num) or len(num.lstrip("0")) > 10 or not method or not is_token(method):
+            n = digits_value(num, 10)
+            if n < 0:  # not digits, or longer than 10: leading zeros are allowed, so look again
+                if not is_digits(num) or len(num.lstrip("0")) > 10:
+                    raise SipParseError(f"bad CSeq {value[:40]!r}")
+                n = int(num)
+            if not method or not is_token(method):
                 raise SipParseError(f"bad CSeq {value[:40]!r}")
-            n = int(num)
             if n > _MAX_CSEQ:
                 raise SipParseError("CSeq number too large")
             cached = (n, method)
@@ -490,9 +501,10 @@ class Message:
         if value is None:
             return default
         value = value.strip(_WS)
-        if not is_digits(value) or len(value) > 10 or int(value) > limit:
+        number = digits_value(value, 10)
+        if number < 0 or number > limit:
             raise SipParseError(f"bad {display_name(canonical_name(name))} value {value[:20]!r}")
-        return int(value)
+        return number
 
     @property
     def max_forwards(self) -> int | None:
@@ -813,10 +825,9 @@ def _parse_request_line(start: str, headers: list[Header]) -> Request:
 
 def _parse_status_line(start: str, headers: list[Header]) -> Response:
     # "SIP/2.0 SP 3DIGIT [SP reason]" read by position (two partition() calls cost more than the rest)
-    code = start[8:11]
-    if start[:8] != "SIP/2.0 " or start[11:12] not in ("", " ") or not is_digits(code):
+    status = digits_value(start[8:11], 3)
+    if start[:8] != "SIP/2.0 " or start[11:12] not in ("", " ") or status < 0:
         raise SipParseError(f"malformed status line {start[:40]!r}", status=0)
-    status = int(code)
     if not 100 <= status <= 699:
         raise SipParseError(f"malformed status line {start[:40]!r}", status=0)
     return Response(status, start[12:], headers, b"", "SIP/2.0")
@@ -831,9 +842,9 @@ def _body(msg: Message, rest: bytes, stream: bool, first: Header | None, more: b
         if len({v.strip() for v in lengths}) > 1:
             raise SipParseError("conflicting Content-Length headers", message=msg)
     text = first.value.strip(_WS)
-    if not is_digits(text) or len(text) > 9:
+    length = digits_value(text, 9)
+    if length < 0:
         raise SipParseError(f"bad Content-Length {text[:20]!r}", message=msg)
-    length = int(text)
     if length > len(rest):
         raise SipParseError("Content-Length larger than the message", message=msg)
     return rest[:length]

@@ -119,10 +119,15 @@ def test_too_long_is_clamped_to_max(env: Env) -> None:
     assert contacts_of(resp)["sip:alice@192.0.2.10:5062"]["expires"] == "7200"
 
 
-def test_bad_expires_is_a_parse_error(env: Env) -> None:
+@pytest.mark.parametrize("value", ["soon", "\xb2", "6\xb9", "-1", ""])
+def test_bad_expires_is_a_parse_error(env: Env, value: str) -> None:
+    """Non-ASCII digits ('\xb2' is a latin-1 byte of the peer's that str.isdigit() takes) are a 400 too, not a
+    ValueError from int()."""
     with pytest.raises(SipParseError) as info:
-        env.register(make_register(["<sip:alice@192.0.2.10:5062>"], expires="soon"))
+        env.register(make_register(["<sip:alice@192.0.2.10:5062>"], expires=value))
     assert info.value.status == 400
+    with pytest.raises(SipParseError):
+        env.register(make_register([f"<sip:alice@192.0.2.10:5062>;expires={value or 'x'}"]))
 
 
 # ---------------------------------------------------------------------- refresh and ordering

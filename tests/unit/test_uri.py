@@ -574,3 +574,21 @@ def test_character_tables_agree_with_the_grammar(text: str) -> None:
     assert is_digits(text) == matches(r"[0-9]+")
     assert uri_mod._param_value_ok(text) == matches(uri_mod._PARAM_VALUE)  # gen-value / host characters
     assert digest._is_token(text) == matches(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 tchar
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from("0123456789 +-_x\xb2\u0661\u00bd"), max_size=22), st.integers(1, 18))
+def test_digits_value_is_is_digits_and_int(text: str, max_len: int) -> None:
+    """digits_value folds is_digits, a length limit and int() into one pass: -1 for anything else."""
+    from leansip.sip.uri import digits_value, is_digits
+
+    expected = int(text) if is_digits(text) and len(text) <= max_len else -1
+    assert digits_value(text, max_len) == expected
+
+
+def test_digits_value_limits() -> None:
+    from leansip.sip.uri import digits_value
+
+    assert digits_value("9" * 18, 18) == 10**18 - 1
+    assert digits_value("0" * 10, 10) == 0 and digits_value("0" * 11, 10) == -1
+    assert digits_value("1", 19) == -1  # beyond what a machine integer holds: refused, not wrapped
