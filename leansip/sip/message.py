@@ -276,12 +276,12 @@ class Message:
 
     def header_lines(self, name: str) -> list[str]:
         """Values of every header line called ``name``, in order, without splitting at commas."""
-        key = canonical_name(name)
+        key = _header_key(name)
         return [h.value for h in self.headers if h.name == key]
 
     def header_values(self, name: str) -> list[str]:
         """All values of a list header (RFC 3261 7.3.1): every line, split at commas outside quotes and <>."""
-        key = canonical_name(name)
+        key = _header_key(name)
         out: list[str] = []
         for h in self.headers:
             if h.name == key:
@@ -341,7 +341,7 @@ class Message:
 
     def add_header(self, name: str, value: str, *, first: bool = False) -> None:
         """Append (or, with ``first``, put before the first header of that name, or at the top)."""
-        key = canonical_name(name)
+        key = _header_key(name)
         header = Header(key, value)
         if first:
             for i, h in enumerate(self.headers):
@@ -356,7 +356,7 @@ class Message:
 
     def set_header(self, name: str, value: str) -> None:
         """Replace the first header of that name (dropping later ones) or append it."""
-        key = canonical_name(name)
+        key = _header_key(name)
         found = False
         kept: list[Header] = []
         for h in self.headers:
@@ -372,7 +372,7 @@ class Message:
         self._touch(key)
 
     def remove_header(self, name: str) -> int:
-        key = canonical_name(name)
+        key = _header_key(name)
         before = len(self.headers)
         self.headers = [h for h in self.headers if h.name != key]
         self._touch(key)
@@ -381,7 +381,7 @@ class Message:
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first value of a list header (top Via, first Route), splitting a line that
         holds several values and re-emitting only the remainder of that line."""
-        key = canonical_name(name)
+        key = _header_key(name)
         i = 0
         while i < len(self.headers):
             h = self.headers[i]
@@ -659,6 +659,8 @@ def _find_head(text: str, data: bytes) -> tuple[str, bytes] | None:
     # CRLF CRLF inside its body), so with a CRLF CRLF found only the text before it needs a look.
     lf_end = text.find("\n\n", 0, end) if end >= 0 else text.find("\n\n")
     if end >= 0 and lf_end < 0:
+        if end + 4 == len(text):  # no body: the whole text, its final empty lines are skipped like any other
+            return text, b""
         return text[:end], data[end + 4 :]
     if lf_end >= 0:
         return text[:lf_end], data[lf_end + 2 :]
