@@ -18,8 +18,8 @@ Server side (registrar, proxy)::
     elif result.kind is AuthKind.STALE: values = auth.challenge(now, stale=True)
     else: ...                                      # FAIL: re-challenge, count it in ratelimit
 
-Nonces are stateless: ``base64url(ts || random || alg || HMAC(secret, realm, ts, random, alg))``,
-so a flood of unauthenticated requests costs no memory. Only nonces that *authenticated
+Nonces are stateless: ``base64url(ts || random || alg || MAC(secret; realm, ts, random, alg))``, the MAC a
+keyed BLAKE2s (:class:`_NonceMac`), so a flood of unauthenticated requests costs no memory. Only nonces that *authenticated
 successfully* enter the bounded nonce-count table used for replay protection.
 
 Client side (phone, tests): :func:`choose_challenge` then :func:`build_authorization`.
@@ -867,7 +867,7 @@ def _unb64(text: str) -> bytes:
 
 
 class DigestAuthenticator:
-    """Issues challenges with stateless HMAC nonces and verifies credentials.
+    """Issues challenges with stateless MAC-signed nonces and verifies credentials.
 
     ``secret`` keys the nonce MAC; share it between processes that must accept each other's
     nonces, rotate it to invalidate them. ``algorithms`` is the server's preference order; one
