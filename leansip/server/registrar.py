@@ -209,11 +209,10 @@ class Registrar:
 def _expires_value(text: str, req: Request) -> int:
     text = text.strip()
     # ASCII digits only: str.isdigit() also takes '\xb2' (a latin-1 byte of the peer's), which int() refuses
-    value = digits_value(text[:11], 11)
-    if value < 0 or not is_digits(text):
+    if not is_digits(text):
         raise SipParseError(f"bad expires value {text[:20]!r}", message=req)
     # RFC 3261 20.19: values above 2**32-1 are treated as 2**32-1; the registrar clamps to max anyway
-    return min(value, 2**32 - 1)
+    return min(digits_value(text[:11], 11), 2**32 - 1)
 
 
 def _q_value(text: str, req: Request) -> float:

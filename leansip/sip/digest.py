@@ -212,7 +212,14 @@ def compute_response(
 _TCHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _WS: Final = " \t\r\n"
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEX_TABLE: Final = char_table("0123456789abcdefABCDEF")  # nc is 8 of these (RFC 2617 section 3.2.2)
+_HEX_TABLE: Final = char_table("0123456789abcdefABCDEF")
+
+
+def _is_nc(text: str) -> bool:
+    """A nonce-count as RFC 2617 section 3.2.2 writes it: exactly 8 hex digits."""
+    return len(text) == 8 and all_in(text, _HEX_TABLE)
+
+
 # Far above any real header value; bounds the work a hostile value can cause.
 MAX_VALUE_LENGTH: Final = 8192
 
@@ -562,7 +569,7 @@ def _format_nc(nc: int | str) -> str:
         if not 0 < nc <= 0xFFFFFFFF:
             raise ValueError("nc must be in 1..0xffffffff")
         return f"{nc:08x}"
-    if len(nc) != 8 or not all_in(nc, _HEX_TABLE):
+    if not _is_nc(nc):
         raise ValueError("nc must be 8 hex digits")
     return nc.lower()
 
@@ -1072,7 +1079,7 @@ class DigestAuthenticator:
             if qop not in self.qop:
                 return _fail(f"qop {qop!r} not offered")
             nc = params.nc
-            if nc is None or params.cnonce is None or len(nc) != 8 or not all_in(nc, _HEX_TABLE):
+            if nc is None or params.cnonce is None or not _is_nc(nc):
                 return _fail("qop needs nc (8 hex digits) and cnonce")
             nc_value = int(nc, 16)
         if algorithm.endswith("-sess") and params.cnonce is None:

@@ -819,9 +819,9 @@ def _checked_via(protocol: str, transport: str, host: str, port_text: str | None
     if "branch" in params and not params["branch"]:
         raise SipParseError("Via branch without a value")
     ttl = params.get("ttl")
-    if ttl is not None and (not is_digits(ttl) or len(ttl) > 3 or int(ttl) > 255):
+    if ttl is not None and not 0 <= digits_value(ttl, 3) <= 255:
         raise SipParseError("bad Via ttl")
     rport = params.get("rport")
-    if rport is not None and (not is_digits(rport) or len(rport) > 5 or int(rport) > 65535):
+    if rport is not None and not 0 <= digits_value(rport, 5) <= 65535:
         raise SipParseError("bad Via rport")
     return Via(protocol, transport, host, port, params, text.strip(_WS))
