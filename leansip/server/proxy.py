@@ -115,12 +115,12 @@ class StatelessProxy:
 
     def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
                     conn_id: str | None) -> list[Send]:
-        vias = resp.header_values("via")
+        vias = resp.first_values("via", 2)
         if len(vias) < 2:
             self.core.stats.dropped("response for us")
             return []
         try:
-            top = parse_via(vias[0])
+            top = resp.top_via  # parsed by validate_response: the same first value
             nxt = parse_via(vias[1])
         except SipParseError as exc:
             self.core.stats.dropped(exc.reason)

@@ -26,7 +26,7 @@ The call sequence for one datagram (the shell calls the first and last, the core
     mark(STEP_BUILD)         # response / forwarded request serialized
     sent()                   # leansip.io.udpserver, after the datagrams left: SEND and TOTAL
 
-A flow's step times are held in a small scratch array and committed together by :meth:`sent`, and only when
+A flow's step times are held in one attribute per step and committed together by :meth:`sent`, and only when
 the flow reached ``STEP_BUILD``: a REGISTER answered with a 401 challenge or a 4xx, or an INVITE rejected by
 routing, would otherwise mix short error paths into the numbers of the straight path.  Every step histogram of
 a flow therefore has the same sample count, and the step means add up to (about) the total mean.
@@ -108,8 +108,8 @@ class StepTimer:
     :meth:`histogram`) may be called at any time from the same thread, e.g. by the admin endpoint.
     """
 
-    __slots__ = ("clock", "_counts", "_sums", "_max", "_in", "_t0", "_last", "_flow", "_pending",
-                 "_marked")
+    __slots__ = ("clock", "_counts", "_sums", "_max", "_in", "_t0", "_last", "_flow", "_marked", "_parse",
+                 "_auth", "_location", "_build")
 
     def __init__(self, clock: Callable[[], int]) -> None:
         self.clock = clock
@@ -120,8 +120,13 @@ class StepTimer:
         self._t0 = 0
         self._last = 0
         self._flow = -1  # -1: the current message is not timed
-        self._pending = [0] * _NSTEPS  # step durations of the current flow, committed by sent()
-        self._marked = 0  # bit per step recorded in _pending
+        self._marked = 0  # bit per step measured in the current flow
+        # The current flow's step durations, committed together by sent(). One attribute per step, not a list:
+        # compiled, an int attribute is a machine word, where a list item is an int object made for each store.
+        self._parse = 0
+        self._auth = 0
+        self._location = 0
+        self._build = 0
 
     # ------------------------------------------------------------------ recording (hot path)
     def datagram_in(self) -> None:
@@ -149,7 +154,8 @@ class StepTimer:
             return
         t = self.clock()
         self._flow = flow
-        self._pending[STEP_PARSE] = t - self._last
+        self._parse = t - self._last
+        self._auth = self._location = self._build = 0  # nothing left over from a flow that never reached sent()
         self._marked = 1 << STEP_PARSE
         self._last = t
 
@@ -158,8 +164,15 @@ class StepTimer:
         if self._flow < 0:
             return
         t = self.clock()
-        pending = self._pending
-        pending[step] = pending[step] + (t - self._last)  # spelled out: `+=` on an item is a generic add
+        d = t - self._last
+        if step == STEP_LOCATION:
+            self._location += d
+        elif step == STEP_BUILD:
+            self._build += d
+        elif step == STEP_AUTH:
+            self._auth += d
+        else:
+            raise ValueError(f"not a step to mark: {step}")
         self._marked |= 1 << step
         self._last = t
 
@@ -186,39 +199,38 @@ class StepTimer:
         if not marked & (1 << STEP_BUILD):
             return
         t = self.clock()
-        pending = self._pending
-        pending[STEP_SEND] = t - self._last
-        pending[STEP_TOTAL] = t - self._t0
-        marked |= (1 << STEP_SEND) | (1 << STEP_TOTAL)
-        # _record() inlined: this loop runs once per timed flow and a call per step would double its cost
-        counts, sums, maxima = self._counts, self._sums, self._max
         series = flow * _NSTEPS
-        for step in range(_NSTEPS):
-            if marked & (1 << step):
-                ns = pending[step]
-                pending[step] = 0
-                x = ns - 1
-                if x < _LOW:
-                    i = 0
-                else:
-                    e = x.bit_length() - 1
-                    i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
-                    if i > _LAST:
-                        i = _LAST
-                # spelled out: compiled, `a[i] += x` is a generic in-place add (PyNumber_InPlaceAdd, 15 a flow)
-                k = series * NBUCKETS + i
-                counts[k] = counts[k] + 1
-                sums[series] = sums[series] + ns  # the count is the histogram's (_samples): one int less a step
-                if ns > maxima[series]:
-                    maxima[series] = ns
-            series += 1
+        self._record(series + STEP_PARSE, self._parse)
+        if marked & (1 << STEP_AUTH):
+            self._record(series + STEP_AUTH, self._auth)
+        if marked & (1 << STEP_LOCATION):
+            self._record(series + STEP_LOCATION, self._location)
+        self._record(series + STEP_BUILD, self._build)
+        self._record(series + STEP_SEND, t - self._last)
+        self._record(series + STEP_TOTAL, t - self._t0)
 
     def _record(self, series: int, ns: int) -> None:
-        """One sample into one series (what :meth:`sent` does inline for a whole flow)."""
-        self._counts[series * NBUCKETS + bucket_of(ns)] += 1
-        self._sums[series] += ns
-        if ns > self._max[series]:
-            self._max[series] = ns
+        """One sample into one series: its bucket, the series' sum and maximum.
+
+        Compiled, a call to this method is a direct C call; the bucket is :func:`bucket_of` written out (a
+        module function is called through its boxed arguments)."""
+        x = ns - 1
+        if x < _LOW:
+            i = 0
+        else:
+            e = x.bit_length() - 1
+            i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
+            if i > _LAST:
+                i = _LAST
+        counts = self._counts
+        k = series * NBUCKETS + i
+        # spelled out: compiled, `a[i] += x` is a generic in-place add (PyNumber_InPlaceAdd)
+        counts[k] = counts[k] + 1
+        sums = self._sums
+        sums[series] = sums[series] + ns  # the count is the histogram's (_samples): one int less a step
+        maxima = self._max
+        if ns > maxima[series]:
+            maxima[series] = ns
 
     # ------------------------------------------------------------------ reading (admin, metrics)
     def count(self, flow: int, step: int) -> int:

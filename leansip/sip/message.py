@@ -288,6 +288,18 @@ class Message:
                 out.extend(split_comma(h.value))
         return out
 
+    def first_values(self, name: str, count: int) -> list[str]:
+        """The first ``count`` values of a list header (fewer if there are fewer): :meth:`header_values` without
+        splitting the lines after them (a response's two top Vias, not all of them)."""
+        key = _header_key(name)
+        out: list[str] = []
+        for h in self.headers:
+            if h.name == key:
+                out.extend(split_comma(h.value))
+                if len(out) >= count:
+                    return out[:count]
+        return out
+
     def forget_views(self) -> None:
         """Drop the parsed views (Vias, From/To, CSeq, ...); they are parsed again if asked for.
 

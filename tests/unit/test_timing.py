@@ -113,6 +113,30 @@ def test_flow_without_build_is_not_committed() -> None:
     assert t.count(FLOW_INVITE, STEP_TOTAL) == 0
 
 
+def test_an_unfinished_flow_leaves_nothing_to_the_next() -> None:
+    # first REGISTER: location marked (+5000), then no BUILD (a 4xx path); second: every step 100 ns
+    t = StepTimer(FakeClock([0, 100, 5000, 0, 100, 100, 100, 100]))
+    t.start()
+    t.begin_request("REGISTER", True)
+    t.mark(STEP_LOCATION)
+    t.sent()
+    t.start()
+    t.begin_request("REGISTER", True)
+    t.mark(STEP_LOCATION)
+    t.mark(STEP_BUILD)
+    t.sent()
+    assert t.count(FLOW_REGISTER, STEP_LOCATION) == 1
+    assert t.snapshot()["register"]["location"]["max_us"] == 0.1
+
+
+def test_only_step_boundaries_can_be_marked() -> None:
+    t = StepTimer(FakeClock())
+    t.start()
+    t.begin_request("REGISTER", True)
+    with pytest.raises(ValueError):
+        t.mark(STEP_SEND)
+
+
 def test_histogram_is_cumulative_and_quantiles_land_in_bucket() -> None:
     t = StepTimer(FakeClock())
     series_values = [100, 1_000, 1_000, 10_000, 100_000]
