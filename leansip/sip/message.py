@@ -646,37 +646,15 @@ class Response(Message):
 _HEAD_WINDOW: Final = 64 * 1024 + 4
 
 
-def _split_head(data: bytes) -> tuple[str, bytes]:
-    """The header section as text and the bytes after it. Searched as text: compiled, ``str.find`` is a direct
-    call and ``bytes.find`` a method lookup by name (~2,000 instructions each); latin-1 decodes byte for byte,
-    so offsets in the text are offsets in the bytes."""
+def _message_text(data: bytes) -> str:
+    """The text to read the header section from: latin-1 decodes byte for byte, so offsets in the text are
+    offsets in the bytes. Past the window only the window, if the header section ends in it (an empty line:
+    LF LF or LF CR LF); a large body is not decoded just to be skipped."""
     if len(data) > _HEAD_WINDOW:
-        split = _find_head(data[:_HEAD_WINDOW].decode("latin-1"), data)
-        if split is not None:
-            return split
-    text = data.decode("latin-1")
-    split = _find_head(text, data)
-    if split is not None:
-        return split
-    # A datagram whose header section never ends: every header is there, only the empty line is missing
-    # (RFC 4475 baddn.dat is archived that way). Treat the whole datagram as the header section.
-    return text.rstrip("\r\n"), b""
-
-
-def _find_head(text: str, data: bytes) -> tuple[str, bytes] | None:
-    """The header section and the bytes after it, if the empty line that ends it is in ``text`` (a prefix of
-    ``data`` decoded as latin-1, or all of it)."""
-    end = text.find("\r\n\r\n")
-    # be liberal: bare LF line ends. The earlier one ends the header section (a bare-LF message may carry
-    # CRLF CRLF inside its body), so with a CRLF CRLF found only the text before it needs a look.
-    lf_end = text.find("\n\n", 0, end) if end >= 0 else text.find("\n\n")
-    if end >= 0 and lf_end < 0:
-        if end + 4 == len(text):  # no body: the whole text, its final empty lines are skipped like any other
-            return text, b""
-        return text[:end], data[end + 4 :]
-    if lf_end >= 0:
-        return text[:lf_end], data[lf_end + 2 :]
-    return None
+        window = data[:_HEAD_WINDOW].decode("latin-1")
+        if "\n\n" in window or "\n\r\n" in window:
+            return window
+    return data.decode("latin-1")
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -690,14 +668,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         data = data.lstrip(b"\r\n")
     if not data:
         raise SipParseError("empty message", status=0)
-    head, rest = _split_head(data)
-    lines = head.split("\r\n")
-    for line in lines:  # a line test is a memchr each; counting the LFs of the whole section costs more
-        if "\n" in line:
-            # bare LF (alone or mixed with CRLF): be liberal (RFC 3261 7.5 asks for CRLF, peers do not always)
-            lines = [line.rstrip("\r") for line in head.replace("\r\n", "\n").split("\n")]
-            break
-    start = lines[0]
+    # The lines are cut out of the text one at a time: a line ends at LF, and a CR before it is dropped, so CRLF
+    # and bare LF (RFC 3261 7.5 asks for CRLF; peers do not always) read alike; an empty line ends the header
+    # section and the body starts after it. A datagram whose header section never ends (RFC 4475 baddn.dat is
+    # archived that way) is all header section. One find per line: no list of lines, no second search for
+    # the end of the section, no test of every line for a stray LF.
+    text = _message_text(data)
+    end = len(text)
+    body_at = len(data)
+    pos = 0
+    start = ""
+    first_line = True
     headers: list[Header] = []
     current: Header | None = None
     names = _NAME_CACHE
@@ -708,8 +689,23 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     bad_line: str | None = None
     length_header: Header | None = None  # the first Content-Length, read by _body (its value after any folding)
     more_lengths = False
-    for line in lines[1:]:
-        if not line:
+    while pos < end:
+        nl = text.find("\n", pos)
+        if nl < 0:
+            stop = nxt = end
+        else:
+            stop = nl
+            nxt = nl + 1
+        if stop > pos and ord(text[stop - 1]) == 13:  # CR
+            stop -= 1
+        if stop == pos:
+            body_at = nxt
+            break
+        line = text[pos:stop]
+        pos = nxt
+        if first_line:
+            start = line
+            first_line = False
             continue
         first = ord(line[0])  # compiled, read in place: no one-character string, no string compares
         if first == 32 or first == 9:  # SP, HTAB
@@ -783,7 +779,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(bad_line, message=msg if isinstance(msg, Request) else None)
     common: Message = msg  # compiled, attributes set through the union type would be looked up by name
     common._start = start
-    common.body = _body(common, rest, stream, length_header, more_lengths)
+    common.body = _body(common, data[body_at:] if body_at < len(data) else b"", stream, length_header, more_lengths)
     return msg
 
 

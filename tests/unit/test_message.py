@@ -224,6 +224,12 @@ PARSE_CASES: list[tuple[str, bytes, Structure, bool]] = [
         False,
     ),
     (
+        "CRLF and bare LF mixed; an empty line of either kind ends the header section",
+        b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h\nSubject: a\r\n b\nContent-Length: 2\n\r\nab",
+        ("OPTIONS sip:h SIP/2.0", [("via", "SIP/2.0/UDP h"), ("subject", "a b"), ("content-length", "2")], b"ab"),
+        False,
+    ),
+    (
         "status line with empty reason and no SP after the code",
         b"SIP/2.0 100\r\nCSeq: 1 INVITE\r\n\r\n",
         ("SIP/2.0 100 ", [("cseq", "1 INVITE")], b""),
