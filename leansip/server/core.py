@@ -146,7 +146,8 @@ class ServerCore:
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
         self.local_names: set[str] = {"localhost", settings.realm.lower()}
         #: (datagram, source) -> (expiry, what we sent): a retransmission is answered before parsing
-        self._reply_cache: OrderedDict[tuple[bytes, tuple[str, int]], tuple[float, list[Send]]] = OrderedDict()
+        #: replies to recent requests by the request's bytes: (until, source, replies); see receive()
+        self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
         self._tag_salt = self.secret[:8]
         self.proxy = None
         self.redirect = None
@@ -213,10 +214,14 @@ class ServerCore:
         timing = self.timing
         if timing is not None:
             timing.start()
-        cached = self._reply_cache.get((data, source))
-        if cached is not None and cached[0] > now:
-            self.stats.retransmissions += 1
-            return cached[1]
+        # A retransmitted request is answered from the replies to the first copy, before any parsing. Keyed by
+        # the bytes alone (the source is checked on a hit: no key tuple to build and hash); responses, INVITE
+        # and ACK are never cached, so their datagrams skip the lookup (and the hash of the whole datagram).
+        if _cacheable(data):
+            cached = self._reply_cache.get(data)
+            if cached is not None and cached[0] > now and cached[1] == source:
+                self.stats.retransmissions += 1
+                return cached[2]
         try:
             msg = parse_message(data, stream=transport != "udp")
         except SipParseError as exc:
@@ -244,7 +249,7 @@ class ServerCore:
             exc.message = exc.message or msg
             return self._reject(exc, source, transport, conn_id)
         if out and msg.method != "INVITE" and msg.method != "ACK" and not self._stateful_forward(out):
-            self._cache_reply((data, source), out, now)
+            self._cache_reply(data, source, out, now)
         return out
 
     def _stateful_forward(self, out: list[Send]) -> bool:
@@ -253,9 +258,9 @@ class ServerCore:
         return self.settings.stateful and self.proxy is not None and any(
             not s.data.startswith(b"SIP/2.0 ") for s in out)
 
-    def _cache_reply(self, key: tuple[bytes, tuple[str, int]], out: list[Send], now: float) -> None:
+    def _cache_reply(self, data: bytes, source: tuple[str, int], out: list[Send], now: float) -> None:
         cache = self._reply_cache
-        cache[key] = (now + self.settings.reply_cache_ttl, out)
+        cache[data] = (now + self.settings.reply_cache_ttl, source, out)
         if len(cache) > self.settings.reply_cache_size:
             cache.popitem(last=False)
 
@@ -426,10 +431,25 @@ class ServerCore:
         self.limiter.purge(now)
         cache = self._reply_cache
         while cache:
-            key, (deadline, _out) = next(iter(cache.items()))
+            key, (deadline, _source, _out) = next(iter(cache.items()))
             if deadline > now:
                 break
             del cache[key]
+
+
+def _cacheable(data: bytes) -> bool:
+    """Could the replies to this datagram be in the reply cache? Not if it is a response (``SIP/``), an INVITE
+    or an ACK (see ServerCore.receive). Read byte by byte: compiled, an index into bytes is a direct read."""
+    if len(data) < 4:
+        return True
+    first = data[0]
+    if first == 83:  # S: SIP/ (a response) or SUBSCRIBE
+        return not (data[1] == 73 and data[2] == 80 and data[3] == 47)
+    if first == 73:  # I: INVITE or INFO
+        return not (data[1] == 78 and data[2] == 86)
+    if first == 65:  # A: ACK
+        return not (data[1] == 67 and data[2] == 75 and data[3] == 32)
+    return True
 
 
 def _reason_phrase(exc: SipParseError) -> str:

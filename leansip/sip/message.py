@@ -970,8 +970,13 @@ def make_response(
         out.append(Header(_header_key(name), value))  # the few names leansip writes: memoized
     if content_type is not None:
         out.append(Header("content-type", content_type))
-    out.append(Header("content-length", str(len(body))))
+    out.append(Header("content-length", str(len(body))) if body else _NO_BODY_LENGTH)
     return Response(status, reason, out, body)
+
+
+#: ``Content-Length: 0`` of every response without a body: one shared line (headers are never edited in place,
+#: an edit replaces the Header), written as it is, without a name lookup and a format per response
+_NO_BODY_LENGTH: Final = Header("content-length", "0", "Content-Length: 0")
 
 
 def _has_tag(value: str) -> bool:

@@ -258,6 +258,29 @@ def test_in_dialog_request_for_a_ua_contact_keeps_its_request_uri() -> None:
     assert request(fwd).header("record-route") is None  # only initial requests are record-routed
 
 
+def test_reply_cache_answers_only_the_source_it_answered() -> None:
+    core = make_core()
+    data = register_bytes("alice", "<sip:alice@192.0.2.20:5070>", via="SIP/2.0/UDP 192.0.2.20:5070;branch=z9hG4bK-rs")
+    core.receive(data, ALICE, "udp", NOW)
+    other = ("192.0.2.99", 5099)
+    [reply] = core.receive(data, other, "udp", NOW + 1)  # the same bytes from elsewhere: handled, not replayed
+    assert core.stats.retransmissions == 0
+    assert reply.dest == ("192.0.2.99", 5070) and response(reply).status == 200  # Via received= the source
+    core.receive(data, other, "udp", NOW + 2)  # now cached for that source
+    assert core.stats.retransmissions == 1
+
+
+def test_cacheable_tells_what_the_reply_cache_can_hold_by_the_first_bytes() -> None:
+    from leansip.server.core import _cacheable
+
+    for start in (b"SIP/2.0 200 OK\r\n", b"INVITE sip:a@b SIP/2.0\r\n", b"ACK sip:a@b SIP/2.0\r\n"):
+        assert not _cacheable(start)
+    for start in (b"REGISTER sip:b SIP/2.0\r\n", b"SUBSCRIBE sip:a@b SIP/2.0\r\n", b"INFO sip:a@b SIP/2.0\r\n",
+                  b"ACKX sip:a@b SIP/2.0\r\n", b"BYE sip:a@b SIP/2.0\r\n", b"\r\nINVITE sip:a@b SIP/2.0", b"SIP",
+                  b""):
+        assert _cacheable(start)
+
+
 def test_reply_cache_answers_retransmission_with_identical_bytes() -> None:
     core = make_core()
     data = register_bytes("alice", "<sip:alice@192.0.2.20:5070>", via="SIP/2.0/UDP 192.0.2.20:5070;branch=z9hG4bK-rc")
