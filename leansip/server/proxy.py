@@ -16,7 +16,6 @@ from leansip.server.timing import STEP_BUILD, STEP_LOCATION
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, make_response
 from leansip.sip.send import Send
-from leansip.sip.uri import parse_via
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
@@ -115,13 +114,15 @@ class StatelessProxy:
 
     def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
                     conn_id: str | None) -> list[Send]:
-        vias = resp.first_values("via", 2)
-        if len(vias) < 2:
+        # the copy to forward, without the top Via value: its own top Via is the next hop's (RFC 3261 16.7)
+        fwd = resp.copy()
+        fwd.pop_first_value("via")
+        if fwd.header("via") is None:
             self.core.stats.dropped("response for us")
             return []
         try:
-            top = resp.top_via  # parsed by validate_response: the same first value
-            nxt = parse_via(vias[1])
+            top = resp.top_via  # parsed by validate_response
+            nxt = fwd.top_via
         except SipParseError as exc:
             self.core.stats.dropped(exc.reason)
             return []
@@ -134,8 +135,6 @@ class StatelessProxy:
         if dest[0] in ("255.255.255.255", "0.0.0.0"):
             self.core.stats.dropped("broadcast Via")
             return []
-        fwd = resp.copy()
-        fwd.pop_first_value("via")
         self.core.stats.forwarded_responses += 1
         self.core.stats.response(resp.status)
         next_transport = nxt.transport.lower()

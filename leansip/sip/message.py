@@ -288,18 +288,6 @@ class Message:
                 out.extend(split_comma(h.value))
         return out
 
-    def first_values(self, name: str, count: int) -> list[str]:
-        """The first ``count`` values of a list header (fewer if there are fewer): :meth:`header_values` without
-        splitting the lines after them (a response's two top Vias, not all of them)."""
-        key = _header_key(name)
-        out: list[str] = []
-        for h in self.headers:
-            if h.name == key:
-                out.extend(split_comma(h.value))
-                if len(out) >= count:
-                    return out[:count]
-        return out
-
     def forget_views(self) -> None:
         """Drop the parsed views (Vias, From/To, CSeq, ...); they are parsed again if asked for.
 
@@ -400,7 +388,15 @@ class Message:
             if h.name != key:
                 i += 1
                 continue
-            values = split_comma(h.value)
+            value = h.value
+            if "," not in value:  # one value on the line, as proxies write their Via: no split, no list
+                del self.headers[i]
+                self._touch(key)
+                value = value.strip(_WS)
+                if value:
+                    return value
+                continue  # an empty line holds no value; the next one is now at index i
+            values = split_comma(value)
             if not values:
                 del self.headers[i]  # an empty line holds no value; the next one is now at index i
                 self._touch(key)
