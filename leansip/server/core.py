@@ -36,7 +36,7 @@ from leansip.sip.message import (
     validate_request,
     validate_response,
 )
-from leansip.sip.ratelimit import FailureLimiter
+from leansip.sip.ratelimit import DecisionKind, FailureLimiter
 from leansip.sip.send import Send
 from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comma
 
@@ -347,14 +347,14 @@ class ServerCore:
         challenge or a block, (None, None) when the source is being slowed down (drop the request)."""
         auth = self.authenticator
         assert auth is not None
-        kind = self.limiter.check(source[0], now).kind.name
-        if kind == "BLOCK":
+        kind = self.limiter.check(source[0], now).kind  # an enum compared by identity (`.name` is a slow property)
+        if kind is DecisionKind.BLOCK:
             self.stats.blocked += 1
             return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
         header = "proxy-authorization" if proxy else "authorization"
         stale = False
         for value in req.header_lines(header):
-            if not value.lower().startswith("digest"):
+            if value[:6].lower() != "digest":  # the scheme only: no lower-cased copy of the whole value
                 continue
             result = auth.verify(value, req.method, self.ha1_lookup, now, request_uri=req.uri, body=req.body)
             if result.kind is AuthKind.OK:
@@ -366,12 +366,12 @@ class ServerCore:
                 stale = True
             else:
                 self.stats.auth_failures += 1
-                decision = self.limiter.record_failure(source[0], now).kind.name
+                decision = self.limiter.record_failure(source[0], now).kind
                 log.info("event=auth_failed src=%s reason=%r", source[0], result.reason)
-                if decision == "BLOCK":
+                if decision is DecisionKind.BLOCK:
                     self.stats.blocked += 1
                     return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
-                if kind == "DELAY":
+                if kind is DecisionKind.DELAY:
                     # Slow a guessing source down without a timer: a wrong answer from it gets no reply at all,
                     # so the client only retries after its retransmission timer or timeout. Its failures keep
                     # counting towards the block; a right password still gets in; other sources are unaffected.
