@@ -719,6 +719,15 @@ def test_nonce_table_eviction_makes_stale_not_fresh() -> None:
     assert use(1, 2).ok and use(2, 2).ok
 
 
+def test_nonce_counter_purges_at_most_once_a_second() -> None:
+    c = NonceCounter(max_entries=10)
+    assert c.use("a", issued=0, expires=10, nc=1, now=9.5) is NonceUse.OK
+    assert c.use("b", issued=9, expires=19, nc=1, now=10.2) is NonceUse.OK
+    assert len(c) == 2  # "a" expired at 10, kept until the next purge (at most a second)
+    assert c.use("c", issued=9, expires=19, nc=1, now=10.6) is NonceUse.OK
+    assert len(c) == 2  # purged now: "a" is gone
+
+
 def test_nonce_counter_expiry_purges() -> None:
     c = NonceCounter(max_entries=10)
     assert c.use("a", issued=0, expires=10, nc=1, now=1) is NonceUse.OK
