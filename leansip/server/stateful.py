@@ -14,7 +14,6 @@ request is answered 503 with Retry-After (RFC 3261 21.5.4) instead of eating mem
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -26,6 +25,7 @@ from leansip.sip.message import Header, Request, Response, make_response, parse_
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
     ClientTransaction,
+    DeadlineQueue,
     Deliver,
     InviteServerTransaction,
     ServerTransaction,
@@ -118,39 +118,39 @@ class StatefulProxy(StatelessProxy):
         self.contexts: dict[ServerTransaction, Context] = {}
         self.branch_of: dict[ClientTransaction, tuple[Context, Branch]] = {}
         #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (deadline, seq, branch, hard)
-        self._timer_c: list[tuple[float, int, Branch, bool]] = []
-        self._timer_c_seq = 0
+        self._timer_c: DeadlineQueue[tuple[Branch, bool]] = DeadlineQueue()
         self.timer_c = TIMER_C
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
-        if self._timer_c:
-            c = self._timer_c[0][0]
+        first = self._timer_c.first()
+        if first is not None:
+            c = first[0]
             return c if at is None or c < at else at
         return at
 
     def handle_timers(self, now: float) -> list[Send]:
         out = self._run(self.table.handle_timers(now), now)
-        heap = self._timer_c
-        while heap and heap[0][0] <= now:
-            _at, _seq, b, hard = heapq.heappop(heap)
-            if b.final or b.txn.state is State.TERMINATED:
-                continue
-            if hard:
-                # the callee ignored our CANCEL too: end the branch as a 408 (16.8 "terminate the transaction")
-                ctxb = self.branch_of.get(b.txn)
-                if ctxb is not None:
-                    out.extend(self._branch_failed(ctxb, now, 408))
-                out.extend(self._run(b.txn.transport_error(now, "timer C"), now))
-            else:
-                out.extend(self._send_cancel(b, now) if not b.cancelled else [])
-                self._arm_timer_c(b, now + 64 * self.core.settings.t1, hard=True)
-        return out
+        while True:
+            due = self._timer_c.pop_due(now)
+            if due is None:
+                return out
+            for b, hard in due:
+                if b.final or b.txn.state is State.TERMINATED:
+                    continue
+                if hard:
+                    # the callee ignored our CANCEL too: end the branch as a 408 (16.8 "terminate the transaction")
+                    ctxb = self.branch_of.get(b.txn)
+                    if ctxb is not None:
+                        out.extend(self._branch_failed(ctxb, now, 408))
+                    out.extend(self._run(b.txn.transport_error(now, "timer C"), now))
+                else:
+                    out.extend(self._send_cancel(b, now) if not b.cancelled else [])
+                    self._arm_timer_c(b, now + 64 * self.core.settings.t1, hard=True)
 
     def _arm_timer_c(self, b: Branch, at: float, *, hard: bool = False) -> None:
-        self._timer_c_seq += 1
-        heapq.heappush(self._timer_c, (at, self._timer_c_seq, b, hard))
+        self._timer_c.add(at, (b, hard))
 
     @property
     def live_transactions(self) -> int:

@@ -638,7 +638,7 @@ def test_table_drops_stale_heap_entries_as_their_time_comes():
     for txn in txns:  # each 180 cancels Timers A and B, leaving a stale entry behind
         txn.receive_response(response(txn.request, 180), 0.1)
     assert table._heap is heap and len(heap) == 3000  # no rebuild
-    assert table.next_deadline() is None and table._heap == []
+    assert table.next_deadline() is None and len(table._heap) == 0
     assert table.handle_timers(100.0) == []
     assert len(table) == 3000
 
@@ -763,3 +763,45 @@ def test_random_server_sequences_only_raise_illegal_transition(method, transport
         _check_run(table, txn, log)
         if txn.state is State.COMPLETED:
             assert txn.last_response is not None
+
+
+def test_deadline_queue_gives_entries_in_deadline_then_insertion_order() -> None:
+    from leansip.sip.transaction import DeadlineQueue
+
+    q: DeadlineQueue[str] = DeadlineQueue()
+    for at, name in ((2.0, "b1"), (1.0, "a1"), (2.0, "b2"), (1.5, "x"), (1.0, "a2")):
+        q.add(at, name)
+    assert len(q) == 5 and q.first() == (1.0, ["a1", "a2"])
+    assert q.pop_due(0.9) is None
+    assert q.pop_due(1.6) == ["a1", "a2"] and q.pop_due(1.6) == ["x"] and q.pop_due(1.6) is None
+    first = q.first()
+    assert first is not None and first[0] == 2.0
+    q.drop_front(first[1], 1)  # "b1" was stale
+    assert len(q) == 1 and q.first() == (2.0, ["b2"])
+    q.drop_front(first[1], 1)
+    assert len(q) == 0 and q.first() is None and q.pop_due(99.0) is None
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.25, 2.0, 3.0, 32.0]), st.booleans()), max_size=60))
+def test_deadline_queue_pops_what_a_heap_of_tuples_pops(ops: list[tuple[float, bool]]) -> None:
+    """Against the structure it replaced (a heap of (deadline, seq, entry)): adds, and pops at rising times."""
+    import heapq
+
+    from leansip.sip.transaction import DeadlineQueue
+
+    q: DeadlineQueue[int] = DeadlineQueue()
+    ref: list[tuple[float, int]] = []
+    now = 0.0
+    got: list[int] = []
+    want: list[int] = []
+    for seq, (delay, pop) in enumerate(ops):
+        q.add(now + delay, seq)
+        heapq.heappush(ref, (now + delay, seq))
+        if pop:
+            now += 1.0
+            while (due := q.pop_due(now)) is not None:
+                got.extend(due)
+            while ref and ref[0][0] <= now:
+                want.append(heapq.heappop(ref)[1])
+            assert got == want and len(q) == len(ref)
