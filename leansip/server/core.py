@@ -145,8 +145,7 @@ class ServerCore:
         self.timing: StepTimer | None = None
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
         self.local_names: set[str] = {"localhost", settings.realm.lower()}
-        #: (datagram, source) -> (expiry, what we sent): a retransmission is answered before parsing
-        #: replies to recent requests by the request's bytes: (until, source, replies); see receive()
+        #: datagram -> (expiry, source, what we sent): a retransmission is answered before parsing (see receive)
         self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
         self._tag_salt = self.secret[:8]
         self.proxy = None

@@ -117,7 +117,7 @@ class StatefulProxy(StatelessProxy):
         self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions)
         self.contexts: dict[ServerTransaction, Context] = {}
         self.branch_of: dict[ClientTransaction, tuple[Context, Branch]] = {}
-        #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (deadline, seq, branch, hard)
+        #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (branch, hard) by deadline
         self._timer_c: DeadlineQueue[tuple[Branch, bool]] = DeadlineQueue()
         self.timer_c = TIMER_C
 

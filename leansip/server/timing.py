@@ -210,20 +210,9 @@ class StepTimer:
         self._record(series + STEP_TOTAL, t - self._t0)
 
     def _record(self, series: int, ns: int) -> None:
-        """One sample into one series: its bucket, the series' sum and maximum.
-
-        Compiled, a call to this method is a direct C call; the bucket is :func:`bucket_of` written out (a
-        module function is called through its boxed arguments)."""
-        x = ns - 1
-        if x < _LOW:
-            i = 0
-        else:
-            e = x.bit_length() - 1
-            i = ((e - _MIN_EXP) << 2) + ((x >> (e - 2)) & 3) + 1
-            if i > _LAST:
-                i = _LAST
+        """One sample into one series: its bucket, the series' sum and maximum."""
         counts = self._counts
-        k = series * NBUCKETS + i
+        k = series * NBUCKETS + bucket_of(ns)
         # spelled out: compiled, `a[i] += x` is a generic in-place add (PyNumber_InPlaceAdd)
         counts[k] = counts[k] + 1
         sums = self._sums

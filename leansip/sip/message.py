@@ -388,15 +388,7 @@ class Message:
             if h.name != key:
                 i += 1
                 continue
-            value = h.value
-            if "," not in value:  # one value on the line, as proxies write their Via: no split, no list
-                del self.headers[i]
-                self._touch(key)
-                value = value.strip(_WS)
-                if value:
-                    return value
-                continue  # an empty line holds no value; the next one is now at index i
-            values = split_comma(value)
+            values = split_comma(h.value)
             if not values:
                 del self.headers[i]  # an empty line holds no value; the next one is now at index i
                 self._touch(key)

@@ -1029,16 +1029,17 @@ class DeadlineQueue(Generic[_Entry]):
         self._count += 1
 
     def first(self) -> tuple[float, list[_Entry]] | None:
-        """The earliest deadline and its entries (the list itself: the owner may drop stale ones from its
-        front with :meth:`drop_front`), or None when empty."""
+        """The earliest deadline and its entries (the list itself, to be read: the owner drops stale ones from
+        its front with :meth:`drop_front`), or None when empty."""
         times = self._times
         if not times:
             return None
         at = times[0]
         return at, self._lists[at]
 
-    def drop_front(self, entries: list[_Entry], n: int) -> None:
-        """Forget the first ``n`` entries of the earliest deadline's list (stale ones)."""
+    def drop_front(self, n: int) -> None:
+        """Forget the first ``n`` entries of the earliest deadline (stale ones)."""
+        entries = self._lists[self._times[0]]
         del entries[:n]
         self._count -= n
         if not entries:
@@ -1207,7 +1208,7 @@ class TransactionTable:
                     break
                 i += 1
             if i:
-                heap.drop_front(entries, i)  # stale: rescheduled or terminated since; not looked at again
+                heap.drop_front(i)  # stale: rescheduled or terminated since; not looked at again
             if i < n:
                 return at
 

@@ -279,8 +279,9 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
 
 def split_comma(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quoted strings and ``<...>`` (RFC 3261 7.3.1)."""
-    if "," not in value:
-        return [value.strip(_WS)] if value.strip(_WS) else []
+    if "," not in value:  # one value (a proxy's own Via, a Route): stripped once, not split
+        stripped = value.strip(_WS)
+        return [stripped] if stripped else []
     if '"' not in value and "<" not in value:  # nothing can hide a comma: split in C
         return [part.strip(_WS) for part in value.split(",")]
     parts: list[str] = []

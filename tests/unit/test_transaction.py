@@ -776,9 +776,9 @@ def test_deadline_queue_gives_entries_in_deadline_then_insertion_order() -> None
     assert q.pop_due(1.6) == ["a1", "a2"] and q.pop_due(1.6) == ["x"] and q.pop_due(1.6) is None
     first = q.first()
     assert first is not None and first[0] == 2.0
-    q.drop_front(first[1], 1)  # "b1" was stale
+    q.drop_front(1)  # "b1" was stale
     assert len(q) == 1 and q.first() == (2.0, ["b2"])
-    q.drop_front(first[1], 1)
+    q.drop_front(1)
     assert len(q) == 0 and q.first() is None and q.pop_due(99.0) is None
 
 
