@@ -14,6 +14,7 @@ request is answered 503 with Retry-After (RFC 3261 21.5.4) instead of eating mem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -124,10 +125,9 @@ class StatefulProxy(StatelessProxy):
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
-        first = self._timer_c.first()
-        if first is not None:
-            c = first[0]
-            return c if at is None or c < at else at
+        c = self._timer_c.earliest
+        if c != math.inf and (at is None or c < at):
+            return c
         return at
 
     def handle_timers(self, now: float) -> list[Send]:

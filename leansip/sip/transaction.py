@@ -1009,49 +1009,84 @@ class DeadlineQueue(Generic[_Entry]):
     come out in the order they were added (which is seq order). Stale entries are the owner's to recognise.
     """
 
-    __slots__ = ("_times", "_lists", "_count")
+    __slots__ = ("_times", "_lists", "_count", "earliest", "front", "front_start")
 
     def __init__(self) -> None:
+        #: the deadlines after the earliest (a heap) and their entries; the earliest is kept apart, below, since
+        #: the I/O shell asks for it after every datagram (a float attribute: no dict lookup, no tuple, no box)
         self._times: list[float] = []
         self._lists: dict[float, list[_Entry]] = {}
         self._count = 0  # entries held, stale ones included
+        #: the earliest deadline (inf when empty), its entries in the order added, and how many of those at the
+        #: start the owner has dropped as stale (:meth:`drop_front`); read them, don't change them
+        self.earliest = math.inf
+        self.front: list[_Entry] = []
+        self.front_start = 0
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, at: float, entry: _Entry) -> None:
+        self._count += 1
+        earliest = self.earliest
+        if at == earliest:
+            self.front.append(entry)
+            return
+        if at < earliest:
+            if earliest != math.inf:  # the old earliest goes back among the others
+                front = self.front
+                if self.front_start:
+                    del front[:self.front_start]
+                self._lists[earliest] = front
+                heapq.heappush(self._times, earliest)
+            self.earliest = at
+            self.front = [entry]
+            self.front_start = 0
+            return
         entries = self._lists.get(at)
         if entries is None:
             self._lists[at] = [entry]
             heapq.heappush(self._times, at)
         else:
             entries.append(entry)
-        self._count += 1
 
     def first(self) -> tuple[float, list[_Entry]] | None:
-        """The earliest deadline and its entries (the list itself, to be read: the owner drops stale ones from
-        its front with :meth:`drop_front`), or None when empty."""
-        times = self._times
-        if not times:
+        """The earliest deadline and its entries not dropped yet (a copy), or None when empty: for reading in
+        tests; the hot path reads :attr:`earliest`, :attr:`front` and :attr:`front_start`."""
+        if self.earliest == math.inf:
             return None
-        at = times[0]
-        return at, self._lists[at]
+        return self.earliest, self.front[self.front_start:]
 
     def drop_front(self, n: int) -> None:
-        """Forget the first ``n`` entries of the earliest deadline (stale ones)."""
-        entries = self._lists[self._times[0]]
-        del entries[:n]
+        """Forget the next ``n`` entries of the earliest deadline (stale ones)."""
         self._count -= n
-        if not entries:
-            del self._lists[heapq.heappop(self._times)]
+        start = self.front_start + n
+        if start < len(self.front):
+            self.front_start = start
+        else:
+            self._next_front()
+
+    def _next_front(self) -> None:
+        """The earliest deadline is done with: the next one (if any) takes its place."""
+        times = self._times
+        if times:
+            at = heapq.heappop(times)
+            self.earliest = at
+            self.front = self._lists.pop(at)
+        else:
+            self.earliest = math.inf
+            self.front = []
+        self.front_start = 0
 
     def pop_due(self, now: float) -> list[_Entry] | None:
         """The entries of the earliest deadline if it is at or before ``now`` (removed), else None."""
-        times = self._times
-        if not times or times[0] > now:
+        if self.earliest > now:
             return None
-        entries = self._lists.pop(heapq.heappop(times))
+        entries = self.front
+        if self.front_start:
+            entries = entries[self.front_start:]
         self._count -= len(entries)
+        self._next_front()
         return entries
 
 
@@ -1196,19 +1231,20 @@ class TransactionTable:
         """When :meth:`handle_timers` next has work, or None: arm the one I/O timer for it."""
         heap = self._heap
         while True:
-            first = heap.first()
-            if first is None:
+            at = heap.earliest
+            if at == math.inf:
                 return None
-            at, entries = first
+            entries = heap.front
             n = len(entries)
-            i = 0
+            start = heap.front_start
+            i = start
             while i < n:
                 seq, txn = entries[i]
                 if seq == txn._heap_seq:
                     break
                 i += 1
-            if i:
-                heap.drop_front(i)  # stale: rescheduled or terminated since; not looked at again
+            if i > start:
+                heap.drop_front(i - start)  # stale: rescheduled or terminated since; not looked at again
             if i < n:
                 return at
 

@@ -96,6 +96,38 @@ def test_base64url_helpers_match_the_base64_module(data: bytes) -> None:
     assert _unb64(text) == data == base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@settings(max_examples=1000)
+@given(st.integers(34, 37).flatmap(lambda size: st.one_of(
+    st.binary(min_size=size, max_size=size).map(lambda b: __import__("base64").urlsafe_b64encode(b).rstrip(b"=")
+                                                .decode()),
+    st.text(alphabet="ABQgwz09-_+/=!. \n", min_size=46, max_size=50))),
+    st.integers(0, 49), st.sampled_from("AQgwBRhxEIcosk48+/=-_ !"))
+def test_the_canonical_check_is_encoding_again_and_comparing(text: str, at: int, char: str) -> None:
+    from leansip.sip.digest import _b64, _canonical_b64, _unb64
+
+    for candidate in (text, text[:at] + char + text[at + 1:]):
+        try:
+            raw = _unb64(candidate)
+        except ValueError:
+            continue  # not decodable: refused before the canonical check
+        if len(raw) != len(candidate) * 6 // 8:
+            continue  # refused by the length check before it (_open_nonce)
+        assert _canonical_b64(candidate) == (_b64(raw) == candidate), candidate
+
+
+def test_a_respelt_nonce_is_refused() -> None:
+    from leansip.sip.digest import DigestAuthenticator
+
+    auth = DigestAuthenticator(b"0123456789abcdef-secret", "example.com")
+    nonce = auth.make_nonce(1000.0, "MD5")
+    assert auth._open_nonce(nonce, "example.com") is not None
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(nonce[-1])
+    respelt = [nonce[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last + 1]]
+    respelt += [nonce.replace("-", "+").replace("_", "/")] if ("-" in nonce or "_" in nonce) else []
+    for other in respelt:
+        assert auth._open_nonce(other, "example.com") is None, other
+
+
 def test_params_are_read_only_and_the_properties_read_them() -> None:
     import pytest
 

@@ -782,10 +782,26 @@ def test_deadline_queue_gives_entries_in_deadline_then_insertion_order() -> None
     assert len(q) == 0 and q.first() is None and q.pop_due(99.0) is None
 
 
-@settings(max_examples=200)
-@given(st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.25, 2.0, 3.0, 32.0]), st.booleans()), max_size=60))
-def test_deadline_queue_pops_what_a_heap_of_tuples_pops(ops: list[tuple[float, bool]]) -> None:
-    """Against the structure it replaced (a heap of (deadline, seq, entry)): adds, and pops at rising times."""
+def test_deadline_queue_an_earlier_deadline_after_stale_entries_were_dropped() -> None:
+    from leansip.sip.transaction import DeadlineQueue
+
+    q: DeadlineQueue[str] = DeadlineQueue()
+    q.add(2.0, "b1")
+    q.add(2.0, "b2")
+    q.drop_front(1)  # "b1" stale
+    assert q.earliest == 2.0 and q.front[q.front_start:] == ["b2"]
+    q.add(1.0, "a")  # the old earliest goes back among the others, without its dropped entry
+    assert len(q) == 2 and q.first() == (1.0, ["a"])
+    assert q.pop_due(1.0) == ["a"] and q.first() == (2.0, ["b2"]) and q.pop_due(5.0) == ["b2"]
+    assert q.earliest == float("inf") and len(q) == 0
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.25, 2.0, 3.0, 32.0]), st.sampled_from(["add", "pop", "drop"])),
+                max_size=60))
+def test_deadline_queue_pops_what_a_heap_of_tuples_pops(ops: list[tuple[float, str]]) -> None:
+    """Against the structure it replaced (a heap of (deadline, seq, entry)): adds, drops of the first entry (a
+    stale one), and pops at rising times."""
     import heapq
 
     from leansip.sip.transaction import DeadlineQueue
@@ -795,13 +811,17 @@ def test_deadline_queue_pops_what_a_heap_of_tuples_pops(ops: list[tuple[float, b
     now = 0.0
     got: list[int] = []
     want: list[int] = []
-    for seq, (delay, pop) in enumerate(ops):
+    for seq, (delay, action) in enumerate(ops):
         q.add(now + delay, seq)
         heapq.heappush(ref, (now + delay, seq))
-        if pop:
+        if action == "drop":
+            q.drop_front(1)
+            heapq.heappop(ref)
+        elif action == "pop":
             now += 1.0
             while (due := q.pop_due(now)) is not None:
                 got.extend(due)
             while ref and ref[0][0] <= now:
                 want.append(heapq.heappop(ref)[1])
-            assert got == want and len(q) == len(ref)
+        assert got == want and len(q) == len(ref)
+        assert q.earliest == (ref[0][0] if ref else float("inf"))
