@@ -12,6 +12,7 @@ forwarded copy shares: Max-Forwards, Route popping, Record-Route).
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -132,6 +133,9 @@ class Router:
         self.rr_uri = "sip:127.0.0.1:5060;lr"
         #: first listener per transport: the sent-by of our Via and our Record-Route entry on that transport
         self.by_transport: dict[str, tuple[str, int]] = {}
+        #: the unique part of a stateful proxy's branches (:meth:`stateful_branch`): random per process, then a count
+        self._branch_prefix = os.urandom(6).hex()
+        self._branch_count = 0
 
     def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
         """Our own address for Via and Record-Route: the first UDP listener, and one per stream transport."""
@@ -178,6 +182,19 @@ class Router:
         h.update(seed.encode("latin-1"))
         unique = h.hexdigest()
         return f"{MAGIC}{unique}-{self._loop_key(req)}"
+
+    def stateful_branch(self, req: Request) -> str:
+        """The branch base of a transaction-stateful proxy: ``z9hG4bK<unique>-<loop>`` as :meth:`branch_for`,
+        but the unique part is a per-process random prefix and a count, not a hash of the request.
+
+        RFC 3261 16.6 step 8 asks only that it be unique; the stateless branch must be computed from the request
+        because a stateless proxy has to give retransmissions, the CANCEL and the non-2xx ACK the same one
+        (16.11), and a stateful proxy's server transaction absorbs all of those (it builds its own CANCELs from
+        the branches it keeps). The loop part stays the hash :meth:`loop_detected` looks for. One hash a
+        request less (~4,500 instructions with the seed it hashed). Call after :meth:`preprocess_routes`."""
+        self._branch_count += 1
+        # str(): compiled, an f-string with a format spec is a str.format call per field (~1,400 instructions each)
+        return f"{MAGIC}{self._branch_prefix}{str(self._branch_count)}-{self._loop_key(req)}"
 
     @staticmethod
     def _loop_key(req: Request) -> str:

@@ -214,7 +214,7 @@ class StatefulProxy(StatelessProxy):
                     return []
                 self.core.stats.response(challenge.status)
                 return self._run(stx.send_response(challenge, now), now, conn_id)
-        base = router.branch_for(req)
+        base = router.stateful_branch(req)
         if router.loop_detected(req, base):
             return self._respond(stx, req, 482, now, conn_id=conn_id)
         decision = router.decide(req, now)

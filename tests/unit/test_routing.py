@@ -58,6 +58,18 @@ def test_branch_same_for_retransmission_and_cancel_different_for_new_request() -
     assert router.branch_for(_parse(other)) != b1
 
 
+def test_stateful_branch_is_unique_and_carries_the_loop_component() -> None:
+    router = _router()
+    invite = _parse(request("INVITE", "sip:bob@leansip", branch="z9hG4bKabc", call_id="x@y"))
+    branches = {router.stateful_branch(invite) for _ in range(1000)}
+    assert len(branches) == 1000 and all(b.startswith(MAGIC) for b in branches)
+    # the loop part is the stateless branch's: loop_detected finds it the same way
+    loop = router.branch_for(invite).rsplit("-", 1)[1]
+    assert {b.rsplit("-", 1)[1] for b in branches} == {loop}
+    # another process (another router) does not repeat them
+    assert not branches & {_router().stateful_branch(invite) for _ in range(1000)}
+
+
 def test_branch_for_rfc2543_peer_without_magic_cookie() -> None:
     router = _router()
     a = request("INVITE", "sip:bob@leansip", branch="old1", call_id="x@y", cseq=1)
