@@ -197,9 +197,22 @@ class Server:
                 raise SystemExit(f"{self.kind} exited, see {self.out / 'server.log'}")
             if not port_free(self.port):
                 time.sleep(1.0)  # Kamailio forks its workers after binding; leansip builds its core first
+                self._check_build()
                 return self.proc.pid
             time.sleep(0.2)
         raise SystemExit(f"{self.kind} did not open port {self.port}, see {self.out / 'server.log'}")
+
+    def _check_build(self) -> None:
+        """A leansip whose compiled core is older than a source file runs as pure Python (leansip._build warns
+        and falls back): a core file edited while the bench runs would quietly give the rest of the run pure
+        Python figures, 2-3x the compiled ones. Stop instead."""
+        if self.kind != "leansip" or os.environ.get("LEANSIP_PURE") == "1":
+            return
+        log = (self.out / "server.log").read_text(errors="replace")
+        if "running pure Python" in log:
+            self.stop()
+            raise SystemExit(f"leansip started as pure Python ({self.out / 'server.log'}): a core source is newer "
+                             "than the compiled build; run `make build` and do not edit the core during a bench")
 
     def timings(self) -> object | None:
         """leansip's internal per-step timings (GET /api/timings on the admin port), or None if not there."""
