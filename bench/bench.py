@@ -13,7 +13,8 @@ Finally bench/report.py writes BENCHMARKS.md and bench/plot.py the PNGs.  Raw ou
 Environment knobs (defaults for the full run in brackets):
   QUICK=1          smoke test in ~2-3 min: few rates, 2 s steps, no bisection, small memory test
   RATES_KAMAILIO   ladder for Kamailio [1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000]
-  RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000]
+  RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000
+                   24000 32000]
   STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]  FIXED_DRAIN [34, calls only]
   FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
   MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
@@ -417,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     knobs = {
         "RATES_KAMAILIO": env("RATES_KAMAILIO", "1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000",
                               "1000 4000 16000"),
-        "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000",
+        "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000 "
+                                                 "24000 32000",
                              "200 500 1000"),
         "STEP_SECS": env("STEP_SECS", "5", "2"), "LAT_RATE": env("LAT_RATE", "500"),
         "LAT_SECS": env("LAT_SECS", "10", "2"), "REFINE": env("REFINE", "2", "0"), "SETTLE": env("SETTLE", "5", "2"),
