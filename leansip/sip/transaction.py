@@ -1027,6 +1027,9 @@ class DeadlineQueue(Generic[_Entry]):
         return self._count
 
     def add(self, at: float, entry: _Entry) -> None:
+        """Add ``entry`` at deadline ``at``, a finite time (inf marks the empty queue; NaN compares with nothing)."""
+        if not at < math.inf:
+            raise ValueError(f"deadline must be finite, got {at!r}")
         self._count += 1
         earliest = self.earliest
         if at == earliest:

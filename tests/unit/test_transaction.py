@@ -794,6 +794,10 @@ def test_deadline_queue_an_earlier_deadline_after_stale_entries_were_dropped() -
     assert len(q) == 2 and q.first() == (1.0, ["a"])
     assert q.pop_due(1.0) == ["a"] and q.first() == (2.0, ["b2"]) and q.pop_due(5.0) == ["b2"]
     assert q.earliest == float("inf") and len(q) == 0
+    for never in (float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            q.add(never, "x")
+    assert len(q) == 0
 
 
 @settings(max_examples=300)
