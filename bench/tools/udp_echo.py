@@ -8,7 +8,8 @@ Run it pinned like the servers and measure it with the harness, e.g.::
 
 ``uvloop`` reads like leansip's UDP shell (non-blocking socket drained from an event-loop reader callback);
 ``uvloop-once`` reads one datagram per wake-up (no failing ``recvfrom`` raising BlockingIOError at the end);
-``blocking`` is a plain blocking ``recvfrom`` loop. What it costs per REGISTER is what the kernel, the
+``blocking`` is a plain blocking ``recvfrom`` loop; ``thread`` runs that loop in a thread beside an idle event
+loop. What it costs per REGISTER is what the kernel, the
 interpreter and the event loop take before any SIP work (see bench/analysis.md).
 """
 
@@ -27,11 +28,20 @@ def main() -> None:
     def answer(data: bytes) -> bytes:
         return b"SIP/2.0 200 OK\r\n" + data[data.find(b"\r\n") + 2:]
 
-    if mode == "blocking":
+    def blocking() -> None:
         while True:
             data, addr = sock.recvfrom(65535)
             sock.sendto(answer(data), addr)
+
+    if mode == "blocking":
+        blocking()
     import uvloop
+
+    if mode == "thread":  # the blocking loop in a thread beside an idle event loop (what leansip's UDP thread does)
+        import threading
+
+        threading.Thread(target=blocking, daemon=True).start()
+        uvloop.new_event_loop().run_forever()
 
     loop = uvloop.new_event_loop()
     sock.setblocking(False)

@@ -166,6 +166,25 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
     return _h(hash_name, f"{username}:{realm}:{password}")
 
 
+#: H(A2) of "method:uri" by hash name: a registrar checks the same few (every REGISTER of a domain names the
+#: same Request-URI), and a hash is ~3,000 instructions where a lookup is ~300. Bounded: emptied when full.
+_HA2_CACHE: Final[dict[str, dict[str, str]]] = {}
+_HA2_CACHE_SIZE: Final = 1024
+
+
+def _ha2(hash_name: str, a2: str) -> str:
+    cache = _HA2_CACHE.get(hash_name)
+    if cache is None:
+        cache = _HA2_CACHE[hash_name] = {}
+    ha2 = cache.get(a2)
+    if ha2 is None:
+        ha2 = _h(hash_name, a2)
+        if len(cache) >= _HA2_CACHE_SIZE:
+            cache.clear()
+        cache[a2] = ha2
+    return ha2
+
+
 def compute_response(
     ha1: str,
     method: str,
@@ -191,12 +210,11 @@ def compute_response(
             raise ValueError("-sess algorithms need a cnonce")
         ha1 = _h(hash_name, f"{ha1}:{nonce}:{cnonce}")
     if qop is None or qop == "auth":
-        a2 = f"{method}:{uri}"
+        ha2 = _ha2(hash_name, f"{method}:{uri}")
     elif qop == "auth-int":
-        a2 = f"{method}:{uri}:{_h(hash_name, body)}"
+        ha2 = _h(hash_name, f"{method}:{uri}:{_h(hash_name, body)}")
     else:
         raise ValueError(f"unknown qop {qop!r}")
-    ha2 = _h(hash_name, a2)
     if qop is None:
         return _h(hash_name, f"{ha1}:{nonce}:{ha2}")
     if nc is None or cnonce is None:
@@ -388,6 +406,41 @@ def parse_digest(value: str) -> DigestParams:
     return _parse_digest(value)
 
 
+#: the credential parameters clients send (RFC 7616 section 3.4)
+_USUAL_PARAMS: Final = ("username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "opaque", "qop", "nc")
+
+
+def _params_by_shape(names: tuple[str, ...]) -> list[str | None]:
+    """A table of ``names`` indexed by first character * 16 + length (all ASCII, shorter than 16, no two of the
+    same shape: checked here, so a name added later cannot shadow another)."""
+    table: list[str | None] = [None] * (128 * 16)
+    for name in names:
+        slot = ord(name[0]) * 16 + len(name)
+        if len(name) >= 16 or ord(name[0]) >= 128 or table[slot] is not None:
+            raise ValueError(f"digest parameter {name!r} cannot have a slot of its own")
+        table[slot] = name
+    return table
+
+
+_PARAM_SLOTS: Final = _params_by_shape(_USUAL_PARAMS)
+
+
+def _known_param(text: str, start: int, end: int) -> str | None:
+    """The constant for the parameter name ``text[start:end]`` when it is one of :data:`_USUAL_PARAMS` spelt in
+    lower case, else None (the caller then slices the name and checks it)."""
+    size = end - start
+    if size <= 0 or size >= 16:
+        return None
+    first = ord(text[start])
+    if first >= 128:
+        return None
+    name = _PARAM_SLOTS[first * 16 + size]
+    # find in exactly the name's span: compiled, a primitive (startswith with a start is a generic method call)
+    if name is not None and text.find(name, start, end) == start:
+        return name
+    return None
+
+
 def _fast_digest(value: str) -> dict[str, str] | None:
     """The usual form's parameters, or None for anything else (the full parser then decides)."""
     text = value.lstrip(" \t")
@@ -403,12 +456,16 @@ def _fast_digest(value: str) -> dict[str, str] | None:
         eq = text.find("=", i)
         if eq < 0:
             return None
-        name = text[i:eq]
-        if not all_in(name, _LOWER_TCHAR_TABLE):  # the usual name: a lower-case token, no spaces, no lower()
-            name = name.strip(" \t")
-            if not _is_token(name):
-                return None
-            name = name.lower()
+        # The usual names are recognised in place and stored as the module's constants: no slice to make, and
+        # a key whose hash is cached and found by identity when DigestParams reads it back
+        name = _known_param(text, i, eq)
+        if name is None:
+            name = text[i:eq]
+            if not all_in(name, _LOWER_TCHAR_TABLE):  # the usual name: a lower-case token, no spaces, no lower()
+                name = name.strip(" \t")
+                if not _is_token(name):
+                    return None
+                name = name.lower()
         j = eq + 1
         while j < n and (text[j] == " " or text[j] == "\t"):
             j += 1
@@ -417,9 +474,11 @@ def _fast_digest(value: str) -> dict[str, str] | None:
             if close < 0:
                 return None
             param_value = text[j + 1:close]
-            comma = text.find(",", close + 1)
-            if comma < 0:
-                comma = n
+            comma = close + 1
+            if comma < n and text[comma] != ",":  # usually the comma is next: no search
+                comma = text.find(",", comma)
+                if comma < 0:
+                    comma = n
             k = close + 1
             while k < comma:  # only SP/HTAB may stand between the closing quote and the comma
                 if text[k] != " " and text[k] != "\t":

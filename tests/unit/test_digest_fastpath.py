@@ -20,7 +20,10 @@ WS = st.sampled_from(["", " ", "  ", "\t"])
 def digest_values(draw: st.DrawFn) -> str:
     pairs = []
     for _ in range(draw(st.integers(1, 6))):
-        name = draw(st.sampled_from(["username", "realm", "nonce", "uri", "response", "qop", "nc"]) | TOKEN)
+        # the names the fast path recognises in place, near misses of the same first character and length, others
+        name = draw(st.sampled_from(["username", "realm", "nonce", "uri", "response", "qop", "nc", "algorithm",
+                                     "cnonce", "opaque", "userhash", "Nonce", "nOnce", "ncx", "n", "nc-", "urI",
+                                     "responsE", "qoq"]) | TOKEN)
         value = draw(TOKEN | QUOTED)
         pairs.append(f"{draw(WS)}{name}{draw(WS)}={draw(WS)}{value}{draw(WS)}")
     sep = draw(st.sampled_from([",", ", ", ",,"]))
@@ -136,3 +139,29 @@ def test_params_are_read_only_and_the_properties_read_them() -> None:
     assert (params.username, params.nonce, params.nc, params.qop, params.realm) == ("u", "n", "00000001", "auth", None)
     with pytest.raises(TypeError):
         params.params["username"] = "mallory"  # type: ignore[index]
+
+
+def test_the_shape_table_refuses_two_names_of_one_shape() -> None:
+    """A name is recognised by its first character and length; one added later must not shadow another."""
+    import pytest
+
+    from leansip.sip.digest import _USUAL_PARAMS, _known_param, _params_by_shape
+
+    with pytest.raises(ValueError, match="userhash"):
+        _params_by_shape(("username", "userhash"))
+    for name in _USUAL_PARAMS:
+        text = f"Digest x=1, {name}=v"
+        start = text.index(name)
+        assert _known_param(text, start, start + len(name)) == name
+        assert _known_param(text.replace(name, name.upper()), start, start + len(name)) is None
+        assert _known_param(text, start, start + len(name) - 1) is None
+
+
+def test_the_ha2_cache_gives_the_hash_and_stays_bounded() -> None:
+    from leansip.sip.digest import _HA2_CACHE, _HA2_CACHE_SIZE, _h, _ha2
+
+    for i in range(_HA2_CACHE_SIZE + 10):
+        a2 = f"REGISTER:sip:host{i}.example"
+        assert _ha2("md5", a2) == _h("md5", a2) == _ha2("md5", a2)
+        assert len(_HA2_CACHE["md5"]) <= _HA2_CACHE_SIZE
+    assert _ha2("sha256", "INVITE:sip:a") == _h("sha256", "INVITE:sip:a")  # one cache per hash
