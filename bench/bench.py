@@ -17,6 +17,7 @@ Environment knobs (defaults for the full run in brackets):
                    24000 32000]
   STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]  FIXED_DRAIN [34, calls only]
   FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
+  FIXED_ROUNDS [3]   fixed-rate steps per scenario; the report takes the median
   MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
   PORT_BASE [38260]  the servers listen on PORT_BASE (Kamailio) / PORT_BASE+1 (leansip); sipp uses PORT_BASE+40..+52
 Every load is bounded (sipp -m, -timeout, coreutils timeout) and only touches 127.0.0.1.
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "STEP_SECS": env("STEP_SECS", "5", "2"), "LAT_RATE": env("LAT_RATE", "500"),
         "LAT_SECS": env("LAT_SECS", "10", "2"), "REFINE": env("REFINE", "2", "0"), "SETTLE": env("SETTLE", "5", "2"),
         "FIXED_REGISTER": env("FIXED_REGISTER", "1000"), "FIXED_CALL": env("FIXED_CALL", "200"),
-        "FIXED_DRAIN": env("FIXED_DRAIN", "34", "4"),
+        "FIXED_DRAIN": env("FIXED_DRAIN", "34", "4"), "FIXED_ROUNDS": env("FIXED_ROUNDS", "3", "1"),
     }
     meta["knobs"] = json.dumps(knobs)
     say("results in", outdir)
@@ -442,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 rates = knobs["RATES_KAMAILIO"] if kind == "kamailio" else knobs["RATES_LEANSIP"]
                 call = SCENARIOS[scen][2] == "call"
                 harness(srv, pid, sub, rates, fixed,
-                        {**{k: knobs[k] for k in ("STEP_SECS", "LAT_RATE", "LAT_SECS", "REFINE", "SETTLE")},
+                        {**{k: knobs[k] for k in ("STEP_SECS", "LAT_RATE", "LAT_SECS", "REFINE", "SETTLE",
+                                                  "FIXED_ROUNDS")},
                          # calls leave transactions that end up to 32 s later: their CPU counts for the calls
                          "FIXED_DRAIN": knobs["FIXED_DRAIN"] if call else "0"},
                         SCENARIOS[scen][2])

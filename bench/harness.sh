@@ -27,7 +27,7 @@
 #   UAS         callee scenario: uas-call (INVITE->180->200) or uas-call-no180 (for multi-worker servers) [uas-call]
 #   CALLEE      user part the call scenario registers and calls [callee]
 #   MIN_CALLS   min -m per ladder step [500]   LADDER_RTT  sipp RTT on ladder steps [1]
-#   FIXED_RATE  rate of the fixed-rate CPU step [1000]   FIXED_SECS [STEP_SECS]
+#   FIXED_RATE  rate of the fixed-rate CPU step [1000]   FIXED_SECS [STEP_SECS]   FIXED_ROUNDS [1]
 #   FIXED_DRAIN seconds after the fixed step whose server CPU counts for it (work the calls leave behind) [0]
 #   OUT         results directory [results/<date>-<label>]     LABEL  free text tag [server]
 # Every sipp is bounded by -m, sipp -timeout and coreutils timeout. Output: lines starting with RESULT
@@ -58,6 +58,7 @@ MIN_CALLS="${MIN_CALLS:-500}"   # smallest -m of a ladder step (the anchor used 
 # sipp's RTT clock is coarse, ~4 ms). The rtt files are deleted after parsing.
 LADDER_RTT_ARGS=""; [ "${LADDER_RTT:-1}" = 1 ] && LADDER_RTT_ARGS="-trace_rtt -rtt_freq 1000"
 FIXED_SECS="${FIXED_SECS:-$STEP_SECS}"
+FIXED_ROUNDS="${FIXED_ROUNDS:-1}"
 mkdir -p "$OUT"
 TCK=$(getconf CLK_TCK)
 COMMON=(-i 127.0.0.1 -nostdin -buff_size 4194304 -recv_timeout 5000 -trace_stat -fd 1)
@@ -178,9 +179,17 @@ fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a l
   # added (and that time to wall_s): a transaction-stateful server keeps each transaction 32 s (Timers J/K/L)
   # and the work of ending them comes after the calls; measured this way the figure holds all the work the
   # calls cause and none left over from earlier steps (idle CPU over the whole wall is in the idle row).
-  local sc=$1 pfx=$2; shift 2
-  local m=$(( FIXED_RATE * FIXED_SECS ))
-  run_step "$sc" "$FIXED_RATE" "$m" "$pfx-fixed$FIXED_RATE" "$@"
+  # FIXED_ROUNDS > 1 repeats the step (each round after the drain of the one before, so none carries work
+  # left by another) and the report takes the median: one 5 s step on this shared VM was once 1.8x its twin.
+  local sc=$1 pfx=$2 k; shift 2
+  for k in $(seq 1 "$FIXED_ROUNDS"); do fixed_round "$sc" "$pfx" "$k" "$@"; done
+}
+
+fixed_round() { # SCENARIO TAGPREFIX ROUND [extra sipp args]
+  local sc=$1 pfx=$2 round=$3; shift 3
+  local m=$(( FIXED_RATE * FIXED_SECS )) tag="$pfx-fixed$FIXED_RATE"
+  [ "$round" -gt 1 ] && tag="$tag-$round"
+  run_step "$sc" "$FIXED_RATE" "$m" "$tag" "$@"
   local step_us=$STEP_US_PER_CALL
   if [ "${FIXED_DRAIN:-0}" -gt 0 ] && [ -n "$SERVER_PID" ]; then
     local d0 d1; d0=$(tree_ns "$SERVER_PID"); sleep "$FIXED_DRAIN"; d1=$(tree_ns "$SERVER_PID")
@@ -191,7 +200,7 @@ fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a l
   local pass=1
   [ "$STEP_RC" != 0 ] && pass=0; [ "$STEP_FAILED" != 0 ] && pass=0; [ "$STEP_RETR" != 0 ] && pass=0
   [ "$STEP_ACH" -lt $(( FIXED_RATE * 95 / 100 )) ] && pass=0
-  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL srv_us_in_step=$step_us drain_s=${FIXED_DRAIN:-0} host_busy=$STEP_HOST_BUSY pass=$pass"
+  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL srv_us_in_step=$step_us drain_s=${FIXED_DRAIN:-0} host_busy=$STEP_HOST_BUSY pass=$pass round=$round"
 }
 
 probe() { # MODE TAGPREFIX: PROBE_ROUNDS rounds, each with its own seed (other Call-IDs and branches, so a

@@ -63,16 +63,17 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
         at = [r for r in steps if r["pass"] == "1" and r["rate"] == mx["max_rate"]]
         if at and "srv_us_per_call" in at[-1]:
             out["max_us"] = float(at[-1]["srv_us_per_call"])
-    fx = pick(rows, "fixed")
+    fixed = [r for r in rows if r.get("kind") == "fixed"]
     idle = pick(rows, "idle")
     out["idle_ms"] = float(idle["server_ns_per_s"]) / 1e6 if idle else None
-    if fx:
-        out["fixed_us"] = float(fx["srv_us_per_call"])
-        if idle and "wall_s" in fx:
-            net = float(fx["server_ns"]) - float(idle["server_ns_per_s"]) * float(fx["wall_s"])
-            out["fixed_net_us"] = net / 1000 / max(1.0, float(fx["ok"]))
-        out["fixed_rate"] = float(fx["rate"])
-        out["fixed_pass"] = float(fx["pass"])
+    if fixed:  # one row per round (FIXED_ROUNDS): the median, as for the probe rounds
+        out["fixed_us"] = statistics.median(float(fx["srv_us_per_call"]) for fx in fixed)
+        if idle and all("wall_s" in fx for fx in fixed):
+            out["fixed_net_us"] = statistics.median(
+                (float(fx["server_ns"]) - float(idle["server_ns_per_s"]) * float(fx["wall_s"]))
+                / 1000 / max(1.0, float(fx["ok"])) for fx in fixed)
+        out["fixed_rate"] = float(fixed[0]["rate"])
+        out["fixed_pass"] = min(float(fx["pass"]) for fx in fixed)
     probes, keys = probe_rows(rows)
     if probes:  # one row per probe round: the median of the rounds' percentiles (a p99 of one round is noisy)
         for key, (p50, p99) in zip(keys, (("p50", "p99"), ("p50b", "p99b")), strict=False):
@@ -83,6 +84,21 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
     if busy:
         out["busy_min"], out["busy_max"] = min(busy), max(busy)
     return out
+
+
+def fixed_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """Every fixed-rate round's CPU µs per call, when a run had more than one (the table takes the median)."""
+    md = ["Fixed-rate rounds (server CPU µs/call of each round, in order; the table above takes the median):", "",
+          "| scenario | Kamailio | leansip |", "|---|---|---|"]
+    found = False
+    for scen in SCENS:
+        cells = []
+        for server in ("kamailio", "leansip"):
+            fixed = [r for r in rows.get((server, scen), []) if r.get("kind") == "fixed"]
+            cells.append(", ".join(f"{float(r['srv_us_per_call']):.0f}" for r in fixed) or "–")
+            found = found or len(fixed) > 1
+        md.append(f"| {TITLES[scen]} | {cells[0]} | {cells[1]} |")
+    return md + [""] if found else []
 
 
 def probe_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
@@ -114,7 +130,7 @@ def profile_top(path: Path, n: int = 12) -> str:
         total += k
         frames = stack.split(";")
         selfc[frames[-1]] += k
-        for fr in set(frames):
+        for fr in dict.fromkeys(frames):  # each frame once per stack, in stack order (a set's order is per process)
             incl[fr] += k
     if not total:
         return "(no samples)\n"
@@ -195,7 +211,8 @@ def main(outdir: Path, write_md: bool = True) -> int:
            ">= 95 % achieved (SIPp). CPU µs/call = server on-CPU time / completed calls (1 call = 1 REGISTER; "
            "2 transactions for digest; INVITE/180/200/ACK/BYE/200 for calls); REGISTER after the latency runs "
            "(mostly refreshes), calls in a step that runs first on a fresh server, whose CPU in the FIXED_DRAIN s "
-           "after the step counts too (a stateful server ends each transaction up to 32 s after its call). Latency = `tools/latprobe.py` "
+           "after the step counts too (a stateful server ends each transaction up to 32 s after its call); the median "
+           "of FIXED_ROUNDS such steps when there are several (listed under the table). Latency = `tools/latprobe.py` "
            "(closed loop, µs) at LAT_RATE, the median of its rounds' percentiles (each round its own Call-IDs; the "
            "rounds are listed under the table); for calls INVITE→200, for digest the whole 2-round-trip exchange. "
            "Ratio = leansip / Kamailio (>1 means leansip needs more, or for max rate: higher is better for leansip).",
@@ -227,6 +244,7 @@ def main(outdir: Path, write_md: bool = True) -> int:
         md.append(f"| | host_busy range during the runs | {f0(k['busy_min'])}–{f0(k['busy_max'])} | "
                   f"{f0(lq['busy_min'])}–{f0(lq['busy_max'])} | |")
     md.append("")
+    md += fixed_rounds_table(rows)
     md += probe_rounds_table(rows)
     # ladder detail
     md += ["### Ladder steps", "",

@@ -72,3 +72,29 @@ def test_rounds_are_listed(tmp_path: Path, report) -> None:
     table = "\n".join(report.probe_rounds_table(rows))
     assert "| REGISTER + digest (MD5) | – | 250 / 900, 270 / 4000, 260 / 800 |" in table
     assert report.probe_rounds_table({}) == []
+
+
+FIXED = [  # what harness.sh logs for FIXED_ROUNDS=3 (fields cut to what the report reads)
+    f"RESULT label=leansip scenario=register-auth kind=fixed rate=1000 m=5000 ok=5000 failed=0 retrans=0 "
+    f"server_ns={ns} wall_s=5.0 srv_us_per_call={ns / 5e6:.1f} pass={ok} round={k}"
+    for k, ns, ok in ((1, 350_000_000, 1), (2, 615_000_000, 1), (3, 400_000_000, 0))
+]
+
+
+def test_cpu_per_call_is_the_median_of_the_fixed_rounds(tmp_path: Path, report) -> None:
+    idle = "RESULT label=leansip scenario=register-auth kind=idle server_ns_per_s=1000000"
+    rows = report.results(_write_run(tmp_path, "leansip", "register-auth", [*FIXED, idle]))
+    fig = report.figures(rows[("leansip", "register-auth")])
+    # one disturbed round (123 µs) does not move the median; idle CPU (1 ms/s over 5 s) is taken off each round
+    assert fig["fixed_us"] == 80.0
+    assert fig["fixed_net_us"] == pytest.approx(79.0)
+    assert fig["fixed_pass"] == 0  # any failed round marks the figure
+    table = "\n".join(report.fixed_rounds_table(rows))
+    assert "| REGISTER + digest (MD5) | – | 70, 123, 80 |" in table
+
+
+def test_one_fixed_round_as_before(report) -> None:
+    rows = [{"kind": "fixed", "rate": "1000", "ok": "5000", "srv_us_per_call": "36.0", "pass": "1"}]
+    fig = report.figures(rows)
+    assert (fig["fixed_us"], fig["fixed_pass"], fig["fixed_net_us"]) == (36.0, 1.0, None)
+    assert report.fixed_rounds_table({("leansip", "register"): rows}) == []  # one round: nothing to list
