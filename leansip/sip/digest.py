@@ -112,6 +112,8 @@ def canonical_algorithm(name: str | None) -> str:
     """
     if name is None:
         return "MD5"
+    if name in _ALGORITHM_TABLE:  # already canonical (ours, or as clients spell it): no upper-cased copy
+        return name
     try:
         return _BY_UPPER[name.upper()]
     except KeyError:
@@ -920,10 +922,12 @@ class _NonceMac:
     The keyed state is made once and copied per message: one hash pass per MAC, where HMAC-SHA256 needs two
     (about 460 ns against 1,650 ns here, and a nonce costs two MACs, issue and check)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
         if len(key) > 32:  # BLAKE2s takes keys of up to 32 bytes: a longer secret is hashed down first
             key = hashlib.blake2s(key).digest()
         self._keyed = hashlib.blake2s(key=key, digest_size=_NONCE_MAC, person=b"lsnonce2")
+        if prefix:  # .digest(msg) is then the MAC of prefix + msg, the prefix hashed once, here
+            self._keyed.update(prefix)
 
     def digest(self, msg: bytes) -> bytes:
         state = self._keyed.copy()
@@ -1010,7 +1014,7 @@ class DigestAuthenticator:
         self.allow_no_qop = allow_no_qop
         self.nonces = NonceCounter(max_tracked_nonces)
         self._secret = secret
-        self._mac = _NonceMac(secret)
+        self._realm_macs: dict[str, _NonceMac] = {}
         self._opaque: dict[str, str] = {}
         #: (realm, algorithm, stale) -> the challenge's text before and after the nonce
         self._templates: dict[tuple[str, str, bool], tuple[str, str]] = {}
@@ -1039,8 +1043,14 @@ class DigestAuthenticator:
     # -- nonces ---------------------------------------------------------------------------
 
     def _nonce_mac(self, realm: str, body: bytes) -> bytes:
-        msg = b"leansip-nonce-v2\x00" + _utf8(realm) + b"\x00" + body
-        return self._mac.digest(msg)[:_NONCE_MAC]
+        """MAC over ``leansip-nonce-v2 NUL realm NUL body``; the keyed state after the realm's prefix is kept
+        per realm (a few: ours, and any a caller names), so a nonce costs one copy, one update, one digest."""
+        mac = self._realm_macs.get(realm)
+        if mac is None:
+            mac = _NonceMac(self._secret, b"leansip-nonce-v2\x00" + _utf8(realm) + b"\x00")
+            if len(self._realm_macs) < 64:
+                self._realm_macs[realm] = mac
+        return mac.digest(body)
 
     def make_nonce(self, now: float, algorithm: str, realm: str | None = None) -> str:
         """A fresh nonce bound to ``now``, ``algorithm`` and ``realm`` (default: ours)."""

@@ -426,6 +426,18 @@ def test_nonce_mac_is_keyed_blake2s(key_len: int) -> None:
     assert _NonceMac(key).digest(b"x") != _NonceMac(bytes(16)).digest(b"x")
 
 
+def test_nonce_mac_per_realm_is_the_mac_of_the_prefixed_body() -> None:
+    """The keyed state kept per realm (the prefix hashed once) gives the MAC of the whole message, so nonces
+    issued before and after are the same and several realms keep apart."""
+    secret = b"0123456789abcdef-secret"
+    auth = DigestAuthenticator(secret, "example.com")
+    whole = _NonceMac(secret)
+    for realm in ("example.com", "other.example", "example.com"):
+        for body in (b"", b"body", bytes(40)):
+            assert auth._nonce_mac(realm, body) == whole.digest(f"leansip-nonce-v2\x00{realm}\x00".encode() + body)
+    assert _NonceMac(secret, b"ab").digest(b"c") == whole.digest(b"abc")
+
+
 def test_nonces_from_the_os_pool_are_distinct_and_verify() -> None:
     """With os.urandom (the default) random bytes are read 64 nonces at a time: past a refill they still differ
     and still open."""
