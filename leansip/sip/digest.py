@@ -169,12 +169,16 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
 
 
 #: H(A2) of "method:uri" by hash name: a registrar checks the same few (every REGISTER of a domain names the
-#: same Request-URI), and a hash is ~3,000 instructions where a lookup is ~300. Bounded: emptied when full.
+#: same Request-URI), and a hash is ~3,000 instructions where a lookup is ~300. Bounded in entries (emptied
+#: when full) and in key length (a peer's long Request-URIs are hashed, not kept: at most 1024 x 256 bytes).
 _HA2_CACHE: Final[dict[str, dict[str, str]]] = {}
 _HA2_CACHE_SIZE: Final = 1024
+_HA2_KEY_MAX: Final = 256
 
 
 def _ha2(hash_name: str, a2: str) -> str:
+    if len(a2) > _HA2_KEY_MAX:
+        return _h(hash_name, a2)
     cache = _HA2_CACHE.get(hash_name)
     if cache is None:
         cache = _HA2_CACHE[hash_name] = {}

@@ -165,3 +165,5 @@ def test_the_ha2_cache_gives_the_hash_and_stays_bounded() -> None:
         assert _ha2("md5", a2) == _h("md5", a2) == _ha2("md5", a2)
         assert len(_HA2_CACHE["md5"]) <= _HA2_CACHE_SIZE
     assert _ha2("sha256", "INVITE:sip:a") == _h("sha256", "INVITE:sip:a")  # one cache per hash
+    long_a2 = "REGISTER:sip:" + "x" * 300
+    assert _ha2("md5", long_a2) == _h("md5", long_a2) and long_a2 not in _HA2_CACHE["md5"]  # not kept
