@@ -14,6 +14,7 @@ import json
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,35 +87,38 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
     return out
 
 
-def fixed_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
-    """Every fixed-rate round's CPU µs per call, when a run had more than one (the table takes the median)."""
-    md = ["Fixed-rate rounds (server CPU µs/call of each round, in order; the table above takes the median):", "",
+def _rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]], title: str,
+                  cell: Callable[[list[dict[str, str]]], tuple[str, bool]]) -> list[str]:
+    """A scenario x server table of the rounds behind a median; ``cell`` gives a server's text for one scenario
+    and whether it is worth listing. Empty when no cell is."""
+    md = [f"{title} (each round, in order; the table above takes the median):", "",
           "| scenario | Kamailio | leansip |", "|---|---|---|"]
     found = False
     for scen in SCENS:
         cells = []
         for server in ("kamailio", "leansip"):
-            fixed = [r for r in rows.get((server, scen), []) if r.get("kind") == "fixed"]
-            cells.append(", ".join(f"{float(r['srv_us_per_call']):.0f}" for r in fixed) or "–")
-            found = found or len(fixed) > 1
+            text, worth = cell(rows.get((server, scen), []))
+            cells.append(text or "–")
+            found = found or worth
         md.append(f"| {TITLES[scen]} | {cells[0]} | {cells[1]} |")
     return md + [""] if found else []
+
+
+def fixed_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """Every fixed-rate round's CPU µs per call, when a run had more than one."""
+    def cell(server_rows: list[dict[str, str]]) -> tuple[str, bool]:
+        fixed = [r for r in server_rows if r.get("kind") == "fixed"]
+        return ", ".join(f"{float(r['srv_us_per_call']):.0f}" for r in fixed), len(fixed) > 1
+    return _rounds_table(rows, "Fixed-rate rounds: server CPU µs/call", cell)
 
 
 def probe_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
     """Every latency probe round's p50/p99 (first figure of the probe), so the spread behind a median shows."""
-    md = ["Latency probe rounds (p50 / p99 µs of each round, in order; the table above takes the median):", "",
-          "| scenario | Kamailio | leansip |", "|---|---|---|"]
-    found = False
-    for scen in SCENS:
-        cells = []
-        for server in ("kamailio", "leansip"):
-            probes, keys = probe_rows(rows.get((server, scen), []))
-            cells.append(", ".join(f"{f0(float(r[keys[0] + '_p50_us']))} / {f0(float(r[keys[0] + '_p99_us']))}"
-                                   for r in probes if keys and keys[0] + "_p99_us" in r) or "–")
-            found = found or bool(probes)
-        md.append(f"| {TITLES[scen]} | {cells[0]} | {cells[1]} |")
-    return md + [""] if found else []
+    def cell(server_rows: list[dict[str, str]]) -> tuple[str, bool]:
+        probes, keys = probe_rows(server_rows)
+        return ", ".join(f"{f0(float(r[keys[0] + '_p50_us']))} / {f0(float(r[keys[0] + '_p99_us']))}"
+                         for r in probes if keys and keys[0] + "_p99_us" in r), bool(probes)
+    return _rounds_table(rows, "Latency probe rounds: p50 / p99 µs", cell)
 
 
 def profile_top(path: Path, n: int = 12) -> str:
