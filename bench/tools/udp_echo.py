@@ -9,8 +9,9 @@ Run it pinned like the servers and measure it with the harness, e.g.::
 ``uvloop`` reads like leansip's UDP shell (non-blocking socket drained from an event-loop reader callback);
 ``uvloop-once`` reads one datagram per wake-up (no failing ``recvfrom`` raising BlockingIOError at the end);
 ``blocking`` is a plain blocking ``recvfrom`` loop; ``thread`` runs that loop in a thread beside an idle event
-loop. What it costs per REGISTER is what the kernel, the
-interpreter and the event loop take before any SIP work (see bench/analysis.md).
+loop (a receive thread for the UDP socket, weighed against the reader callback: no gain on this host). What it
+costs per REGISTER is what the kernel, the interpreter and the event loop take before any SIP work (see
+bench/analysis.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
         blocking()
     import uvloop
 
-    if mode == "thread":  # the blocking loop in a thread beside an idle event loop (what leansip's UDP thread does)
+    if mode == "thread":  # the blocking loop in a thread, the event loop idle beside it
         import threading
 
         threading.Thread(target=blocking, daemon=True).start()
