@@ -38,10 +38,15 @@ def pick(rows: list[dict[str, str]], kind: str) -> dict[str, str] | None:
     return next((r for r in rows if r.get("kind") == kind), None)
 
 
+def of_kind(rows: list[dict[str, str]], kind: str) -> list[dict[str, str]]:
+    """Every RESULT row of one kind (``step``, ``fixed``, ``latency_probe``...), in the order logged."""
+    return [r for r in rows if r.get("kind") == kind]
+
+
 def probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
     """The latency probe rounds of one server and scenario, and the names of their figures (``reg``;
     ``full``/``authleg``; ``invite``/``bye``), in the order the probe prints them."""
-    probes = [r for r in rows if r.get("kind") == "latency_probe"]
+    probes = of_kind(rows, "latency_probe")
     keys = [k[:-7] for k in probes[0] if k.endswith("_p50_us")] if probes else []
     return probes, keys
 
@@ -58,13 +63,13 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
         ("max", "fixed_us", "fixed_net_us", "idle_ms", "fixed_rate", "fixed_pass", "max_us", "p50", "p99", "p50b", "p99b", "probe_rounds", "busy_min",
          "busy_max"))
     mx = pick(rows, "max")
-    steps = [r for r in rows if r.get("kind") == "step"]
+    steps = of_kind(rows, "step")
     if mx:
         out["max"] = float(mx["max_rate"])
         at = [r for r in steps if r["pass"] == "1" and r["rate"] == mx["max_rate"]]
         if at and "srv_us_per_call" in at[-1]:
             out["max_us"] = float(at[-1]["srv_us_per_call"])
-    fixed = [r for r in rows if r.get("kind") == "fixed"]
+    fixed = of_kind(rows, "fixed")
     idle = pick(rows, "idle")
     out["idle_ms"] = float(idle["server_ns_per_s"]) / 1e6 if idle else None
     if fixed:  # one row per round (FIXED_ROUNDS): the median, as for the probe rounds
@@ -107,7 +112,7 @@ def _rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]], title: str,
 def fixed_rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
     """Every fixed-rate round's CPU µs per call, when a run had more than one."""
     def cell(server_rows: list[dict[str, str]]) -> tuple[str, bool]:
-        fixed = [r for r in server_rows if r.get("kind") == "fixed"]
+        fixed = of_kind(server_rows, "fixed")
         return ", ".join(f"{float(r['srv_us_per_call']):.0f}" for r in fixed), len(fixed) > 1
     return _rounds_table(rows, "Fixed-rate rounds: server CPU µs/call", cell)
 
@@ -256,7 +261,7 @@ def main(outdir: Path, write_md: bool = True) -> int:
            "`*` = failed step.", ""]
     for scen in SCENS:
         for server in ("kamailio", "leansip"):
-            steps = [r for r in rows.get((server, scen), []) if r.get("kind") == "step"]
+            steps = of_kind(rows.get((server, scen), []), "step")
             if not steps:
                 continue
             cells = [f"{r['rate']}{'' if r['pass'] == '1' else '*'}: {r['ok']}/{r['failed']}/{r['retrans']}, "

@@ -171,7 +171,7 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
 #: H(A2) of "method:uri" by hash name: a registrar checks the same few (every REGISTER of a domain names the
 #: same Request-URI), and a hash is ~3,000 instructions where a lookup is ~300. Bounded in entries (emptied
 #: when full) and in key length (a peer's long Request-URIs are hashed, not kept: at most 1024 x 256 bytes).
-_HA2_CACHE: Final[dict[str, dict[str, str]]] = {}
+_HA2_CACHE: Final[dict[str, dict[str, str]]] = {name: {} for name in _HASHES}
 _HA2_CACHE_SIZE: Final = 1024
 _HA2_KEY_MAX: Final = 256
 
@@ -179,9 +179,7 @@ _HA2_KEY_MAX: Final = 256
 def _ha2(hash_name: str, a2: str) -> str:
     if len(a2) > _HA2_KEY_MAX:
         return _h(hash_name, a2)
-    cache = _HA2_CACHE.get(hash_name)
-    if cache is None:
-        cache = _HA2_CACHE[hash_name] = {}
+    cache = _HA2_CACHE[hash_name]
     ha2 = cache.get(a2)
     if ha2 is None:
         ha2 = _h(hash_name, a2)
@@ -982,6 +980,11 @@ def _canonical_b64(text: str) -> bool:
     return last is not None and (not last or text[-1] in last)
 
 
+#: entries kept per realm (or realm and algorithm) by the authenticator's small caches: the stand-in HA1s,
+#: the nonce MAC states and the opaque values; past it, values are computed and not kept
+_PER_REALM_MAX: Final = 64
+
+
 class DigestAuthenticator:
     """Issues challenges with stateless MAC-signed nonces and verifies credentials.
 
@@ -1040,7 +1043,7 @@ class DigestAuthenticator:
         ha1 = self._dummy_ha1.get(key)
         if ha1 is None:
             ha1 = compute_ha1("leansip-dummy-user", realm, self._dummy_password, algorithm)
-            if len(self._dummy_ha1) < 64:
+            if len(self._dummy_ha1) < _PER_REALM_MAX:
                 self._dummy_ha1[key] = ha1
         return ha1
 
@@ -1048,11 +1051,12 @@ class DigestAuthenticator:
 
     def _nonce_mac(self, realm: str, body: bytes) -> bytes:
         """MAC over ``leansip-nonce-v2 NUL realm NUL body``; the keyed state after the realm's prefix is kept
-        per realm (a few: ours, and any a caller names), so a nonce costs one copy, one update, one digest."""
+        per realm (ours, and any a caller names, up to _PER_REALM_MAX), so a nonce costs one copy, one update,
+        one digest."""
         mac = self._realm_macs.get(realm)
         if mac is None:
             mac = _NonceMac(self._secret, b"leansip-nonce-v2\x00" + _utf8(realm) + b"\x00")
-            if len(self._realm_macs) < 64:
+            if len(self._realm_macs) < _PER_REALM_MAX:
                 self._realm_macs[realm] = mac
         return mac.digest(body)
 
@@ -1100,7 +1104,7 @@ class DigestAuthenticator:
         if cached is None:
             msg = b"leansip-opaque\x00" + _utf8(realm)
             cached = _b64(hmac.digest(self._secret, msg, "sha256")[:16])
-            if len(self._opaque) < 64:
+            if len(self._opaque) < _PER_REALM_MAX:
                 self._opaque[realm] = cached
         return cached
 
