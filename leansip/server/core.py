@@ -28,6 +28,10 @@ from leansip.server.timing import STEP_AUTH, STEP_BUILD, STEP_LOCATION, StepTime
 from leansip.sip.digest import AuthKind, DigestAuthenticator
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
+    KIND_CALL_ID,
+    KIND_PROXY_REQUIRE,
+    KIND_REQUIRE,
+    KIND_ROUTE,
     Header,
     Request,
     Response,
@@ -103,7 +107,7 @@ def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> 
         if h.name == "via":
             values = split_comma(h.value) if "," in h.value else [h.value]
             values[0] = text
-            req.headers[i] = Header("via", ", ".join(values))
+            req.replace_header(i, Header("via", ", ".join(values)))
             break
     stamped = Via(via.protocol, via.transport, via.host, via.port, new_params, text)
     req.set_top_via_view(stamped)
@@ -165,7 +169,7 @@ class ServerCore:
         # Python's (randomized, per process) string hash is enough: the tag must be stable for the lifetime of
         # a transaction and unlikely to collide, not secret; a keyed blake2s cost more than the rest of a reply.
         # decimal: compiled, str() of an int is a direct conversion, where "%x" formatting went through printf
-        return str(hash((req.header("call-id"), req.from_tag, self._tag_salt)) & 0xFFFFFFFFFFFF)
+        return str(hash((req.first_value(KIND_CALL_ID), req.from_tag, self._tag_salt)) & 0xFFFFFFFFFFFF)
 
     def reply(self, req: Request, status: int, reason: str | None = None, source: tuple[str, int] = ("", 0),
               transport: str = "udp", conn_id: str | None = None, headers: list[tuple[str, str]] | None = None,
@@ -197,7 +201,7 @@ class ServerCore:
         ruri = req.ruri
         if not isinstance(ruri, SipURI) or ruri.user is not None or not self.is_local(ruri):
             return False
-        return not ("lr" in ruri.params and req.header("route") is not None and req.method != "REGISTER")
+        return not ("lr" in ruri.params and req.first_value(KIND_ROUTE) is not None and req.method != "REGISTER")
 
     def _safe_to_tag(self, req: Request) -> str | None:
         """The To tag for an error reply to a request whose From may itself be what is broken."""
@@ -294,9 +298,9 @@ class ServerCore:
             raise SipParseError("Request-URI must not carry headers")
         to_self = method == "REGISTER" or self.targets_self(req)
         if method != "CANCEL":
-            bad = self._unsupported(req, "proxy-require")
+            bad = self._unsupported(req, KIND_PROXY_REQUIRE)
             if to_self:
-                bad += self._unsupported(req, "require")
+                bad += self._unsupported(req, KIND_REQUIRE)
             if bad:
                 return [self.reply(req, 420, None, source, transport, conn_id, [("Unsupported", ", ".join(bad))])]
         if method == "REGISTER":
@@ -325,10 +329,11 @@ class ServerCore:
         return [("Allow", allow), ("Accept", "application/sdp"), ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
                 ("Server", self.settings.server_name)]
 
-    def _unsupported(self, req: Request, header: str) -> list[str]:
-        if req.header(header) is None:
+    def _unsupported(self, req: Request, kind: int) -> list[str]:
+        """The option tags of a Require or Proxy-Require (``kind``) that leansip does not support."""
+        if req.first_value(kind) is None:
             return []
-        return [tag for tag in req.header_values(header) if tag.lower() not in SUPPORTED_EXTENSIONS]
+        return [tag for tag in req.values_of(kind) if tag.lower() not in SUPPORTED_EXTENSIONS]
 
     # ------------------------------------------------------------------ authentication
     def authenticate(self, req: Request, source: tuple[str, int], transport: str, now: float,

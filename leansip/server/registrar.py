@@ -16,7 +16,15 @@ from typing import Final
 
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
-from leansip.sip.message import Request, Response, make_response
+from leansip.sip.message import (
+    KIND_CONTACT,
+    KIND_EXPIRES,
+    KIND_PATH,
+    KIND_USER_AGENT,
+    Request,
+    Response,
+    make_response,
+)
 from leansip.sip.uri import (
     NameAddr,
     SipURI,
@@ -110,13 +118,13 @@ class Registrar:
         """
         policy = self.policy
         aor = self.aor_for(req)
-        header_expires = req.header("expires")
+        header_expires = req.first_value(KIND_EXPIRES)
         default = policy.default_expires
         if header_expires is not None:
             default = _expires_value(header_expires, req)
         call_id = req.call_id
         cseq = req.cseq[0]
-        raw_contacts = req.header_values("contact")
+        raw_contacts = req.values_of(KIND_CONTACT)
 
         if any(c.strip() == "*" for c in raw_contacts):
             # RFC 3261 10.3 step 6: '*' only alone and only with Expires: 0
@@ -133,8 +141,8 @@ class Registrar:
         if len(raw_contacts) > policy.max_contacts:
             return self._fail(req, 403, "Too many contacts", to_tag)
 
-        user_agent = req.header("user-agent") or ""
-        path = req.header_values("path")
+        user_agent = req.first_value(KIND_USER_AGENT) or ""
+        path = req.values_of(KIND_PATH)
         planned: list[tuple[NameAddr, int, float]] = []
         # the values split above, parsed once (what req.contacts would split and parse again)
         for contact in [parse_name_addr(v) for v in raw_contacts]:

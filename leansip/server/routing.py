@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from leansip.sip.errors import SipParseError
-from leansip.sip.message import Request
+from leansip.sip.message import KIND_CALL_ID, KIND_ROUTE, Request
 from leansip.sip.uri import (
     SipURI,
     Via,
@@ -202,8 +202,8 @@ class Router:
         # the INVITE's branch (RFC 3261 16.11), so the To tag (the ACK has one), Proxy-Authorization and
         # Proxy-Require (the CANCEL has none) stay out, unlike the full list of 16.6 step 8.
         seed = "|".join((
-            req.header("call-id") or "", req.from_tag or "", str(req.cseq[0]), req.uri,
-            ",".join(req.header_values("route")),
+            req.first_value(KIND_CALL_ID) or "", req.from_tag or "", str(req.cseq[0]), req.uri,
+            ",".join(req.values_of(KIND_ROUTE)),
         ))
         h = _LOOP_HASH.copy()
         h.update(seed.encode("latin-1"))
@@ -233,16 +233,16 @@ class Router:
         names us: an in-dialog request on a dialog we record-routed, which needs no new authentication."""
         ruri = req.ruri
         ours = False
-        if isinstance(ruri, SipURI) and self.is_us(ruri) and "lr" in ruri.params and req.header("route"):
+        if isinstance(ruri, SipURI) and self.is_us(ruri) and "lr" in ruri.params and req.first_value(KIND_ROUTE):
             ours = True
             # the previous hop was a strict router: our Record-Route URI came as the Request-URI
-            routes = req.header_values("route")
+            routes = req.values_of(KIND_ROUTE)
             last = routes[-1]
             req.remove_header("route")
             for value in routes[:-1]:
                 req.add_header("route", value)
             req.uri = parse_name_addr(last).uri_text
-        top = req.header("route")
+        top = req.first_value(KIND_ROUTE)
         if top is not None:
             first = split_comma(top)[0]
             try:
@@ -253,7 +253,7 @@ class Router:
                 ours = True
                 req.pop_first_value("route")
                 # double record-routing leaves two of our entries (transport change): drop the second too
-                top = req.header("route")
+                top = req.first_value(KIND_ROUTE)
                 if top is not None:
                     try:
                         uri2 = parse_name_addr(split_comma(top)[0]).uri
@@ -265,7 +265,7 @@ class Router:
 
     def decide(self, req: Request, now: float) -> Decision:
         """Targets for a request, after :meth:`preprocess_routes`."""
-        top = req.header("route")
+        top = req.first_value(KIND_ROUTE)
         if top is not None:
             try:
                 uri = parse_name_addr(split_comma(top)[0]).uri

@@ -178,6 +178,30 @@ REASONS: Final = {
 }
 
 _WS: Final = " \t"
+
+# The headers the server's straight path reads, numbered: a parsed message indexes the first line of each (and
+# notes which appear more than once), so reading one is a list read instead of a scan of every line, an absent
+# one is known at once, and validation needs no counting pass. Any other name is found by the scan.
+KIND_VIA: Final = 0
+KIND_FROM: Final = 1
+KIND_TO: Final = 2
+KIND_CALL_ID: Final = 3
+KIND_CSEQ: Final = 4
+KIND_MAX_FORWARDS: Final = 5
+KIND_CONTACT: Final = 6
+KIND_EXPIRES: Final = 7
+KIND_CONTENT_LENGTH: Final = 8
+KIND_ROUTE: Final = 9
+KIND_RECORD_ROUTE: Final = 10
+KIND_REQUIRE: Final = 11
+KIND_PROXY_REQUIRE: Final = 12
+KIND_PATH: Final = 13
+KIND_USER_AGENT: Final = 14
+KIND_NAMES: Final = ("via", "from", "to", "call-id", "cseq", "max-forwards", "contact", "expires", "content-length",
+                     "route", "record-route", "require", "proxy-require", "path", "user-agent")
+_KIND_COUNT: Final = 15
+#: canonical name -> kind, for the parser's first sight of a spelling
+_KINDS: Final[dict[str, int]] = {name: kind for kind, name in enumerate(KIND_NAMES)}
 _MAX_CSEQ: Final = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
 
 
@@ -239,7 +263,7 @@ class Message:
     """Common part of requests and responses. Use :func:`parse_message` or the constructors of the subclasses."""
 
     __slots__ = ("headers", "body", "_start", "_top_via", "_vias", "_from", "_to", "_cseq", "_contacts",
-                 "_max_forwards", "_max_forwards_read")
+                 "_max_forwards", "_max_forwards_read", "_index", "_repeated", "_index_len")
 
     def __init__(self, headers: Iterable[Header] = (), body: bytes = b"") -> None:
         self.headers: list[Header] = list(headers)
@@ -255,6 +279,12 @@ class Message:
         self._contacts: list[NameAddr] | None = None
         self._max_forwards: int | None = None
         self._max_forwards_read = False  # Max-Forwards may be absent: None is a valid parsed value
+        #: the parser's index: the first line of each KIND_* header (None: absent), a bit per kind seen on more
+        #: than one line, and the length of ``headers`` it describes. None on a built message and after any edit
+        #: through the methods; a list of another length (somebody edited ``headers`` directly) is not trusted.
+        self._index: list[Header | None] | None = None
+        self._repeated = 0
+        self._index_len = 0
 
     # ----------------------------------------------------------------- reading
     def header(self, name: str) -> str | None:
@@ -270,6 +300,36 @@ class Message:
                 if h.name == key:
                     return h.value
         return None
+
+    def _first(self, kind: int) -> Header | None:
+        """The first header line of a KIND_* header, from the parser's index while it holds, else by a scan."""
+        index = self._index
+        if index is not None and self._index_len == len(self.headers):
+            return index[kind]
+        name = KIND_NAMES[kind]
+        for h in self.headers:
+            if h.name == name:
+                return h
+        return None
+
+    def first_value(self, kind: int) -> str | None:
+        """:meth:`header` for a KIND_* header (``msg.first_value(KIND_ROUTE)``): no name to compare line by line."""
+        h = self._first(kind)
+        return h.value if h is not None else None
+
+    def repeated(self, kind: int) -> bool:
+        """Is there more than one line of this KIND_* header?"""
+        index = self._index
+        if index is not None and self._index_len == len(self.headers):
+            return (self._repeated >> kind) & 1 == 1
+        name = KIND_NAMES[kind]
+        seen = False
+        for h in self.headers:
+            if h.name == name:
+                if seen:
+                    return True
+                seen = True
+        return False
 
     def has(self, name: str) -> bool:
         return self.header(name) is not None
@@ -287,6 +347,14 @@ class Message:
             if h.name == key:
                 out.extend(split_comma(h.value))
         return out
+
+    def values_of(self, kind: int) -> list[str]:
+        """:meth:`header_values` of a KIND_* header; with the parser's index, one line (or none) is read directly."""
+        index = self._index
+        if index is not None and self._index_len == len(self.headers) and not (self._repeated >> kind) & 1:
+            h = index[kind]
+            return split_comma(h.value) if h is not None else []
+        return self.header_values(KIND_NAMES[kind])
 
     def forget_views(self) -> None:
         """Drop the parsed views (Vias, From/To, CSeq, ...); they are parsed again if asked for.
@@ -324,7 +392,12 @@ class Message:
 
     # ----------------------------------------------------------------- editing
     def _touch(self, key: str) -> None:
-        """Forget the parsed views of header ``key`` (canonical name) after an edit; the others stay valid."""
+        """Forget the parsed views of header ``key`` (canonical name) after an edit; the others stay valid. The
+        parser's index is dropped whatever the name: later reads scan the lines."""
+        self._index = None
+        self._forget_view(key)
+
+    def _forget_view(self, key: str) -> None:
         if key == "via":
             self._top_via = self._vias = None
         elif key == "contact":
@@ -353,6 +426,20 @@ class Message:
         else:
             self.headers.append(header)
         self._touch(key)
+
+    def replace_header(self, i: int, header: Header) -> None:
+        """Put ``header`` in place of line ``i``, a header of the same name (a rewritten top Via); the parser's
+        index follows when it named the old line."""
+        old = self.headers[i]
+        self.headers[i] = header
+        index = self._index
+        if index is not None:
+            kind = _KINDS.get(old.name, -1)
+            if old.name != header.name:
+                self._index = None
+            elif kind >= 0 and index[kind] is old:
+                index[kind] = header
+        self._forget_view(old.name)
 
     def set_header(self, name: str, value: str) -> None:
         """Replace the first header of that name (dropping later ones) or append it."""
@@ -411,7 +498,7 @@ class Message:
     # ----------------------------------------------------------------- lazy views
     @property
     def call_id(self) -> str:
-        value = self.header("call-id")
+        value = self.first_value(KIND_CALL_ID)
         if value is None:
             raise SipParseError("missing Call-ID")
         return value
@@ -420,7 +507,7 @@ class Message:
     def cseq(self) -> tuple[int, str]:
         cached = self._cseq
         if cached is None:
-            value = self.header("cseq")
+            value = self.first_value(KIND_CSEQ)
             if value is None:
                 raise SipParseError("missing CSeq")
             num, _, method = value.strip(_WS).replace("\t", " ").partition(" ")  # LWS may be a tab
@@ -438,24 +525,24 @@ class Message:
             self._cseq = cached
         return cached
 
-    def _name_addr(self, name: str) -> NameAddr:
-        value = self.header(name)
+    def _name_addr(self, kind: int) -> NameAddr:
+        value = self.first_value(kind)
         if value is None:
-            raise SipParseError(f"missing {display_name(name)}")
+            raise SipParseError(f"missing {display_name(KIND_NAMES[kind])}")
         return parse_name_addr(value)
 
     @property
     def from_(self) -> NameAddr:
         cached = self._from
         if cached is None:
-            cached = self._from = self._name_addr("from")
+            cached = self._from = self._name_addr(KIND_FROM)
         return cached
 
     @property
     def to(self) -> NameAddr:
         cached = self._to
         if cached is None:
-            cached = self._to = self._name_addr("to")
+            cached = self._to = self._name_addr(KIND_TO)
         return cached
 
     @property
@@ -477,7 +564,7 @@ class Message:
     def top_via(self) -> Via:
         cached = self._top_via
         if cached is None:
-            value = self.header("via")
+            value = self.first_value(KIND_VIA)
             if value is None:
                 raise SipParseError("missing Via")
             if "," in value:
@@ -493,32 +580,25 @@ class Message:
     def contacts(self) -> list[NameAddr]:
         cached = self._contacts
         if cached is None:
-            cached = self._contacts = [parse_name_addr(v) for v in self.header_values("contact") if v.strip() != "*"]
+            cached = self._contacts = [parse_name_addr(v) for v in self.values_of(KIND_CONTACT) if v.strip() != "*"]
         return cached
 
     def int_header(self, name: str, default: int | None = None, *, limit: int = 2**32 - 1) -> int | None:
-        value = self.header(name)
-        if value is None:
-            return default
-        value = value.strip(_WS)
-        number = digits_value(value, 10)
-        if number < 0 or number > limit:
-            raise SipParseError(f"bad {display_name(canonical_name(name))} value {value[:20]!r}")
-        return number
+        return _int_value(self.header(name), name, default, limit)
 
     @property
     def max_forwards(self) -> int | None:
         # cached: validation, the core and prepare_forward each ask; an edit clears it (_touch)
         if self._max_forwards_read:
             return self._max_forwards
-        value = self.int_header("max-forwards", limit=2**31 - 1)
+        value = _int_value(self.first_value(KIND_MAX_FORWARDS), "max-forwards", None, 2**31 - 1)
         self._max_forwards = value
         self._max_forwards_read = True
         return value
 
     @property
     def expires(self) -> int | None:
-        return self.int_header("expires")
+        return _int_value(self.first_value(KIND_EXPIRES), "expires", None, 2**32 - 1)
 
     # ----------------------------------------------------------------- output
     def start_line(self) -> str:  # pragma: no cover - overridden
@@ -539,6 +619,17 @@ class Message:
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
+
+
+def _int_value(value: str | None, name: str, default: int | None, limit: int) -> int | None:
+    """A header's value as a decimal number (``default`` when absent), at most ``limit``; 400 otherwise."""
+    if value is None:
+        return default
+    value = value.strip(_WS)
+    number = digits_value(value, 10)
+    if number < 0 or number > limit:
+        raise SipParseError(f"bad {display_name(canonical_name(name))} value {value[:20]!r}")
+    return number
 
 
 class Request(Message):
@@ -672,11 +763,12 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     names = _NAME_CACHE
     spellings = _SPELLINGS
     spelled_names = _SPELLED_NAMES
+    spelled_kinds = _SPELLED_KINDS
     #: the first broken header line: raised after the start line and the other headers are read, so a 400 can
     #: still be addressed by the Via (RFC 3261 8.2 / 16.3) instead of the request being dropped in silence
     bad_line: str | None = None
-    length_header: Header | None = None  # the first Content-Length, read by _body (its value after any folding)
-    more_lengths = False
+    index: list[Header | None] = [None] * _KIND_COUNT  # the first line of each KIND_* header
+    repeated = 0  # a bit per kind seen on a second line
     while pos < end:
         nl = text.find("\n", pos)
         if nl < 0:
@@ -716,14 +808,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         # dict lookup needs)
         slot = (first * _SPELL_COLONS + colon) * 2 if first < 128 and colon < _SPELL_COLONS else -1
         lname = None
+        kind = -1
         if slot >= 0:
             spelled = spellings[slot]
             if spelled is not None and line.startswith(spelled):
                 lname = spelled_names[slot]
+                kind = spelled_kinds[slot]
             else:
                 spelled = spellings[slot + 1]
                 if spelled is not None and line.startswith(spelled):
                     lname = spelled_names[slot + 1]
+                    kind = spelled_kinds[slot + 1]
         if lname is None:
             name = line[:colon]
             lname = names.get(name)
@@ -734,11 +829,14 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
                     bad_line = bad_line or exc.reason
                     current = None
                     continue
+            kind = _KINDS.get(lname, -1)
             if slot >= 0:  # the newer spelling first, the one it displaces second
                 spellings[slot + 1] = spellings[slot]
                 spelled_names[slot + 1] = spelled_names[slot]
+                spelled_kinds[slot + 1] = spelled_kinds[slot]
                 spellings[slot] = name
                 spelled_names[slot] = lname
+                spelled_kinds[slot] = kind
         # "Name: value" in one slice; the general strip (an extra string) only for other spacing
         vstart = colon + 1
         vend = len(line)
@@ -752,11 +850,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             value = line[colon + 1 :].strip(_WS)
         current = Header(lname, value, line)
         headers.append(current)  # compiled, a direct PyList_Append; a bound `append` is a generic call
-        if lname == "content-length":  # interned both: an identity compare for every other name
-            if length_header is None:
-                length_header = current
+        if kind >= 0:
+            if index[kind] is None:
+                index[kind] = current
             else:
-                more_lengths = True
+                repeated |= 1 << kind
 
     msg: Request | Response
     if start.startswith("SIP/"):
@@ -767,7 +865,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(bad_line, message=msg if isinstance(msg, Request) else None)
     common: Message = msg  # compiled, attributes set through the union type would be looked up by name
     common._start = start
-    common.body = _body(common, data[body_at:] if body_at < len(data) else b"", stream, length_header, more_lengths)
+    common._index = index
+    common._repeated = repeated
+    common._index_len = len(headers)
+    common.body = _body(common, data[body_at:] if body_at < len(data) else b"", stream, index[KIND_CONTENT_LENGTH],
+                        (repeated >> KIND_CONTENT_LENGTH) & 1 == 1)
     return msg
 
 
@@ -780,6 +882,7 @@ _NAME_CACHE: Final[dict[str, str]] = {}
 _SPELL_COLONS: Final = 32
 _SPELLINGS: Final[list[str | None]] = [None] * (128 * _SPELL_COLONS * 2)
 _SPELLED_NAMES: Final[list[str]] = [""] * (128 * _SPELL_COLONS * 2)
+_SPELLED_KINDS: Final[list[int]] = [-1] * (128 * _SPELL_COLONS * 2)
 
 
 def _header_name(raw: str) -> str:
@@ -851,20 +954,13 @@ def _body(msg: Message, rest: bytes, stream: bool, first: Header | None, more: b
 # --------------------------------------------------------------------- validation
 
 
-def _exactly_once(name: str, count: int) -> None:
-    if count == 0:
-        raise SipParseError(f"missing {display_name(name)}")
-    if count > 1:
-        raise SipParseError(f"more than one {display_name(name)} header")
-
-
-def validate_request(req: Request) -> None:
-    """Check what RFC 3261 8.2 and 16.3 require before a request may be acted on.
-
-    Mandatory headers present exactly once, CSeq well-formed with the request's method (RFC 4475
-    mismatch01), a parsable top Via and Request-URI. Raises :class:`SipParseError` carrying the request, so
-    the caller can answer 400 (or drop when no Via exists to answer to).
-    """
+def _counts(req: Request) -> tuple[int, int, int, int, int, int]:
+    """How many lines of Via, Call-ID, CSeq, From, To and Max-Forwards (two meaning "more than one")."""
+    index = req._index
+    if index is not None and req._index_len == len(req.headers):
+        rep = req._repeated
+        return (_seen(index, rep, KIND_VIA), _seen(index, rep, KIND_CALL_ID), _seen(index, rep, KIND_CSEQ),
+                _seen(index, rep, KIND_FROM), _seen(index, rep, KIND_TO), _seen(index, rep, KIND_MAX_FORWARDS))
     # one pass counts the headers that must appear once (compiled, it beats five list.count() calls)
     vias = call_ids = cseqs = froms = tos = max_forwards = 0
     for h in req.headers:
@@ -881,6 +977,31 @@ def validate_request(req: Request) -> None:
             tos += 1
         elif name == "max-forwards":
             max_forwards += 1
+    return vias, call_ids, cseqs, froms, tos, max_forwards
+
+
+def _seen(index: list[Header | None], repeated: int, kind: int) -> int:
+    """0, 1 or 2 (for "more than one") lines of a kind, from the parser's index."""
+    if index[kind] is None:
+        return 0
+    return 2 if (repeated >> kind) & 1 else 1
+
+
+def _exactly_once(name: str, count: int) -> None:
+    if count == 0:
+        raise SipParseError(f"missing {display_name(name)}")
+    if count > 1:
+        raise SipParseError(f"more than one {display_name(name)} header")
+
+
+def validate_request(req: Request) -> None:
+    """Check what RFC 3261 8.2 and 16.3 require before a request may be acted on.
+
+    Mandatory headers present exactly once, CSeq well-formed with the request's method (RFC 4475
+    mismatch01), a parsable top Via and Request-URI. Raises :class:`SipParseError` carrying the request, so
+    the caller can answer 400 (or drop when no Via exists to answer to).
+    """
+    vias, call_ids, cseqs, froms, tos, max_forwards = _counts(req)
     try:
         if not vias:
             raise SipParseError("missing Via", status=0)
@@ -943,17 +1064,34 @@ def make_response(
     added when the request had none and ``to_tag`` is given), Call-ID and CSeq copied, then extra headers and
     Content-Length. Copied headers keep their original lines."""
     out: list[Header] = []
-    to_done = False
-    for h in req.headers:
-        name = h.name
-        if name in _RESPONSE_COPY:
-            out.append(h)
-        elif name == "to" and not to_done:
-            to_done = True
-            if to_tag and status > 100 and not _has_tag(h.value):
-                out.append(Header("to", f"{h.value};tag={to_tag}"))
-            else:
+    index = req._index
+    if index is not None and req._index_len == len(req.headers) and not req._repeated & _COPIED_KINDS:
+        # the parser's index: each copied header is on one line (Via, From, Call-ID, CSeq; To is read once
+        # anyway), taken in the usual order without a pass over every line
+        via = index[KIND_VIA]
+        if via is not None:
+            out.append(via)
+        copied = index[KIND_FROM]
+        if copied is not None:
+            out.append(copied)
+        to = index[KIND_TO]
+        if to is not None:
+            out.append(_response_to(req, to, status, to_tag))
+        copied = index[KIND_CALL_ID]
+        if copied is not None:
+            out.append(copied)
+        copied = index[KIND_CSEQ]
+        if copied is not None:
+            out.append(copied)
+    else:
+        to_done = False
+        for h in req.headers:
+            name = h.name
+            if name in _RESPONSE_COPY:
                 out.append(h)
+            elif name == "to" and not to_done:
+                to_done = True
+                out.append(_response_to(req, h, status, to_tag))
     for name, value in headers:
         out.append(Header(_header_key(name), value))  # the few names leansip writes: memoized
     if content_type is not None:
@@ -965,6 +1103,22 @@ def make_response(
 #: ``Content-Length: 0`` of every response without a body: one shared line (headers are never edited in place,
 #: an edit replaces the Header), written as it is, without a name lookup and a format per response
 _NO_BODY_LENGTH: Final = Header("content-length", "0", "Content-Length: 0")
+
+
+#: the kinds make_response copies every line of: on one line each, the index gives them
+_COPIED_KINDS: Final = (1 << KIND_VIA) | (1 << KIND_FROM) | (1 << KIND_CALL_ID) | (1 << KIND_CSEQ)
+
+
+def _response_to(req: Request, to: Header, status: int, to_tag: str | None) -> Header:
+    """The response's To: the request's line, with ``to_tag`` added when it has no tag (not on 100)."""
+    if not to_tag or status <= 100:
+        return to
+    view = req._to
+    if view is not None and req._first(KIND_TO) is to:
+        tagged = "tag" in view.params  # validation parsed this very line: no second parse
+    else:
+        tagged = _has_tag(to.value)
+    return to if tagged else Header("to", f"{to.value};tag={to_tag}")
 
 
 def _has_tag(value: str) -> bool:
