@@ -8,13 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-_CLASSES: Final = ("", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
+_CLASSES: Final = tuple(f"{k}xx" for k in range(10))
 
 
 @dataclass(slots=True)
 class Stats:
     requests: dict[str, int] = field(default_factory=dict)
-    responses: dict[str, int] = field(default_factory=dict)  # by class: "1xx" .. "6xx"
+    #: responses by class (index 1 = 1xx ... 9), a list: an increment is an index, where a dict by class name
+    #: cost a hashed lookup and a store per response; ``responses`` gives the dict
+    by_class: list[int] = field(default_factory=lambda: [0] * 10)
     drops: dict[str, int] = field(default_factory=dict)  # by short reason
     retransmissions: int = 0
     auth_failures: int = 0
@@ -35,9 +37,13 @@ class Stats:
 
     def response(self, status: int) -> None:
         k = status // 100
-        # the class names as constants: an f-string made (and hashed) a new one for every response
-        cls = _CLASSES[k] if 1 <= k <= 6 else f"{k}xx"
-        self.responses[cls] = self.responses.get(cls, 0) + 1
+        if 0 <= k <= 9:
+            self.by_class[k] += 1
+
+    @property
+    def responses(self) -> dict[str, int]:
+        """Responses by class name ("1xx" .. "6xx"), the classes seen only."""
+        return {_CLASSES[k]: n for k, n in enumerate(self.by_class) if n}
 
     def dropped(self, reason: str) -> None:
         key = reason.split(" ", 3)[:3]

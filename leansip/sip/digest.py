@@ -99,6 +99,10 @@ _ALGORITHM_TABLE: Final[dict[str, tuple[str, bool]]] = {
 }
 ALGORITHMS: Final[tuple[str, ...]] = tuple(_ALGORITHM_TABLE)
 _BY_UPPER: Final = {name.upper(): name for name in ALGORITHMS}
+#: the algorithm's byte in a nonce: its index in ALGORITHMS
+_ALGORITHM_BYTE: Final = {name: bytes([i]) for i, name in enumerate(ALGORITHMS)}
+#: bound once: compiled, ``hmac.compare_digest`` is a module attribute lookup at every call
+_compare_digest: Final = hmac.compare_digest
 # Client preference, strongest first (RFC 8760 sec. 2.4: use the most preferred one we support).
 _CLIENT_PREFERENCE: Final = ("SHA-512-256", "SHA-512-256-sess", "SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
 _HEX_LEN: Final = {"md5": 32, "sha256": 64, "sha512_256": 64}
@@ -983,6 +987,10 @@ def _canonical_b64(text: str) -> bool:
 #: entries kept per realm (or realm and algorithm) by the authenticator's small caches: the stand-in HA1s,
 #: the nonce MAC states and the opaque values; past it, values are computed and not kept
 _PER_REALM_MAX: Final = 64
+#: nonces this authenticator issued last, remembered with what their MAC check would prove (see _open_nonce)
+_ISSUED_MAX: Final = 4096
+#: times below this (seconds) have their milliseconds within the nonce's 8 bytes for sure
+_MAX_NOW: Final = 1.8e16
 
 
 class DigestAuthenticator:
@@ -1031,6 +1039,12 @@ class DigestAuthenticator:
         self._pool = b""
         self._pool_at = 0
         self._pooled = random_bytes is os.urandom
+        #: nonce -> (issue time, algorithm, realm) of the last _ISSUED_MAX nonces made here, in a ring: the answer
+        #: to a challenge comes back within moments and is opened by a lookup; an older nonce, or one another
+        #: node issued under the same secret, is opened by its MAC as before
+        self._issued: dict[str, tuple[float, str, str]] = {}
+        self._issued_ring: list[str] = [""] * _ISSUED_MAX
+        self._issued_at = 0
         # A per-secret stand-in password: an unknown user's response is checked against an HA1 made from it, so
         # unknown and known users take the same path (the store answers a known user's HA1 from memory, see
         # UserStore.ha1_lookup; the stand-in's HA1 is made once per realm and algorithm, not per request).
@@ -1062,8 +1076,9 @@ class DigestAuthenticator:
 
     def make_nonce(self, now: float, algorithm: str, realm: str | None = None) -> str:
         """A fresh nonce bound to ``now``, ``algorithm`` and ``realm`` (default: ours)."""
-        ts = round(now * 1000)
-        if not 0 <= ts < 1 << 64:
+        ts = int(now * 1000 + 0.5)  # compiled, a native conversion (round() is a builtin looked up and called)
+        # the float first: compiled, a compare with 1 << 64 (past the unboxed range) is a generic call
+        if ts < 0 or not now < _MAX_NOW and not ts < 1 << 64:
             raise ValueError("now must be a non-negative time")
         if self._pooled:
             at = self._pool_at
@@ -1076,11 +1091,29 @@ class DigestAuthenticator:
             rnd = self._random_bytes(_NONCE_RANDOM)
         if len(rnd) != _NONCE_RANDOM:
             raise ValueError("random_bytes returned the wrong length")
-        body = ts.to_bytes(_NONCE_TS, "big") + rnd + bytes([ALGORITHMS.index(canonical_algorithm(algorithm))])
-        return _b64(body + self._nonce_mac(realm or self.realm, body))
+        algorithm = canonical_algorithm(algorithm)
+        realm = realm or self.realm
+        body = ts.to_bytes(_NONCE_TS, "big") + rnd + _ALGORITHM_BYTE[algorithm]
+        nonce = _b64(body + self._nonce_mac(realm, body))
+        self._remember(nonce, ts / 1000, algorithm, realm)
+        return nonce
+
+    def _remember(self, nonce: str, issued: float, algorithm: str, realm: str) -> None:
+        """Keep a nonce just made with what opening it would give, in place of the oldest one kept."""
+        at = self._issued_at
+        ring = self._issued_ring
+        oldest = ring[at]
+        if oldest:
+            self._issued.pop(oldest, None)
+        ring[at] = nonce
+        self._issued[nonce] = (issued, algorithm, realm)
+        self._issued_at = at + 1 if at + 1 < _ISSUED_MAX else 0
 
     def _open_nonce(self, nonce: str, realm: str) -> tuple[float, str] | None:
         """(issue time, algorithm) of a nonce we signed for ``realm``, else None."""
+        kept = self._issued.get(nonce)
+        if kept is not None and kept[2] == realm:
+            return kept[0], kept[1]  # made here moments ago: what the checks below would find, without them
         if len(nonce) != (_NONCE_LEN * 4 + 2) // 3:
             return None
         try:
@@ -1090,7 +1123,7 @@ class DigestAuthenticator:
         if len(raw) != _NONCE_LEN or not _canonical_b64(nonce):
             return None
         body, mac = raw[:-_NONCE_MAC], raw[-_NONCE_MAC:]
-        if not hmac.compare_digest(mac, self._nonce_mac(realm, body)):
+        if not _compare_digest(mac, self._nonce_mac(realm, body)):
             return None
         alg_index = body[-1]
         if alg_index >= len(ALGORITHMS):
@@ -1181,9 +1214,8 @@ class DigestAuthenticator:
         # RFC 3261 sec. 22.4 / RFC 2617 sec. 3.2.2.5: the uri must be the Request-URI.
         if uri.strip() != request_uri.strip():
             return _fail("uri does not match the Request-URI")
-        if params.opaque is not None and not hmac.compare_digest(
-            _utf8(params.opaque), _utf8(self.opaque(realm))
-        ):
+        # opaque is no secret (every challenge shows it): a plain compare, no constant-time one
+        if params.opaque is not None and params.opaque != self.opaque(realm):
             return _fail("opaque mismatch")
         qop = params.qop
         nc_value: int | None = None
@@ -1226,7 +1258,7 @@ class DigestAuthenticator:
             cnonce=params.cnonce,
             body=body,
         )
-        matches = hmac.compare_digest(expected.encode("ascii"), _utf8(response.lower()))
+        matches = _compare_digest(expected.encode("ascii"), _utf8(response.lower()))
         if not known:
             return _fail(
                 "unknown user (or no HA1 for this algorithm/realm)" if stored is None else "bad stored HA1"

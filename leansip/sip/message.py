@@ -703,7 +703,14 @@ class Response(Message):
         self.version = version
 
     def start_line(self) -> str:
-        return f"{self.version} {self.status} {self.reason}"
+        status = self.status
+        if 100 <= status <= 699 and self.version == "SIP/2.0":
+            # the line of a status with its usual reason, made once: the reason is REASONS' own string (an
+            # identity hit), and formatting the number is most of the cost of the line
+            known = _STATUS_LINES[status - 100]
+            if known is not None and known[0] == self.reason:
+                return known[1]
+        return f"{self.version} {status} {self.reason}"
 
     def copy(self) -> Response:
         other = Response(self.status, self.reason, (), self.body, self.version)
@@ -715,6 +722,10 @@ class Response(Message):
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
+
+#: "SIP/2.0 200 OK" by status - 100, with the reason it was made for, for the statuses REASONS names
+_STATUS_LINES: Final[list[tuple[str, str] | None]] = [
+    (REASONS[code], f"SIP/2.0 {code} {REASONS[code]}") if code in REASONS else None for code in range(100, 700)]
 
 # --------------------------------------------------------------------- parsing
 
@@ -904,7 +915,22 @@ def _header_name(raw: str) -> str:
     return lname
 
 
+#: the methods leansip knows, as its own (interned) strings: the request carries the constant, so every later
+#: ``method == "INVITE"`` is an identity hit and the per-method counter finds its key's hash cached
+_METHODS: Final[dict[str, str]] = {m: m for m in (
+    "REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
+    "SUBSCRIBE", "NOTIFY", "PUBLISH")}
+
+
 def _parse_request_line(start: str, headers: list[Header]) -> Request:
+    # the usual line, "METHOD SP uri SP SIP/2.0" with a known method, cut by position; anything else is split
+    sp = start.find(" ")
+    if sp > 0 and start.endswith(" SIP/2.0"):
+        end = len(start) - 8
+        if start.find(" ", sp + 1) == end and ord(start[sp + 1]) != 60:  # a Request-URI in <> is refused below
+            method = _METHODS.get(start[:sp])
+            if method is not None:
+                return Request(method, start[sp + 1:end], headers, b"", "SIP/2.0")
     parts = start.split(" ")
     if len(parts) != 3:
         partial = Request("UNKNOWN", "sip:invalid", headers)
@@ -1118,7 +1144,15 @@ def _response_to(req: Request, to: Header, status: int, to_tag: str | None) -> H
         tagged = "tag" in view.params  # validation parsed this very line: no second parse
     else:
         tagged = _has_tag(to.value)
-    return to if tagged else Header("to", f"{to.value};tag={to_tag}")
+    if tagged:
+        return to
+    value = f"{to.value};tag={to_tag}"
+    raw = to.raw
+    # the received line with the tag after it, when the line ends with the value (one line, no trailing space):
+    # written as it is, where a rebuilt line costs a name lookup and a second format at output
+    if raw is not None and raw.endswith(to.value):
+        return Header("to", value, f"{raw};tag={to_tag}")
+    return Header("to", value)
 
 
 def _has_tag(value: str) -> bool:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leansip.sip.digest import (
+    _ISSUED_MAX,
     AuthKind,
     AuthResult,
     DigestAuthenticator,
@@ -908,3 +909,31 @@ def test_sha512_256_formula_and_roundtrip() -> None:
     value = build_authorization(values[0], "REGISTER", RURI, "alice", "wonderland")
     r = auth.verify(value, "REGISTER", LOOKUP, T0, request_uri=RURI)
     assert r.ok and r.algorithm == "SHA-512-256"
+
+
+def test_kept_nonce_opens_as_its_mac_does() -> None:
+    """A nonce made here is opened from the authenticator's memory; what that gives must be what checking its
+    MAC gives (a twin with the same secret has made none, so it checks the MAC)."""
+    auth, twin = make_auth(), make_auth()
+    for now, realm in ((T0, REALM), (T0 + 0.0005, REALM), (T0 + 12.3456, "a.org")):
+        for value in auth.challenge(now, realm=realm):
+            nonce = parse_digest(value).nonce
+            assert nonce is not None and nonce in auth._issued and nonce not in twin._issued
+            assert auth._open_nonce(nonce, realm) == twin._open_nonce(nonce, realm) is not None
+            assert auth._open_nonce(nonce, "other.org") is None  # kept for its realm only
+
+
+def test_nonce_of_another_node_with_the_same_secret_verifies() -> None:
+    node_a, node_b = make_auth(), make_auth()
+    value = creds(node_a, T0, "SHA-256", "alice", "wonderland")
+    assert node_b.verify(value, "REGISTER", LOOKUP, T0 + 1, request_uri=RURI).ok
+
+
+def test_kept_nonces_are_bounded_and_the_forgotten_still_verify() -> None:
+    auth = make_auth()
+    first = creds(auth, T0, "MD5", "alice", "wonderland")
+    first_nonce = parse_digest(first).nonce
+    for i in range(_ISSUED_MAX // 2 + 1):  # two nonces per challenge (SHA-256 and MD5)
+        auth.challenge(T0 + i / 1000)
+    assert len(auth._issued) == _ISSUED_MAX and first_nonce not in auth._issued
+    assert auth.verify(first, "REGISTER", LOOKUP, T0 + 5, request_uri=RURI).ok

@@ -782,3 +782,47 @@ def test_header_names_by_remembered_spelling() -> None:
 def test_header_value_is_the_stripped_rest_of_the_line(raw: str, value: str) -> None:
     msg = parse_message(f"OPTIONS sip:a@b SIP/2.0\r\n{raw}\r\n\r\n".encode())
     assert msg.headers[0].value == value == raw.partition(":")[2].strip(" \t")
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "line"),
+    [(200, None, "SIP/2.0 200 OK"), (200, "Fine", "SIP/2.0 200 Fine"), (486, None, "SIP/2.0 486 Busy Here"),
+     (299, None, "SIP/2.0 299 Unknown"), (180, "", "SIP/2.0 180 ")],
+)
+def test_status_line_of_usual_and_own_reasons(status: int, reason: str | None, line: str) -> None:
+    resp = Response(status, reason)
+    assert resp.start_line() == line
+    resp.reason = "Changed"
+    assert resp.start_line() == f"SIP/2.0 {status} Changed"
+
+
+@pytest.mark.parametrize(
+    ("line", "method", "uri"),
+    [("REGISTER sip:h SIP/2.0", "REGISTER", "sip:h"), ("FOO sip:h SIP/2.0", "FOO", "sip:h"),
+     ("register sip:h SIP/2.0", "register", "sip:h"), ("INVITE  SIP/2.0", "INVITE", "")],
+)
+def test_request_line_known_and_other_methods(line: str, method: str, uri: str) -> None:
+    msg = parse_message(crlf(line, "Via: SIP/2.0/UDP h;branch=z9hG4bK-1"))
+    assert isinstance(msg, Request) and (msg.method, msg.uri, msg.version) == (method, uri, "SIP/2.0")
+    if method == "REGISTER":
+        assert msg.method is "REGISTER"  # noqa: F632 - the interned constant, for identity compares
+
+
+@pytest.mark.parametrize("line", ["INVITE <sip:h> SIP/2.0", "INVITE sip:h  SIP/2.0", "INVITE sip:h SIP/2.0 "])
+def test_request_line_oddities_still_refused(line: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_message(crlf(line, "Via: SIP/2.0/UDP h;branch=z9hG4bK-1"))
+
+
+def test_response_to_tag_follows_the_received_line() -> None:
+    req = parse_message(crlf("OPTIONS sip:h SIP/2.0", "Via: SIP/2.0/UDP h;branch=z9hG4bK-1", "From: <sip:a@h>;tag=1",
+                             "t: <sip:b@h>", "Call-ID: c", "CSeq: 1 OPTIONS", "Max-Forwards: 70"))
+    assert isinstance(req, Request)
+    validate_request(req)
+    resp = make_response(req, 200, to_tag="xyz")
+    assert "t: <sip:b@h>;tag=xyz" in resp.to_bytes().decode() and resp.to.tag == "xyz"
+    folded = parse_message(crlf("OPTIONS sip:h SIP/2.0", "Via: SIP/2.0/UDP h;branch=z9hG4bK-1", "To: <sip:b@h",
+                                " >", "From: <sip:a@h>;tag=1", "Call-ID: c", "CSeq: 1 OPTIONS"))
+    assert isinstance(folded, Request)
+    resp = make_response(folded, 200, to_tag="xyz")
+    assert "To: <sip:b@h >;tag=xyz" in resp.to_bytes().decode()
