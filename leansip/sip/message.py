@@ -510,6 +510,16 @@ class Message:
             value = self.first_value(KIND_CSEQ)
             if value is None:
                 raise SipParseError("missing CSeq")
+            # "1 REGISTER": one space, a known method (leansip's constant: later compares are identity hits)
+            sp = value.find(" ")
+            if sp > 0:
+                known = _METHODS.get(value[sp + 1:])
+                if known is not None:
+                    n = digits_value(value[:sp], 10)
+                    if 0 <= n <= _MAX_CSEQ:
+                        cached = (n, known)
+                        self._cseq = cached
+                        return cached
             num, _, method = value.strip(_WS).replace("\t", " ").partition(" ")  # LWS may be a tab
             method = method.strip(_WS)
             n = digits_value(num, 10)

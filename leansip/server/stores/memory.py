@@ -47,7 +47,7 @@ class MemoryStore:
         self._by_aor: dict[str, dict[str, Binding]] = {}
         #: second -> {(aor, contact_key): binding} of the bindings that expire within it; an emptied bucket
         #: stays until its second is popped, so each second enters ``_seconds`` once
-        self._buckets: dict[int, dict[tuple[str, str], Binding]] = {}
+        self._buckets: dict[int, dict[tuple[str, ...], Binding]] = {}
         self._seconds: list[int] = []
         self._count = 0
         self.heap_ops = 0
@@ -85,26 +85,29 @@ class MemoryStore:
         if d is None:
             d = self._by_aor[aor] = {}
         old = d.get(key)
+        # one bucket key for the old bucket and the new one; typed as a tuple of any length, mypyc keeps it one
+        # boxed tuple (a tuple[str, str] is a C struct, boxed into a new tuple at every dict operation)
+        pair: tuple[str, ...] = (aor, key)
         if old is None:
             self._count += 1
         else:
-            self._unindex(aor, key, old)
+            self._unindex(pair, old)
         d[key] = binding
-        self._index(aor, key, binding)
+        self._index(pair, binding)
 
-    def _index(self, aor: str, key: str, binding: Binding) -> None:
+    def _index(self, pair: tuple[str, ...], binding: Binding) -> None:
         second = _second(binding.expires_at)
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = {}
             heapq.heappush(self._seconds, second)
             self.heap_ops += 1
-        bucket[(aor, key)] = binding
+        bucket[pair] = binding
 
-    def _unindex(self, aor: str, key: str, binding: Binding) -> None:
+    def _unindex(self, pair: tuple[str, ...], binding: Binding) -> None:
         bucket = self._buckets.get(_second(binding.expires_at))
-        if bucket is not None and bucket.get((aor, key)) is binding:
-            del bucket[(aor, key)]
+        if bucket is not None and bucket.get(pair) is binding:
+            del bucket[pair]
         # else: mutated in place since it was indexed; expire() finds it stale in its old bucket
 
     def remove(self, aor: str, key: str) -> Binding | None:
@@ -115,7 +118,7 @@ class MemoryStore:
         b = d.pop(key, None)
         if b is not None:
             self._count -= 1
-            self._unindex(aor, key, b)
+            self._unindex((aor, key), b)
             if not d:
                 del self._by_aor[aor]
         return b
@@ -131,7 +134,7 @@ class MemoryStore:
             return {}
         self._count -= len(d)
         for key, b in d.items():
-            self._unindex(aor, key, b)
+            self._unindex((aor, key), b)
         return d
 
     def expire(self, now: float) -> list[Binding]:
@@ -165,7 +168,7 @@ class MemoryStore:
         if b.expires_at > now:
             # mutated in place after put (documented as unsupported, but never lose a binding over it):
             # index it again at its real expiry
-            self._index(aor, key, b)
+            self._index((aor, key), b)
             return
         del d[key]
         self._count -= 1
