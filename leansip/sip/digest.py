@@ -1098,6 +1098,17 @@ class DigestAuthenticator:
         self._remember(nonce, ts / 1000, algorithm, realm)
         return nonce
 
+    def forget_issued(self) -> None:
+        """Drop the remembered nonces: they still open, by their MAC (a memory test empties this bounded table
+        between rounds, as it does the parse caches)."""
+        self._issued.clear()
+        self._issued_ring = [""] * _ISSUED_MAX
+        self._issued_at = 0
+
+    def issued_count(self) -> int:
+        """How many issued nonces are remembered (at most 4,096)."""
+        return len(self._issued)
+
     def _remember(self, nonce: str, issued: float, algorithm: str, realm: str) -> None:
         """Keep a nonce just made with what opening it would give, in place of the oldest one kept."""
         at = self._issued_at
