@@ -199,7 +199,7 @@ KIND_PATH: Final = 13
 KIND_USER_AGENT: Final = 14
 KIND_NAMES: Final = ("via", "from", "to", "call-id", "cseq", "max-forwards", "contact", "expires", "content-length",
                      "route", "record-route", "require", "proxy-require", "path", "user-agent")
-_KIND_COUNT: Final = 15
+_KIND_COUNT: Final = len(KIND_NAMES)
 #: canonical name -> kind, for the parser's first sight of a spelling
 _KINDS: Final[dict[str, int]] = {name: kind for kind, name in enumerate(KIND_NAMES)}
 _MAX_CSEQ: Final = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
