@@ -1104,21 +1104,14 @@ def make_response(
     if index is not None and req._index_len == len(req.headers) and not req._repeated & _COPIED_KINDS:
         # the parser's index: each copied header is on one line (Via, From, Call-ID, CSeq; To is read once
         # anyway), taken in the usual order without a pass over every line
-        via = index[KIND_VIA]
-        if via is not None:
-            out.append(via)
-        copied = index[KIND_FROM]
-        if copied is not None:
-            out.append(copied)
+        # (spelled out: compiled, a loop over a tuple of kinds boxes and unboxes each one, ~1 % of a REGISTER)
+        _append_present(out, index[KIND_VIA])
+        _append_present(out, index[KIND_FROM])
         to = index[KIND_TO]
         if to is not None:
             out.append(_response_to(req, to, status, to_tag))
-        copied = index[KIND_CALL_ID]
-        if copied is not None:
-            out.append(copied)
-        copied = index[KIND_CSEQ]
-        if copied is not None:
-            out.append(copied)
+        _append_present(out, index[KIND_CALL_ID])
+        _append_present(out, index[KIND_CSEQ])
     else:
         to_done = False
         for h in req.headers:
@@ -1143,6 +1136,11 @@ _NO_BODY_LENGTH: Final = Header("content-length", "0", "Content-Length: 0")
 
 #: the kinds make_response copies every line of: on one line each, the index gives them
 _COPIED_KINDS: Final = (1 << KIND_VIA) | (1 << KIND_FROM) | (1 << KIND_CALL_ID) | (1 << KIND_CSEQ)
+
+
+def _append_present(out: list[Header], header: Header | None) -> None:
+    if header is not None:
+        out.append(header)
 
 
 def _response_to(req: Request, to: Header, status: int, to_tag: str | None) -> Header:
