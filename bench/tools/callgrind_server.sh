@@ -3,12 +3,17 @@
 # callgrind (valgrind): repeatable where CPU time on this shared VM moves by a third between runs.
 #
 #   bash bench/tools/callgrind_server.sh register|register-auth|stateless|stateful [N] [REPO]
+#   SERVER=kamailio bash bench/tools/callgrind_server.sh ...   (the same count for Kamailio, all its processes)
 #
 # Two runs of the server under callgrind: one with the warm-up only, one with the warm-up and N more; the
 # difference over N is the cost of one, start-up and warm-up cancelled out. REGISTER: 1,000 users registered
 # first, then N refreshes of the same users (what the benchmark's fixed step mostly is). Calls: a callee
 # registered, then 100 (or 100 + N) calls at 50/s, with 40 s after them, so the work of ending every
 # transaction (32 s timers) is counted. REPO (default: this checkout) lets two checkouts be compared.
+# SERVER=kamailio counts Kamailio with the benchmark's config for the scenario instead (-n 1 -x tlsf as in the
+# benchmark, but -m 256: valgrind with 2 GB of shared memory is slow to start; the slow rates here need little),
+# summing the instructions of every process it forks (main, the UDP worker, timers): a ratio of instructions
+# per request that the host's load does not move.
 # Needs valgrind and sipp; takes a few minutes.
 set -euo pipefail
 scenario=${1:?register, register-auth, stateless or stateful}
@@ -23,21 +28,29 @@ python3 -c "import sys; sys.stdout.write(''.join(f'user{i}:pass{i}\n' for i in r
 head -1001 "$here/sipp/users.csv" > "$work/users.csv"
 
 case $scenario in
-  register) flags=(--mode registrar --no-auth) ;;
-  register-auth) flags=(--mode registrar --auth --auth-algorithms MD5) ;;
-  stateless) flags=(--mode proxy --stateless --no-auth) ;;
-  stateful) flags=(--mode proxy --stateful --no-auth) ;;
+  register) flags=(--mode registrar --no-auth); cfg=registrar ;;
+  register-auth) flags=(--mode registrar --auth --auth-algorithms MD5); cfg=registrar-auth ;;
+  stateless) flags=(--mode proxy --stateless --no-auth); cfg=proxy-stateless ;;
+  stateful) flags=(--mode proxy --stateful --no-auth); cfg=proxy-stateful ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 
 total() { # COUNT: instructions of one server run that handles the warm-up and COUNT more
   local count=$1 out="$work/cg.$1" log="$work/server.$1.log"
-  (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
-    --callgrind-out-file="$out" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
-    "${flags[@]}" --users "$users" --location memory --workers 1 --fail-slow-after 0 --fail-block-after 0 \
-    --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
+  if [ "${SERVER:-leansip}" = kamailio ]; then
+    (cd "$work" && exec valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
+      /usr/sbin/kamailio -DD -E -f "$here/kamailio/$cfg.cfg" -l "udp:127.0.0.1:$port" -n 1 -m 256 -M 16 \
+      -x tlsf > "$log" 2>&1) &
+  else
+    (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
+      --callgrind-out-file="$out.main" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
+      "${flags[@]}" --users "$users" --location memory --workers 1 --fail-slow-after 0 --fail-block-after 0 \
+      --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
+  fi
   local server=$!
-  for _ in $(seq 120); do grep -q listening "$log" 2>/dev/null && break; sleep 0.5; done
+  # leansip prints "listening"; Kamailio its socket list (then it is a few seconds from answering under valgrind)
+  for _ in $(seq 120); do grep -q "listening\|Aliases" "$log" 2>/dev/null && break; sleep 0.5; done
+  sleep 3
   local sipp=(sipp "127.0.0.1:$port")
   case $scenario in
     register|register-auth)
@@ -55,7 +68,12 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
       pkill -f "sipp 127.0.0.1:$port" || true ;;
   esac
   kill -INT "$server"; wait "$server" || true
-  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  sleep 2  # Kamailio's children write their counts as they exit
+  local f sum=0
+  for f in "$out".*; do
+    sum=$((sum + $(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')))
+  done
+  echo "$sum"
 }
 
 base=$(total 0)
