@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 :func:`parse_message` does one pass over the header section: it splits lines, unfolds continuation lines,
 maps compact header names (``v``, ``i``, ``m`` ...) to their long form and stores every header as a
-:class:`Header` holding the canonical lower-case name, the unfolded value text and the *original line*. Nothing
-else is parsed until somebody asks: ``msg.top_via``, ``msg.cseq``, ``msg.from_tag`` ... parse the one value they
-need and cache it.
+:class:`Header` holding the canonical lower-case name, the unfolded value text and the *original line*. On the
+way it notes the first line of each header the server's straight path reads (``KIND_*``) and which come twice,
+so reading one of those is a list read, not a scan of the lines. Nothing else is parsed until somebody asks:
+``msg.top_via``, ``msg.cseq``, ``msg.from_tag`` ... parse the one value they need and cache it.
 
 When a header is changed through the editing methods its original line is dropped and the header is rebuilt
 from ``name: value`` on output; headers nobody touched are written back byte for byte (the "lump" idea of
