@@ -1078,7 +1078,7 @@ class DigestAuthenticator:
         """A fresh nonce bound to ``now``, ``algorithm`` and ``realm`` (default: ours)."""
         ts = int(now * 1000 + 0.5)  # compiled, a native conversion (round() is a builtin looked up and called)
         # the float first: compiled, a compare with 1 << 64 (past the unboxed range) is a generic call
-        if ts < 0 or not now < _MAX_NOW and not ts < 1 << 64:
+        if ts < 0 or (now >= _MAX_NOW and ts >= 1 << 64):
             raise ValueError("now must be a non-negative time")
         if self._pooled:
             at = self._pool_at

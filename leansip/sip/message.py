@@ -302,10 +302,17 @@ class Message:
                     return h.value
         return None
 
-    def _first(self, kind: int) -> Header | None:
-        """The first header line of a KIND_* header, from the parser's index while it holds, else by a scan."""
+    def _valid_index(self) -> list[Header | None] | None:
+        """The parser's index while it still describes ``headers``, else None (read by scanning)."""
         index = self._index
         if index is not None and self._index_len == len(self.headers):
+            return index
+        return None
+
+    def _first(self, kind: int) -> Header | None:
+        """The first header line of a KIND_* header, from the parser's index while it holds, else by a scan."""
+        index = self._valid_index()
+        if index is not None:
             return index[kind]
         name = KIND_NAMES[kind]
         for h in self.headers:
@@ -320,8 +327,7 @@ class Message:
 
     def repeated(self, kind: int) -> bool:
         """Is there more than one line of this KIND_* header?"""
-        index = self._index
-        if index is not None and self._index_len == len(self.headers):
+        if self._valid_index() is not None:
             return (self._repeated >> kind) & 1 == 1
         name = KIND_NAMES[kind]
         seen = False
@@ -351,8 +357,8 @@ class Message:
 
     def values_of(self, kind: int) -> list[str]:
         """:meth:`header_values` of a KIND_* header; with the parser's index, one line (or none) is read directly."""
-        index = self._index
-        if index is not None and self._index_len == len(self.headers) and not (self._repeated >> kind) & 1:
+        index = self._valid_index()
+        if index is not None and not (self._repeated >> kind) & 1:
             h = index[kind]
             return split_comma(h.value) if h is not None else []
         return self.header_values(KIND_NAMES[kind])
@@ -993,8 +999,8 @@ def _body(msg: Message, rest: bytes, stream: bool, first: Header | None, more: b
 
 def _counts(req: Request) -> tuple[int, int, int, int, int, int]:
     """How many lines of Via, Call-ID, CSeq, From, To and Max-Forwards (two meaning "more than one")."""
-    index = req._index
-    if index is not None and req._index_len == len(req.headers):
+    index = req._valid_index()
+    if index is not None:
         rep = req._repeated
         return (_seen(index, rep, KIND_VIA), _seen(index, rep, KIND_CALL_ID), _seen(index, rep, KIND_CSEQ),
                 _seen(index, rep, KIND_FROM), _seen(index, rep, KIND_TO), _seen(index, rep, KIND_MAX_FORWARDS))
@@ -1101,8 +1107,8 @@ def make_response(
     added when the request had none and ``to_tag`` is given), Call-ID and CSeq copied, then extra headers and
     Content-Length. Copied headers keep their original lines."""
     out: list[Header] = []
-    index = req._index
-    if index is not None and req._index_len == len(req.headers) and not req._repeated & _COPIED_KINDS:
+    index = req._valid_index()
+    if index is not None and not req._repeated & _COPIED_KINDS:
         # the parser's index: each copied header is on one line (Via, From, Call-ID, CSeq; To is read once
         # anyway), taken in the usual order without a pass over every line
         # (spelled out: compiled, a loop over a tuple of kinds boxes and unboxes each one, ~1 % of a REGISTER)
