@@ -128,6 +128,20 @@ class Out:
         return self.msg.method
 
 
+def as_request(data: bytes) -> Request:
+    """``data`` parsed, checked to be a request."""
+    msg = parse_message(data)
+    assert isinstance(msg, Request), msg
+    return msg
+
+
+def as_response(data: bytes) -> Response:
+    """``data`` parsed, checked to be a response."""
+    msg = parse_message(data)
+    assert isinstance(msg, Response), msg
+    return msg
+
+
 def parse_out(sends: list[Send]) -> list[Out]:
     return [Out(s, parse_message(s.data)) for s in sends]
 
