@@ -9,7 +9,7 @@ per-sample Python arithmetic on the media path.
 The reference algorithm is the classic Sun/CCITT ``g711.c`` (public domain), which
 matches the tables in G.711 itself (µ-law: section 3 / Table 2a; A-law: Table 1a).
 
-Samples are ``array('h')`` in native byte order, the same type :mod:`leansip.media.wav`
+Samples are ``array('h')`` in native byte order, the same type :mod:`leansip.media.audiofile`
 yields, so the audio path never converts lists of ints.
 
 Call :func:`ulaw_encode` / :func:`alaw_encode` with a frame and put the bytes into an

@@ -1,4 +1,4 @@
-"""``leansip phone``: register, call or answer from the command line, with WAV files for audio.
+"""``leansip phone``: register, call or answer from the command line, with audio files (WAV, FLAC, OGG, MP3).
 
 ``main(argv) -> int`` is called by ``leansip phone ...`` with the arguments after ``phone``. Each command is
 a short script over :class:`leansip.ua.phone.Phone` and its events; the exit status tells scripts what
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leansip.media.audiofile import AudioFileError, check_writable
 from leansip.ua.phone import MediaFailed, Phone, PhoneOptions
 from leansip.ua.resolve import ResolveError, parse_host_port, resolve_server
 from leansip.ua.useragent import (
@@ -94,7 +95,7 @@ def _transport(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="leansip phone", description="SIP softphone: register, call, answer; audio from/to WAV.",
+    p = _Parser(prog="leansip phone", description="SIP softphone: register, call, answer; audio from/to files.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", type=_server,
                    help="registrar/proxy HOST[:PORT]; a name without port is looked up with DNS SRV "
@@ -131,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("call", help="call TARGET (user name via the server, or a full sip: URI)")
     c.add_argument("target")
-    c.add_argument("--play", type=Path, help="WAV to send (any rate; converted to 8 kHz mono)")
-    c.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    c.add_argument("--play", type=Path, help="audio file to send: WAV, FLAC, OGG, MP3 ... at any rate and "
+                                             "channel count (converted to 8 kHz mono)")
+    c.add_argument("--record", type=Path, help="file to write the received audio to: .wav or .flac")
     c.add_argument("--hangup-after", type=float, default=10.0, help="seconds after answer to hang up (10)")
     c.add_argument("--timeout", type=float, default=30.0, help="give up (CANCEL) when unanswered after S (30)")
     c.add_argument("--register", action="store_true", help="register before calling (to be reachable)")
@@ -140,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume-at", type=float, help="resume the held call this many seconds after answer")
 
     a = sub.add_parser("answer", help="wait for calls and answer them")
-    a.add_argument("--play", type=Path, help="WAV to send")
-    a.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    a.add_argument("--play", type=Path, help="audio file to send (WAV, FLAC, OGG, MP3 ...)")
+    a.add_argument("--record", type=Path, help="file to write the received audio to: .wav or .flac")
     a.add_argument("--auto-answer-after", type=float, default=0.0, help="ring for S seconds first (0)")
     a.add_argument("--max-calls", type=int, default=1, help="exit after this many calls (1)")
     a.add_argument("--timeout", type=float, default=60.0, help="give up waiting for a call after S (60)")
@@ -152,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ui", help="full-screen terminal phone (curses): quick-dial, call, answer, hang up")
     u.add_argument("--dial", type=_dial_entry, action="append", default=[], metavar="NAME=URI",
                    help="quick-dial entry (keys 1-9 in order); repeat for more")
-    u.add_argument("--play", type=Path, help="WAV to send during calls")
-    u.add_argument("--record", type=Path, help="WAV to write the received audio to")
+    u.add_argument("--play", type=Path, help="audio file to send during calls (WAV, FLAC, OGG, MP3 ...)")
+    u.add_argument("--record", type=Path, help="file to write the received audio to: .wav or .flac")
     u.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
     u.add_argument("--log-file", type=Path, help="also write the event log here (the screen shows the last lines)")
     return p
@@ -392,10 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"leansip phone: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    for name in ("play",):
-        path = getattr(args, name, None)
-        if path is not None and not path.is_file():
-            print(f"leansip phone: error: --{name}: no such file {str(path)!r}", file=sys.stderr)
+    record = getattr(args, "record", None)
+    if record is not None:
+        try:
+            check_writable(record)
+        except AudioFileError as exc:
+            print(f"leansip phone: error: --record: {exc}", file=sys.stderr)
             return EXIT_USAGE
     if args.command == "ui":
         if args.log_file is None:
@@ -408,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args, options))
+    except AudioFileError as exc:  # --play: missing, unreadable or not audio (read before anything is sent)
+        print(f"leansip phone: error: --play: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"leansip phone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -33,7 +33,7 @@ from pathlib import Path
 from leansip.io.rtp import MediaRunner, RtpPorts, open_rtp_ports
 from leansip.io.sipstream import SipStream, tls_client_context
 from leansip.io.udp import UdpEndpoint, open_udp
-from leansip.media.wav import WavWriter, load_wav_8k
+from leansip.media.audiofile import AudioWriter, load_audio
 from leansip.sip.send import Send
 from leansip.ua.sdp import (
     LocalSession,
@@ -181,7 +181,7 @@ class Phone:
         self.negotiated: NegotiatedMedia | None = None
         self.media: MediaRunner | None = None
         self.media_session: MediaSession | None = None
-        self.recorder: WavWriter | None = None
+        self.recorder: AudioWriter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._source: array | None = None
         self._pending_reoffer: SessionDescription | None = None  # our re-offer waiting for its answer
@@ -201,10 +201,13 @@ class Phone:
     # ------------------------------------------------------------------ life cycle
     @classmethod
     async def start(cls, options: PhoneOptions) -> Phone:
-        """Bind the SIP socket and the RTP pair. Raises OSError when the ports are taken."""
+        """Bind the SIP socket and the RTP pair. Raises OSError when the ports are taken, AudioFileError when
+        ``play`` cannot be read."""
         self = cls(options)
         if options.transport not in DEFAULT_KEEPALIVE:
             raise ValueError(f"unknown transport {options.transport!r}")
+        if options.play is not None:
+            self._source = load_audio(options.play)  # AudioFileError before any socket is open
         if options.transport == "udp":
             self.endpoint = await open_udp(options.local_host, options.local_port, self._on_datagram,
                                            self._dispatch)
@@ -222,8 +225,6 @@ class Phone:
         self.rtp = await open_rtp_ports(options.local_host, options.rtp_port)
         self.media_config = MediaConfig(address=options.local_host, port=self.rtp.port, codecs=options.codecs,
                                         srtp=options.srtp)  # type: ignore[arg-type]
-        if options.play is not None:
-            self._source = load_wav_8k(options.play)
         interval = options.keepalive if options.keepalive is not None else DEFAULT_KEEPALIVE[options.transport]
         if options.server is not None and interval > 0:
             self.keepalive = KeepAlive(interval, now=self._now(), expect_pong=self.stream is not None)
@@ -485,7 +486,7 @@ class Phone:
         session = MediaSession(self.negotiated, source=self._source, cname=f"{self.options.user}@leansip")
         self.media_session = session
         if self.options.record is not None and self.recorder is None:
-            self.recorder = WavWriter(self.options.record)
+            self.recorder = AudioWriter(self.options.record)
         sink: Callable[[array], None] | None = self.recorder.write if self.recorder is not None else None
         if self.options.sound_card:
             sink = _sound_card_sink(sink)

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from leansip.media.audiofile import read_audio
 from leansip.media.tone import active_duration, dominant_frequency
-from leansip.media.wav import read_wav
 from tests.conftest import REPO_ROOT
 from tests.integration.helpers import wait_exit, wait_for_text
 
@@ -71,7 +71,7 @@ def check_tone(path: Path, freq: float, min_active: float, *, tolerance: float =
     Returns (dominant frequency, active seconds). Any rate is accepted (baresip's sndfile writes the
     decoder's rate); stereo is not expected from either program.
     """
-    samples, rate, channels = read_wav(path)
+    samples, rate, channels = read_audio(path)
     assert channels == 1, (path, channels)
     found = dominant_frequency(samples, rate)
     active = active_duration(samples, rate)

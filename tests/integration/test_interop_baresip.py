@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from leansip.media.audiofile import read_audio
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
-from leansip.media.wav import read_wav
 from tests.conftest import require_program
 from tests.integration.helpers import ServerProcess, start_phone, wait_exit, wait_for_text
 from tests.integration.interop import (
@@ -218,7 +218,7 @@ def test_leansip_phone_holds_and_resumes_baresip(setup: Path) -> None:
     assert "event=media_updated direction=sendonly" in text, logs
     assert "event=media_updated direction=sendrecv" in text, logs
     assert "a=recvonly" in bob.text(), logs  # baresip's answer to the hold offer
-    samples, rate, _ = read_wav(tmp / "alice.wav")
+    samples, rate, _ = read_audio(tmp / "alice.wav")
 
     def part(start: float, end: float) -> array[int]:
         return samples[int(start * rate):int(end * rate)]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from leansip.media.audiofile import read_audio
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
-from leansip.media.wav import read_wav
 from tests.conftest import REPO_ROOT, free_udp_port
 from tests.integration.helpers import ServerProcess, phone_env, start_phone, wait_exit, wait_for_text
 
@@ -64,7 +64,7 @@ def _run_call(tmp: Path, port: int, extra: list[str], *, bob_rtp: int | None = N
 
 
 def _check_recording(path: Path) -> None:
-    samples, rate, channels = read_wav(path)
+    samples, rate, channels = read_audio(path)
     assert channels == 1 and rate == 8000
     freq = dominant_frequency(samples, rate)
     assert abs(freq - 1000.0) <= 20.0, freq
@@ -179,7 +179,7 @@ def test_direct_call_without_server(call_setup: Path) -> None:
         if bob.poll() is None:
             bob.kill()
             bob.wait()
-    samples, rate, _ = read_wav(tmp / "bob.wav")
+    samples, rate, _ = read_audio(tmp / "bob.wav")
     assert abs(dominant_frequency(samples, rate) - 1000.0) <= 20.0
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from leansip.io.tls import DEV_CERT_NAME
+from leansip.media.audiofile import read_audio
 from leansip.media.tone import active_duration, dominant_frequency, write_tone_wav
-from leansip.media.wav import read_wav
 from tests.integration.helpers import ServerProcess, start_phone, wait_exit, wait_for_text
 
 TALK = 3.0
@@ -59,7 +59,7 @@ def tmp(tmp_path: Path) -> Path:
 
 
 def _check_recording(path: Path, seconds: float) -> None:
-    samples, rate, channels = read_wav(path)
+    samples, rate, channels = read_audio(path)
     assert channels == 1 and rate == 8000
     assert abs(dominant_frequency(samples, rate) - 1000.0) <= 20.0
     assert active_duration(samples, rate) >= 0.8 * seconds, (active_duration(samples, rate), len(samples) / rate)
