@@ -40,6 +40,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ from typing import Any
 from aiohttp import web
 
 from leansip.app.config import Config
+from leansip.logevent import log_event
 
 log = logging.getLogger("leansip.admin")
 
@@ -64,7 +66,7 @@ class AdminError(OSError):
     """The admin endpoint cannot start (non-loopback without token, address in use).
 
     An OSError so that ``leansip serve`` reports it like any other socket it cannot open: one
-    ``leansip: error: cannot listen: ...`` line and exit status 1.
+    ``leansip: error: cannot start: admin endpoint HOST:PORT (--admin): ...`` line and exit status 1.
     """
 
 
@@ -552,7 +554,7 @@ class AdminServer:
             return _error(409, str(exc))
         except OSError as exc:
             return _error(500, f"could not write the users file: {exc.strerror or exc}")
-        log.warning("event=admin_user_added user=%s", username)
+        log_event(log, "admin_user_added", level=logging.WARNING, user=username)
         self.changed()
         return web.json_response({"username": username, "kind": "password"}, status=201)
 
@@ -567,7 +569,7 @@ class AdminServer:
             return _error(500, f"could not update the users file: {exc}")
         if not removed:
             return _error(404, f"no user {name!r}")
-        log.warning("event=admin_user_removed user=%s", name)
+        log_event(log, "admin_user_removed", level=logging.WARNING, user=name)
         self.changed()
         return web.json_response({"removed": name})
 
@@ -644,7 +646,9 @@ class AdminServer:
                 await site.start()
             except OSError as exc:
                 if not port_fallback:
-                    raise AdminError(f"admin endpoint {self.host}:{port}: {exc.strerror or exc}") from None
+                    # aiohttp's own text repeats the address; the errno's words say it once
+                    why = os.strerror(exc.errno) if exc.errno else str(exc)
+                    raise AdminError(f"admin endpoint {self.host}:{port} (--admin): {why}") from None
                 site = web.TCPSite(runner, self.host, 0, shutdown_timeout=1.0)
                 await site.start()
         except BaseException:
@@ -675,7 +679,7 @@ async def start_admin(runtime: Any, config: Config) -> AdminServer:
     try:
         socket.getaddrinfo(host, port)
     except OSError as exc:
-        raise AdminError(f"admin endpoint {host}:{port}: {exc}") from None
+        raise AdminError(f"admin endpoint {host}:{port} (--admin): {exc}") from None
     server = AdminServer(runtime, config, token=config.admin_token, host=host)
     await server.start(port, port_fallback=config.port_fallback)
     return server

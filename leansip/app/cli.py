@@ -160,10 +160,22 @@ def _add_status_parser(commands: Any) -> None:
     status.set_defaults(func=_cmd_status)
 
 
+def version() -> str:
+    """The installed package's version (the source tree's pyproject.toml when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("leansip")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``leansip`` argument parser (exposed for tests and docs generation)."""
     parser = _Parser(prog=PROG, description="leansip: a lean SIP server (registrar, proxy, redirect) "
                                             "and SIP softphone.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve_parser(commands)
     _add_users_parser(commands)
@@ -195,7 +207,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from leansip.app.logging import setup_logging
 
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     serve = _import_optional("leansip.app.serve", "serve")
     result = serve.run(config)
     return int(result or 0)

@@ -8,21 +8,23 @@ and the location store's flush tick (SQLite write-behind).
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
-from leansip.app.config import Config
+from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
-from leansip.server.stores import open_store
+from leansip.server.stores import LocationStore, open_store
 from leansip.server.timing import StepTimer
 from leansip.server.users import UserStore, load_users
 from leansip.sip.digest import DigestAuthenticator
@@ -56,11 +58,41 @@ def _secret(config: Config) -> bytes:
     return data
 
 
+class DatabaseError(ValueError):
+    """``--db`` cannot be used: the message names the option, the file and what to do."""
+
+
+def open_sqlite(db: Path, now: float) -> LocationStore:
+    """The SQLite location store at ``db`` (its directory made if missing). Raises :class:`DatabaseError`; a file
+    that is not a SQLite database is left exactly as it was (not opened, no files made beside it)."""
+    import sqlite3
+
+    from leansip.server.stores.sqlite import NotADatabase
+
+    what = f"--db {db}"
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"{what}: cannot create its directory {db.parent} ({exc.strerror or exc}); give a "
+                            "path in a directory that exists or can be made, e.g. --db var/leansip.db") from None
+    try:
+        return open_store("sqlite", now=now, path=db)
+    except NotADatabase as exc:
+        raise DatabaseError(f"{what}: {exc}; it was left untouched. Give --db the path of leansip's own database "
+                            "(created when missing), e.g. --db var/leansip.db") from None
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise DatabaseError(f"{what}: cannot open it ({exc}); check that the file and its directory are "
+                            "writable by this user") from None
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"{what}: SQLite cannot use it ({exc}); if it is leansip's database it is damaged: "
+                            "move it aside and leansip starts a new one (registrations are refreshed by the "
+                            "phones)") from None
+
+
 def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     """The sans-I/O server for a configuration (used by the runtime and by in-process tests)."""
     if config.location == "sqlite":
-        Path(config.db).parent.mkdir(parents=True, exist_ok=True)
-        store = open_store("sqlite", now=now, path=config.db)
+        store = open_sqlite(Path(config.db), now)
     elif config.location == "redis":
         store = open_store("redis", url=config.redis_url)
     else:
@@ -115,6 +147,13 @@ class Runtime:
         #: transaction timers fire on a grid of T1/25, at most 20 ms (see TimerGrid)
         self.timers = TimerGrid(core, self._fire, min(0.02, config.t1 / 25))
         self._stop = asyncio.Event()
+        #: the signal that asked us to stop (for the shutdown line)
+        self.stop_reason = "stopped"
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask :meth:`run` to shut down (the signal handlers call this)."""
+        self.stop_reason = reason
+        self._stop.set()
 
     # output ---------------------------------------------------------------
     def dispatch(self, out: list[Send]) -> None:
@@ -162,7 +201,7 @@ class Runtime:
             try:
                 self.core.housekeeping(time.time())
             except Exception:  # noqa: BLE001 - keep serving; the traceback is logged
-                log.exception("event=housekeeping_error")
+                log_event(log, "housekeeping_error", level=logging.ERROR, exc_info=True)
             ticks += 1
             age_gc(ticks)
 
@@ -172,33 +211,40 @@ class Runtime:
             try:
                 self.core.location.flush()
             except Exception:  # noqa: BLE001
-                log.exception("event=flush_error")
+                log_event(log, "flush_error", level=logging.ERROR, exc_info=True)
 
     # lifecycle --------------------------------------------------------------
     async def start(self) -> list[str]:
+        """Open every listener; raises :class:`ListenError` naming the one that cannot be opened."""
         addresses: list[str] = []
         for spec in self.config.listen:
-            if spec.transport == "udp":
-                # the core's receive itself, not self.handle: one interpreted frame less per datagram
-                ep = await open_udp_server(spec.host, spec.port, self.core.receive, self.dispatch,
-                                           port_fallback=self.config.port_fallback)
-                ep.timing = self.core.timing
-                ep.timers = self.timers  # re-armed after each datagram's replies, without calling dispatch
-                self.udp.append(ep)
-                host, port = ep.address
-                addresses.append(f"udp:{host}:{port}")
-                self.core.local_addresses = [a for a in self.core.local_addresses
-                                             if not (a[0] == "udp" and a[1] == spec.host and a[2] == spec.port)]
-                self.core.local_addresses.append(("udp", host, port))
-            else:
-                from leansip.io import streams  # TCP/TLS/WS (loaded only when configured)
-
-                addresses.extend(await streams.start(self, spec))
+            try:
+                addresses.extend(await self._listen(spec))
+            except OSError as exc:
+                raise ListenError(spec, exc) from None
         if self.core.proxy is not None and hasattr(self.core.proxy, "set_local"):
             self.core.proxy.set_local(self.core.local_addresses)
         return addresses
 
+    async def _listen(self, spec: ListenSpec) -> list[str]:
+        if spec.transport != "udp":
+            from leansip.io import streams  # TCP/TLS/WS (loaded only when configured)
+
+            return await streams.start(self, spec)
+        # the core's receive itself, not self.handle: one interpreted frame less per datagram
+        ep = await open_udp_server(spec.host, spec.port, self.core.receive, self.dispatch,
+                                   port_fallback=self.config.port_fallback)
+        ep.timing = self.core.timing
+        ep.timers = self.timers  # re-armed after each datagram's replies, without calling dispatch
+        self.udp.append(ep)
+        host, port = ep.address
+        self.core.local_addresses = [a for a in self.core.local_addresses
+                                     if not (a[0] == "udp" and a[1] == spec.host and a[2] == spec.port)]
+        self.core.local_addresses.append(("udp", host, port))
+        return [f"udp:{host}:{port}"]
+
     async def run(self) -> int:
+        started = time.monotonic()
         addresses = await self.start()
         tasks = [asyncio.create_task(self._housekeeping())]
         # a write-behind store (SQLite) needs its batches flushed; memory, Redis and synchronous SQLite have
@@ -209,7 +255,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, self._stop.set)
+                loop.add_signal_handler(sig, self.stop, sig.name)
             except (NotImplementedError, RuntimeError):  # pragma: no cover
                 pass
         admin = None
@@ -222,6 +268,7 @@ class Runtime:
                 admin = await admin_mod.start_admin(self, self.config)
         _announce(self.config, addresses, admin)
         await self._stop.wait()
+        log_event(log, "stopping", level=logging.INFO, reason=self.stop_reason)
         for t in tasks:
             t.cancel()
         for ep in self.udp:
@@ -229,7 +276,34 @@ class Runtime:
         self.core.location.close()
         if admin is not None and hasattr(admin, "close"):
             await admin.close()
+        uptime = round(time.monotonic() - started, 1)
+        print(f"leansip stopped ({self.stop_reason}) after {uptime} s", flush=True)
+        log_event(log, "stopped", level=logging.INFO, reason=self.stop_reason, uptime_s=uptime)
         return 0
+
+
+class ListenError(OSError):
+    """A listener cannot be opened: the message names it (as given to ``--listen``) and says why in words."""
+
+    def __init__(self, spec: ListenSpec, exc: OSError) -> None:
+        super().__init__(exc.errno, f"cannot listen on {spec} (--listen): {_listen_reason(spec, exc)}")
+        self.spec = spec
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _listen_reason(spec: ListenSpec, exc: OSError) -> str:
+    detail = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return f"{spec.host!r} is not an address of this machine nor a name that resolves ({detail})"
+    if exc.errno == errno.EADDRINUSE:
+        return "another program already uses this address and port; stop it or pick another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"no interface of this machine has the address {spec.host} ({detail})"
+    if exc.errno == errno.EACCES:
+        return f"permission denied ({detail}); ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    return detail
 
 
 def tune_gc() -> None:
@@ -274,12 +348,12 @@ def _announce(config: Config, addresses: list[str], admin: object) -> None:
     if config.users is not None and Path(config.users).name == "users.txt" and "data" in str(config.users):
         lines.append("  demo users: alice/alice, bob/bob, carol/carol")
     print("\n".join(lines), flush=True)
-    log_event(log, "started", level=logging.WARNING, listen=",".join(addresses), mode=config.mode, auth=config.auth)
+    log_event(log, "started", level=logging.INFO, listen=",".join(addresses), mode=config.mode, auth=config.auth)
 
 
 def run(config: Config) -> int:
     """Entry point of ``leansip serve``: returns the process exit status."""
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     try:
         users = load_users(config.users)
     except (OSError, ValueError) as exc:
@@ -302,8 +376,11 @@ def run(config: Config) -> int:
         runtime = Runtime(config, core)
         try:
             return await runtime.run()
-        except OSError as exc:
-            print(f"leansip: error: cannot listen: {exc}", file=sys.stderr)
+        except ListenError as exc:
+            print(f"leansip: error: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # the admin endpoint (AdminError names it)
+            print(f"leansip: error: cannot start: {exc}", file=sys.stderr)
             return 1
 
     return asyncio.run(main())

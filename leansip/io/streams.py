@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leansip.logevent import log_event
 from leansip.sip.framing import FramingError, StreamFramer
 from leansip.sip.send import Send
 
@@ -117,7 +118,7 @@ class StreamProtocol(asyncio.Protocol, Connection):
             messages = self.framer.feed(data)
         except FramingError as exc:
             table.count("framing_error")
-            log.info("event=framing_error conn=%s reason=%r", self.conn_id, exc.reason)
+            log_event(log, "framing_error", conn=self.conn_id, reason=exc.reason)
             self.close("framing error")
             return
         pings = self.framer.take_pings()
@@ -149,13 +150,13 @@ class StreamProtocol(asyncio.Protocol, Connection):
         io.write(data)
         if io.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.table.count("write_overflow")
-            log.info("event=write_overflow conn=%s", self.conn_id)
+            log_event(log, "write_overflow", conn=self.conn_id)
             self.closing = True
             io.abort()
 
     def close(self, reason: str) -> None:
         if self.io is not None and not self.io.is_closing():
-            log.debug("event=close conn=%s reason=%s", self.conn_id, reason)
+            log_event(log, "close", level=logging.DEBUG, conn=self.conn_id, reason=reason)
             self.io.close()
         self.closing = True
 
@@ -199,7 +200,7 @@ class WsConnection(Connection):
         if self.closing:
             return
         self.closing = True
-        log.debug("event=close conn=%s reason=%s", self.conn_id, reason)
+        log_event(log, "close", level=logging.DEBUG, conn=self.conn_id, reason=reason)
         self.table.spawn(self.ws.close(1000, reason[:60]))
 
 
@@ -251,11 +252,11 @@ class StreamTable:
         ip = conn.peer[0]
         if len(self.conns) >= self.max_connections:
             self.count("refused_total_cap")
-            log.warning("event=connection_refused reason=max_connections src=%s", ip)
+            log_event(log, "connection_refused", level=logging.WARNING, reason="max_connections", src=ip)
             return False
         if not conn.outgoing and self.per_ip[ip] >= self.max_per_ip:
             self.count("refused_ip_cap")
-            log.info("event=connection_refused reason=max_connections_per_ip src=%s", ip)
+            log_event(log, "connection_refused", reason="max_connections_per_ip", src=ip)
             return False
         host = f"[{ip}]" if ":" in ip else ip
         conn.conn_id = f"{conn.transport}:{host}:{conn.peer[1]}#{next(self._ids)}"
@@ -285,7 +286,7 @@ class StreamTable:
         try:
             out = self.handler(data, peer, transport, now, conn_id)
         except Exception:  # noqa: BLE001 - a bug must not stop the server; it is logged with its traceback
-            log.exception("event=handler_error conn=%s", conn_id)
+            log_event(log, "handler_error", level=logging.ERROR, exc_info=True, conn=conn_id)
             return
         if out:
             self.dispatch(out)
@@ -311,7 +312,7 @@ class StreamTable:
             return
         # RFC 7118 5: a WebSocket client is reachable only over the connection it opened
         self.count("unreachable")
-        log.info("event=drop reason=no_connection transport=%s dest=%s:%s", item.transport, *item.dest)
+        log_event(log, "drop", reason="no_connection", transport=item.transport, dest=f"{item.dest[0]}:{item.dest[1]}")
 
     def send_large_udp(self, data: bytes, dest: tuple[str, int]) -> bool:
         """RFC 3261 18.1.1: take a forwarded request over the MTU off UDP and send it over TCP instead.
@@ -366,7 +367,7 @@ class StreamTable:
     def _fail(self, queued: list[tuple[bytes, bytes | None]], dest: tuple[str, int], reason: str) -> None:
         """An outgoing connection could not be opened: UDP for what came from UDP (RFC 3261 18.1.1), drop
         the rest (a stateful proxy's transaction times out and answers 408)."""
-        log.info("event=connect_failed dest=%s:%s reason=%s", dest[0], dest[1], reason)
+        log_event(log, "connect_failed", dest=f"{dest[0]}:{dest[1]}", reason=reason)
         for data, fallback in queued:
             if fallback is not None and self.udp_send is not None:
                 self.udp_send(fallback, dest)
@@ -390,7 +391,7 @@ class StreamTable:
                 continue
             if conn.partial_since is not None and now - conn.partial_since > self.message_timeout:
                 self.count("message_timeout")
-                log.info("event=message_timeout conn=%s", conn.conn_id)
+                log_event(log, "message_timeout", conn=conn.conn_id)
                 conn.close("message timeout")
                 closed += 1
             elif now - conn.last_activity > self.idle_timeout:
@@ -405,7 +406,7 @@ class StreamTable:
             try:
                 self.sweep(self.clock())
             except Exception:  # noqa: BLE001 - keep serving; the traceback is logged
-                log.exception("event=sweep_error")
+                log_event(log, "sweep_error", level=logging.ERROR, exc_info=True)
 
     def start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -428,8 +429,10 @@ class StreamTable:
                         ctx: ssl.SSLContext | None = None) -> tuple[str, int]:
         """A WebSocket (``ws``) or secure WebSocket (``wss``) listener speaking the "sip" subprotocol."""
         from websockets.asyncio.server import serve
+        from websockets.typing import Subprotocol
 
-        server = await serve(self._ws_session(transport), host, port, ssl=ctx, subprotocols=[WS_SUBPROTOCOL],
+        server = await serve(self._ws_session(transport), host, port, ssl=ctx,
+                             subprotocols=[Subprotocol(WS_SUBPROTOCOL)],
                              process_request=self._ws_admission, open_timeout=HANDSHAKE_TIMEOUT,
                              max_size=StreamFramer().max_header + StreamFramer().max_body, compression=None)
         self.servers.append(server)
@@ -534,7 +537,7 @@ async def start(runtime: Runtime, spec: ListenSpec) -> list[str]:
         cert, key = config.tls_cert, config.tls_key
         if cert is None or key is None:
             cert, key = ensure_dev_certificate(Path(config.db).parent)
-            log.warning("event=dev_certificate cert=%s (self-signed, for testing only)", cert)
+            log_event(log, "dev_certificate", level=logging.WARNING, cert=str(cert), note="self-signed, for testing only")
         ctx = server_context(cert, key, config.tls_ca)
     listen = table.listen_stream if spec.transport in ("tcp", "tls") else table.listen_ws
     try:

@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from leansip.logevent import log_event
 from leansip.sip.send import Send
 from leansip.sip.uri import is_ip_literal
 
@@ -42,7 +43,7 @@ def send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: byte
     """Resolve ``dest`` in the loop's resolver thread, then ``send``; bounded by :data:`MAX_LOOKUPS`."""
     global _lookups
     if _lookups >= MAX_LOOKUPS:
-        log.info("event=send_dropped reason=too_many_lookups dest=%s", dest[0][:80])
+        log_event(log, "send_dropped", reason="too_many_lookups", dest=dest[0][:80])
         return
     _lookups += 1
 
@@ -53,7 +54,7 @@ def send_after_lookup(send: Callable[[bytes, tuple[str, int]], None], data: byte
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(dest[0], dest[1], family=family, type=socket.SOCK_DGRAM), LOOKUP_TIMEOUT)
         except (TimeoutError, OSError, ValueError) as exc:  # ValueError: NUL or bad IDNA in the name
-            log.debug("event=send_failed dest=%s error=%r", dest[0][:80], exc)
+            log_event(log, "send_failed", level=logging.DEBUG, dest=dest[0][:80], error=repr(exc))
             return
         finally:
             _lookups -= 1

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from leansip.io.udpbase import Handler, big_buffers, send_after_lookup
+from leansip.logevent import log_event
 from leansip.server.timing import StepTimer
 from leansip.sip.send import Send
 from leansip.sip.transaction import on_grid
@@ -125,14 +126,14 @@ class UdpServerSocket:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP errors surface here on some kernels: nothing to do for a server
-                log.debug("event=udp_error error=%r", exc)
+                log_event(log, "udp_error", level=logging.DEBUG, error=repr(exc))
                 continue
             if timing is not None:
                 timing.datagram_in()
             try:
                 out = handler(data, addr[:2], "udp", now, None)
             except Exception:  # noqa: BLE001 - a bug must not stop the server; it is logged with its traceback
-                log.exception("event=handler_error src=%s:%s", addr[0], addr[1])
+                log_event(log, "handler_error", level=logging.ERROR, exc_info=True, src=f"{addr[0]}:{addr[1]}")
                 continue
             if out:
                 self._write(out)
@@ -166,13 +167,13 @@ class UdpServerSocket:
             self._queue(data, dest)
             self._loop.add_writer(self.sock.fileno(), self._writable)
         except OSError as exc:  # e.g. an unroutable address taken from a peer's Via
-            log.debug("event=send_failed dest=%s error=%r", dest, exc)
+            log_event(log, "send_failed", level=logging.DEBUG, dest=f"{dest[0]}:{dest[1]}", error=repr(exc))
 
     def _queue(self, data: bytes, dest: tuple[str, int]) -> None:
         if len(self._backlog) < self.MAX_BACKLOG:
             self._backlog.append((data, dest))
         else:
-            log.debug("event=send_dropped reason=backlog dest=%s", dest)
+            log_event(log, "send_dropped", level=logging.DEBUG, reason="backlog", dest=f"{dest[0]}:{dest[1]}")
 
     def _writable(self) -> None:
         backlog = self._backlog
@@ -183,7 +184,7 @@ class UdpServerSocket:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.debug("event=send_failed dest=%s error=%r", dest, exc)
+                log_event(log, "send_failed", level=logging.DEBUG, dest=f"{dest[0]}:{dest[1]}", error=repr(exc))
             backlog.pop(0)
         self._loop.remove_writer(self.sock.fileno())
 

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from leansip.logevent import log_event
 from leansip.server.location import LocationService
 from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
 from leansip.server.stats import Stats
 from leansip.server.timing import STEP_AUTH, STEP_BUILD, STEP_LOCATION, StepTimer
-from leansip.sip.digest import AuthKind, DigestAuthenticator
+from leansip.sip.digest import AuthKind, DigestAuthenticator, DigestError, parse_digest
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
     KIND_CALL_ID,
@@ -272,7 +273,7 @@ class ServerCore:
         msg = exc.message
         if not exc.status or not isinstance(msg, Request) or msg.method == "ACK":
             self.stats.dropped(exc.reason)
-            log.debug("event=drop reason=%r src=%s:%s", exc.reason, *source)
+            log_event(log, "drop", level=logging.DEBUG, reason=exc.reason, src=f"{source[0]}:{source[1]}")
             return []
         try:
             msg.top_via  # noqa: B018
@@ -371,7 +372,9 @@ class ServerCore:
             else:
                 self.stats.auth_failures += 1
                 decision = self.limiter.record_failure(source[0], now).kind
-                log.info("event=auth_failed src=%s reason=%r", source[0], result.reason)
+                if log.isEnabledFor(logging.WARNING):
+                    log_event(log, "auth_failed", level=logging.WARNING, user=_claimed_user(value),
+                              src=f"{source[0]}:{source[1]}", method=req.method, reason=result.reason)
                 if decision is DecisionKind.BLOCK:
                     self.stats.blocked += 1
                     return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
@@ -461,3 +464,12 @@ def _reason_phrase(exc: SipParseError) -> str:
         return "Version Not Supported"
     reason = exc.reason.replace("\r", " ").replace("\n", " ")
     return f"Bad Request ({reason[:80]})" if exc.status == 400 else reason[:80]
+
+
+def _claimed_user(credentials: str) -> str | None:
+    """The user name a failed Authorization value claims (for the log line; at most 64 characters of it)."""
+    try:
+        user = parse_digest(credentials).username
+    except DigestError:
+        return None
+    return None if user is None else user[:64]

@@ -11,6 +11,22 @@ from typing import Final
 _CLASSES: Final = tuple(f"{k}xx" for k in range(10))
 
 
+#: longest drop label kept: a reason names what was wrong, the peer's text after it is cut
+MAX_LABEL: Final = 60
+
+
+def drop_label(reason: str) -> str:
+    """The label a drop reason is counted under: the reason without the peer's text it quotes (``bad Via host
+    '1.2.3.999'`` is counted as ``bad Via host``), so labels name causes, whole, and stay few."""
+    cut = len(reason)
+    for quote in ("'", '"'):
+        at = reason.find(quote)
+        if 0 <= at < cut:
+            cut = at
+    label = reason[:cut].rstrip(" :")[:MAX_LABEL]
+    return label or "unnamed"
+
+
 @dataclass(slots=True)
 class Stats:
     requests: dict[str, int] = field(default_factory=dict)
@@ -46,9 +62,12 @@ class Stats:
         return {_CLASSES[k]: n for k, n in enumerate(self.by_class) if n}
 
     def dropped(self, reason: str) -> None:
-        key = reason.split(" ", 3)[:3]
-        label = " ".join(key)
+        """Count a message dropped without a reply, by :func:`drop_label` of its reason."""
         drops = self.drops
+        if reason in drops:  # our own fixed reasons ("ACK for our reply") are their own label
+            drops[reason] = drops[reason] + 1
+            return
+        label = drop_label(reason)
         if label in drops:
             drops[label] = drops[label] + 1
         elif len(drops) < 64:

@@ -173,11 +173,22 @@ def _target_uri(target: str, args: argparse.Namespace) -> str:
     return f"sip:{target}@{domain}" + (f":{port}" if domain == host and port and port != 5060 else "")
 
 
+def _no_credentials(status: int | None, password: str | None) -> bool:
+    """A 401/407 to a phone that has no password: say so, instead of a bare status the user must decode."""
+    if status not in (401, 407) or password is not None:
+        return False
+    print(f"leansip phone: error: the server asked for credentials ({status}) and none were given: add "
+          "--password (and --user if the server knows you by another name)", file=sys.stderr)
+    return True
+
+
 async def _register(phone: Phone, expires: int) -> int:
     phone.register(expires)
     while True:
         event = await phone.next_event(REGISTER_TIMEOUT)
         if event is None or isinstance(event, RegistrationFailed):
+            if event is not None:
+                _no_credentials(event.status, phone.options.password)
             return EXIT_REGISTRATION
         if isinstance(event, Registered):
             return EXIT_OK
@@ -249,6 +260,7 @@ async def _cmd_call(phone: Phone, args: argparse.Namespace) -> int:
         if isinstance(event, MediaFailed):
             media_failed = True
         elif isinstance(event, CallEnded):
+            _no_credentials(event.status, args.password)
             return EXIT_MEDIA if media_failed else _status_exit(event)
         elif isinstance(event, CallEstablished):
             break

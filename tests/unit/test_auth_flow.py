@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from leansip.app.config import Config
+from leansip.app.logging import JsonFormatter, LogfmtFormatter
 from leansip.app.serve import build_core
 from leansip.server.core import ServerCore
 from leansip.server.users import UserRecord, UserStore
@@ -96,6 +100,35 @@ def test_wrong_password_gets_407_again_and_is_never_forwarded(stateful: bool) ->
     out = _invite_with(core, build_authorization(chal, "INVITE", BOB, "mallory", "alice"), 1.2, cseq=3)
     assert _up(out)[-1] == 407 and requests(out) == []
     assert core.stats.auth_failures == 2
+
+
+def test_a_failed_authentication_is_one_warning_line_with_user_and_source() -> None:
+    """An operator must see who failed from where at the default level (warning), in one flat line: it read
+    ``level=info event=log ... msg="event=auth_failed src=... reason='wrong response'"`` before."""
+    core = make_core(auth=True)
+    _bind_bob(core)
+    text, as_json = io.StringIO(), io.StringIO()
+    handlers = [logging.StreamHandler(text), logging.StreamHandler(as_json)]
+    handlers[0].setFormatter(LogfmtFormatter())
+    handlers[1].setFormatter(JsonFormatter())
+    server_log = logging.getLogger("leansip.server")
+    for handler in handlers:
+        server_log.addHandler(handler)
+    server_log.setLevel(logging.WARNING)
+    try:
+        chal = _challenge(core, 1.0)
+        _invite_with(core, build_authorization(chal, "INVITE", BOB, "alice", "wrong"), 1.1)
+    finally:
+        for handler in handlers:
+            server_log.removeHandler(handler)
+        server_log.setLevel(logging.NOTSET)
+    line = text.getvalue().strip()
+    assert "\n" not in line and "msg=" not in line
+    assert (f' level=warning event=auth_failed logger=leansip.server user=alice src={ALICE[0]}:{ALICE[1]} '
+            'method=INVITE reason="wrong response"') in line, line
+    doc = json.loads(as_json.getvalue())
+    assert (doc["level"], doc["event"], doc["user"], doc["src"]) == ("warning", "auth_failed", "alice",
+                                                                     f"{ALICE[0]}:{ALICE[1]}")
 
 
 def test_register_401_then_200_and_register_for_another_aor_403() -> None:

@@ -85,6 +85,18 @@ def test_serve_help_documents_every_setting() -> None:
     for flag in ("--config", "--demo", "--stateless", "--no-auth", "--print-config"):
         assert flag in result.stdout
     assert "alice/alice" in result.stdout
+    # next to --auth-algorithms: which common clients need MD5 (they fail silently on a SHA-256 challenge)
+    section = " ".join(result.stdout.split("\n  --auth-algorithms", 1)[1].split("\n  --fail-slow-after")[0].split())
+    assert "baresip 1.0, sipsak and SIPp 3.6 need MD5 alone: --auth-algorithms MD5" in section, section
+
+
+def test_version_prints_the_installed_version() -> None:
+    """It answered "the following arguments are required: COMMAND"."""
+    from importlib.metadata import version
+
+    result = run_leansip("--version")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == f"leansip {version('leansip')}\n"
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,3 +226,43 @@ def test_users_command_via_subprocess(tmp_path: Path) -> None:
     result = run_leansip("users", "add", "frank", "--password", "f", "--users", str(users))
     assert result.returncode == 0, result.stderr
     assert users.read_text() == "frank:f\n"
+
+
+# --- --db: say which option, which file, what to do; never touch a file that is not ours -----------------
+
+def test_db_that_is_not_a_database_is_refused_untouched(tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    users.write_text("alice:alice\nbob:bob\n")
+    before = (users.read_bytes(), users.stat().st_mtime_ns)
+    result = run_leansip("serve", "--db", str(users), "--admin", "off", "--listen", "udp:127.0.0.1:0",
+                         cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"leansip: error: --db {users}: {users} is not a SQLite database"), line
+    assert "left untouched" in line and "--db var/leansip.db" in line
+    assert (users.read_bytes(), users.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.txt"]  # no -wal, -shm or .secret beside it
+
+
+def test_db_in_a_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    result = run_leansip("serve", "--db", "/proc/nope/x.db", "--admin", "off", "--listen", "udp:127.0.0.1:0",
+                         cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = one_error_line(result.stderr)
+    assert line.startswith("leansip: error: --db /proc/nope/x.db: cannot create its directory /proc/nope ("), line
+    assert "give a path in a directory that exists or can be made" in line
+
+
+def test_db_that_is_a_directory(tmp_path: Path) -> None:
+    result = run_leansip("serve", "--db", str(tmp_path), "--admin", "off", "--listen", "udp:127.0.0.1:0",
+                         cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"--db {tmp_path}: {tmp_path} is a directory" in one_error_line(result.stderr)
+
+
+def test_log_format_json_is_a_setting(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert effective_config(capsys, tmp_path, "--log-format", "json").log_format == "json"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--log-format", "xml"])
+    assert exit_info.value.code == 2
+    assert "argument --log-format: invalid choice: 'xml'" in capsys.readouterr().err

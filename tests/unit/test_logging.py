@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from leansip.app.logging import log_event, logfmt_value, parse_level, setup_logging
+from leansip.logevent import log_event as core_log_event
 
 
 @pytest.fixture
@@ -77,3 +79,50 @@ def test_parse_level() -> None:
     assert parse_level("WARNING") == logging.WARNING and parse_level(10) == 10
     with pytest.raises(ValueError, match="use one of debug, info"):
         parse_level("loud")
+
+
+def test_a_message_already_in_key_value_form_is_not_quoted_again(stream: io.StringIO) -> None:
+    """The double encoding the issue showed: ``event=log ... msg="event=auth_failed src=..."``."""
+    logging.getLogger("leansip.phone").info("event=flow_lost reason=%s", "timeout")
+    line = stream.getvalue().strip()
+    assert line.endswith(" level=info event=flow_lost logger=leansip.phone reason=timeout"), line
+    assert "msg=" not in line and line.count("event=") == 1
+
+
+def test_the_core_logs_through_the_same_fields(stream: io.StringIO) -> None:
+    assert core_log_event is log_event  # one function: leansip.logevent, re-exported for the application
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        log_event(logging.getLogger("leansip.server"), "flush_error", level=logging.ERROR, exc_info=True, n=2)
+    line = stream.getvalue()
+    assert "level=error event=flush_error logger=leansip.server n=2 exc=\"Traceback" in line
+    assert "ValueError: bad" in line and line.count("\n") == 1
+
+
+def test_json_lines_carry_the_same_fields() -> None:
+    out = io.StringIO()
+    handler = setup_logging("info", stream=out, log_format="json")
+    try:
+        log = logging.getLogger("leansip.server")
+        log_event(log, "auth_failed", level=logging.WARNING, user='ev"e', src="192.0.2.1:5060", n=3, ok=None,
+                  raw=b"\xff", path=("a", 1))
+        log.warning("disk %s", "full")
+        logging.getLogger("leansip.phone").info("event=flow_lost reason=timeout")
+    finally:
+        logging.getLogger("leansip").removeHandler(handler)
+        logging.getLogger("leansip").setLevel(logging.NOTSET)
+        logging.getLogger("leansip").propagate = True
+    first, plain, legacy = (json.loads(line) for line in out.getvalue().splitlines())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.pop("ts"))
+    assert first == {"level": "warning", "event": "auth_failed", "logger": "leansip.server", "user": 'ev"e',
+                     "src": "192.0.2.1:5060", "n": 3, "ok": None, "raw": "\\xff", "path": ["a", 1]}
+    assert (plain["event"], plain["msg"]) == ("log", "disk full")
+    assert (legacy["event"], legacy["msg"]) == ("flow_lost", "reason=timeout")
+
+
+def test_unknown_log_format_is_refused_before_anything_changes() -> None:
+    before = list(logging.getLogger("leansip").handlers)
+    with pytest.raises(ValueError, match="use one of logfmt, json"):
+        setup_logging("info", log_format="xml")
+    assert logging.getLogger("leansip").handlers == before

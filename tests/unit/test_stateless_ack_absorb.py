@@ -38,6 +38,7 @@ def test_ack_for_own_407_is_not_forwarded() -> None:
     tag = _challenge(core, "c407@test")
     ack = request("ACK", "sip:bob@leansip", call_id="c407@test", to_tag=tag, cseq=1)
     assert feed(core, ack, ALICE, 0.1) == []
+    assert core.stats.drops == {"ACK for our reply": 1}  # counted under its whole reason (/api/stats)
 
 
 def test_ack_with_callee_tag_is_still_forwarded() -> None:

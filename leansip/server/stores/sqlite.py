@@ -43,7 +43,32 @@ from typing import Any
 from leansip.server.location import Binding
 from leansip.server.stores.memory import MemoryStore
 
-__all__ = ["SqliteStore"]
+__all__ = ["NotADatabase", "SqliteStore", "check_database_file"]
+
+#: the first 16 bytes of every SQLite 3 database file (https://www.sqlite.org/fileformat.html, 1.3)
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class NotADatabase(ValueError):
+    """The path names something that is not a SQLite database (a typo, a users file): it was not opened."""
+
+
+def check_database_file(path: str | Path) -> None:
+    """Refuse, before SQLite opens it, a path that exists and is not a SQLite database (or is a directory).
+
+    SQLite would open any file and fail only at the first statement, after making ``-wal``/``-shm`` files next
+    to it; a file that is not ours is never opened. A missing or empty file is fine: it becomes the database.
+    Raises :class:`NotADatabase`, or ``OSError`` if the file cannot be read.
+    """
+    p = Path(path)
+    if str(path) == ":memory:" or not p.exists():
+        return
+    if p.is_dir():
+        raise NotADatabase(f"{p} is a directory")
+    with p.open("rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        raise NotADatabase(f"{p} is not a SQLite database (it does not start with the SQLite header)")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -103,8 +128,9 @@ class SqliteStore:
 
     ``path`` is the database file (created if missing; ``":memory:"`` works for
     tests).  ``now`` is the current wall-clock time, used to drop rows that
-    expired while the server was down.  Raises ``sqlite3.Error`` if the file is
-    not a usable database.
+    expired while the server was down.  Raises :class:`NotADatabase` (without
+    opening it) for a file that is not a SQLite database, ``sqlite3.Error`` if
+    the database is not usable.
     """
 
     __slots__ = ("_mem", "_db", "_pending", "flush_interval", "path", "flushes")
@@ -113,6 +139,7 @@ class SqliteStore:
         if flush_interval < 0:
             raise ValueError("flush_interval must be >= 0")
         self.path = str(path)
+        check_database_file(path)
         self.flush_interval = float(flush_interval)
         self._mem = MemoryStore()
         # (aor, key) -> binding to write, or None to delete.
