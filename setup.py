@@ -1,6 +1,8 @@
 """Build hook: compiles the core modules listed in ``leansip/_build.py`` with mypyc (everything else is in
 pyproject.toml). With ``LEANSIP_PURE=1``, or when mypyc or a C compiler is missing, the package installs as
-pure Python and works the same, only slower."""
+pure Python and works the same, only slower. ``LEANSIP_REQUIRE_COMPILED=1`` makes a failed compile fail the
+install with the compiler's or mypy's own message (``make test`` tells you to run that when the build fell
+back)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ def _remove_compiled() -> None:
     _build.MANIFEST.unlink(missing_ok=True)
 
 
+def _required() -> bool:
+    return os.environ.get("LEANSIP_REQUIRE_COMPILED", "") not in ("", "0")
+
+
 def _extensions() -> list[object]:
     if os.environ.get("LEANSIP_PURE", "") not in ("", "0"):
         return []
@@ -37,6 +43,8 @@ def _extensions() -> list[object]:
         extensions = mypycify(["--ignore-missing-imports", *paths],
                               opt_level=os.environ.get("MYPYC_OPT_LEVEL", "3"), group_name="leansip_core")
     except (Exception, SystemExit) as exc:  # a type error mypyc refuses to compile: say it, stay pure
+        if _required():
+            raise
         print(f"leansip: mypyc could not compile the core ({exc!r}); installing pure Python", file=sys.stderr)
         _remove_compiled()
         return []
@@ -51,6 +59,8 @@ class _BuildOrFallBack(build_ext):
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - CompileError, LinkError, a missing compiler: all mean "no C"
+            if _required():
+                raise
             _remove_compiled()
             print(f"leansip: compiling the core failed ({exc}); installing pure Python", file=sys.stderr)
 

@@ -25,7 +25,9 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
 import sys
+import sysconfig
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,3 +146,46 @@ def report() -> str:
     for module in COMPILED:
         importlib.import_module(module)
     return describe()
+
+
+def c_compiler() -> str | None:
+    """The C compiler this Python builds extensions with, when it and Python's headers are installed (so mypyc
+    can compile the core here); None when the pure-Python fallback is expected."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    compiler = shutil.which(cc[0]) if cc else None
+    if compiler is None or not python_headers():
+        return None
+    return compiler
+
+
+def python_headers() -> bool:
+    """Are the headers of this Python installed (``python3-dev`` on Debian)? mypyc's C needs them."""
+    return os.path.exists(os.path.join(sysconfig.get_paths().get("include", ""), "Python.h"))
+
+
+def check_complete() -> tuple[bool, str]:
+    """(ok, line) for ``make test``: on a machine with a C compiler every listed module must run compiled.
+
+    A type error mypyc refuses, a failed C build or an edit since the build all make the install fall back to
+    pure Python quietly (pip -q), and the suite would then test code 5-7x slower than BENCHMARKS.md describes.
+    ``LEANSIP_PURE=1`` asks for pure Python, and a machine without a compiler cannot do better: both pass.
+    """
+    text = report()
+    if _pure_requested():
+        return True, text
+    compiler = c_compiler()
+    loaded = compiled_modules()
+    if compiler is None or len(loaded) == len(COMPILED):
+        return True, text
+    missing = [m for m in COMPILED if m not in loaded]
+    return False, (f"{text}, but {compiler} is here: {len(missing)} of {len(COMPILED)} core modules run "
+                   f"uncompiled ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}). See why with: "
+                   "LEANSIP_REQUIRE_COMPILED=1 .venv/bin/python -m pip install --no-deps -e .")
+
+
+
+def main() -> int:
+    """``make test``'s first check: prints ``core: ...`` and returns 1 when :func:`check_complete` fails."""
+    ok, line = check_complete()
+    print("core:", line, flush=True)
+    return 0 if ok else 1

@@ -69,7 +69,7 @@ class StreamFramer:
 
         The shell uses it to time how long a peer takes to finish a message (slowloris protection)."""
         buf = self._buf
-        if self._need < 0 and len(buf) < 4 and buf[:1] in (b"\r", b"\n"):
+        if self._need < 0 and 0 < len(buf) < 4 and (buf[0] == 13 or buf[0] == 10):  # CR or LF
             return 0  # a lone CRLF keep-alive waiting to see whether it is a ping
         return len(buf)
 
