@@ -89,9 +89,11 @@ def test_small_udp_replies_are_written_directly_and_the_rest_goes_to_dispatch() 
     async def main() -> tuple[list[bytes], list[list[Send]]]:
         dispatched: list[list[Send]] = []
         big = b"x" * 1400
+        handled = asyncio.Event()  # set when the socket has handed a datagram over (its replies are written)
 
         def handler(data: bytes, source: tuple[str, int], transport: str, now: float,
                     conn_id: str | None) -> list[Send]:
+            asyncio.get_running_loop().call_soon(handled.set)
             if data == b"big":
                 return [Send(b"small", source), Send(big, source)]
             if data == b"tcp":
@@ -105,9 +107,10 @@ def test_small_udp_replies_are_written_directly_and_the_rest_goes_to_dispatch() 
         client.settimeout(2)
         try:
             got = []
-            for payload in (b"a", b"big", b"tcp", b"b"):
+            for payload in (b"a", b"big", b"tcp", b"b"):  # one at a time, so the order of what comes out is known
+                handled.clear()
                 client.sendto(payload, server.address)
-                await asyncio.sleep(0.05)
+                await asyncio.wait_for(handled.wait(), 5)
             client.setblocking(False)
             while True:
                 try:
