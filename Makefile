@@ -71,7 +71,7 @@ $(TEST_STAMP): pyproject.toml | $(VPY)
 	@touch $@ $(STAMP) $(BUILD_STAMP)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis test-output \
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output \
 	  leansip/_compiled.json leansip_core__mypyc*.so
 	find leansip -name '*.so' -delete
 	find leansip tests -name __pycache__ -type d -prune -exec rm -rf {} +
