@@ -63,7 +63,7 @@ class Tmux:
 def test_ui_answers_shows_the_call_dials_and_quits(tmp_path: Path, test_output_dir: Path) -> None:
     tmux = Tmux(require_program("tmux"), test_output_dir)
     (tmp_path / "users.txt").write_text("alice:alicepw\nbob:bobpw\n")
-    write_tone_wav(tmp_path / "tone1k.wav", 1000.0, 6.0)
+    write_tone_wav(tmp_path / "tone1k.wav", 1000.0, 8.0)
     with Server(tmp_path) as srv:
         ui_log = tmp_path / "ui.log"
         args = [sys.executable, "-m", "leansip", "phone", *srv.args("tls"), "--user", "bob", "--password",
@@ -78,14 +78,16 @@ def test_ui_answers_shows_the_call_dials_and_quits(tmp_path: Path, test_output_d
             assert "1  carol" in screen and screen.rstrip().endswith("q quit")
 
             alice = start_phone([*srv.args("udp"), "--user", "alice", "--password", "alicepw", "call", "bob",
-                            "--play", str(tmp_path / "tone1k.wav"), "--hangup-after", "3", "--timeout", "15"],
+                            "--play", str(tmp_path / "tone1k.wav"), "--hangup-after", "6", "--timeout", "15"],
                            tmp_path / "alice.log")
             screen = tmux.wait_for("incoming from sip:alice@")
             assert "press a to answer" in screen
             tmux.keys("a")
             screen = tmux.wait_for("in call with sip:alice@")
             assert "Secured      : NO (plain RTP)" in screen
-            tmux.wait_for("00:02")  # the call timer runs
+            # the call timer runs; "00:02" shows from 2 s to alice's hang-up at 6 s (at 3 s a loaded machine's
+            # screen polls missed the one second it showed)
+            tmux.wait_for("00:02")
             screen = tmux.wait_for("call ended: remote hangup", timeout=10)
             assert "Call         : idle" in screen
             assert wait_exit(alice, 15) == 0, (tmp_path / "alice.log").read_text()
