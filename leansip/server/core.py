@@ -416,7 +416,8 @@ class ServerCore:
         handler = getattr(self.proxy, "on_transport_error", None)
         if handler is None:
             return []
-        return handler(data, now, reason)
+        out: list[Send] = handler(data, now, reason)
+        return out
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:

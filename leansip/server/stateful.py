@@ -25,6 +25,7 @@ from leansip.sip.errors import SipParseError
 from leansip.sip.message import Header, Request, Response, make_response, parse_message
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
+    Action,
     ClientTransaction,
     DeadlineQueue,
     Deliver,
@@ -365,7 +366,7 @@ class StatefulProxy(StatelessProxy):
         return self._run(actions, now, ctx.conn_id)
 
     # ------------------------------------------------------------------ actions
-    def _run(self, actions: list, now: float, conn_id: str | None = None) -> list[Send]:
+    def _run(self, actions: list[Action], now: float, conn_id: str | None = None) -> list[Send]:
         out: list[Send] = []
         for action in actions:
             if isinstance(action, Send):
