@@ -9,7 +9,7 @@ retransmitting early.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from leansip.server.routing import Router, next_hop_of_response
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION
@@ -19,6 +19,10 @@ from leansip.sip.send import Send
 
 if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.core import ServerCore
+
+
+#: the drop reason (Stats.drops) of a response whose next Via does not parse as a usable SIP/2.0 Via
+DROP_UNUSABLE_VIA: Final = "unusable next Via"
 
 
 class Proxy(Protocol):
@@ -132,6 +136,9 @@ class StatelessProxy:
         if resp.status == 100:
             return []  # hop-by-hop; we sent our own 100 for INVITE
         dest = next_hop_of_response(nxt)
+        if dest is None:
+            self.core.stats.dropped(DROP_UNUSABLE_VIA)
+            return []
         if dest[0] in ("255.255.255.255", "0.0.0.0"):
             self.core.stats.dropped("broadcast Via")
             return []

@@ -27,6 +27,7 @@ from leansip.sip.uri import (
     parse_via,
     remember_via,
     split_comma,
+    valid_host,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -352,11 +353,30 @@ class Router:
         return addr is not None and host == addr[0] and (via.port or 5060) == addr[1]
 
 
-def next_hop_of_response(via: Via) -> tuple[str, int]:
-    """Where a proxy sends a response: the next Via's received/rport, else its sent-by (RFC 3261 18.2.2)."""
+#: the transports a response can go back over by its Via (RFC 3261 18.2.2; WS/WSS: RFC 7118)
+_RESPONSE_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+
+
+def next_hop_of_response(via: Via) -> tuple[str, int] | None:
+    """Where a proxy sends a response: the next Via's maddr or received and rport, else its sent-by (RFC 3261
+    18.2.2); None when that Via is not a usable SIP/2.0 Via, and the response must be dropped.
+
+    The Via parser accepts the grammar's any ``protocol-name/version/transport`` (RFC 3261 25.1), so
+    ``SIP/2.z9hG4bK-9c010/UDP 127.0.0.1:53011`` (a fuzzer's byte copy) parses; routing by it would send a
+    response somewhere on the word of a Via that no SIP/2.0 element wrote. Usable: protocol SIP/2.0, a
+    transport we know, a maddr/received that is a host, a port from 1 to 65535."""
+    if via.protocol != "SIP/2.0" or via.transport not in _RESPONSE_TRANSPORTS:
+        return None
     params = via.params
-    host = params.get("maddr") or params.get("received") or via.host
+    host = params.get("maddr") or params.get("received")
+    if host is None:
+        host = via.host
+    elif not valid_host(host):
+        return None
     host = host[1:-1] if host.startswith("[") else host
     rport = params.get("rport")
-    port = int(rport) if rport else (via.port or 5060)
+    # rport: digits up to 65535, checked by the Via parser; a sent-by port 0 is not 5060 but nowhere
+    port = int(rport) if rport else (5060 if via.port is None else via.port)
+    if port == 0:
+        return None
     return host, port

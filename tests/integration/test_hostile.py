@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from leansip.server.core import response_destination
+from leansip.server.routing import next_hop_of_response
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, parse_message
 from tests.conftest import REPO_ROOT, external_required, free_tcp_port
@@ -59,61 +60,77 @@ def stay_home(data: bytes) -> bytes:
 
 
 def reply_goes_to(data: bytes, source: tuple[str, int]) -> tuple[str, int] | None:
-    """Where the server would send an error or answer for ``data`` from ``source`` (None: nowhere, it cannot
-    read a Via), using the server's own parser and Via rules."""
+    """Where the server would send an error or answer for ``data`` from ``source``, or forward it when it is a
+    response (by its second Via) (None: nowhere, it cannot read a usable Via), using the server's own parser
+    and Via rules."""
     try:
         msg: Request | Response | None = parse_message(data)
     except SipParseError as exc:
         msg = exc.message if isinstance(exc.message, (Request, Response)) else None
     except Exception:  # noqa: BLE001 - the parser raising anything else is a bug the live server reports
         return None
-    if not isinstance(msg, Request):
-        return None
     try:
-        return response_destination(msg.top_via, source)
+        if isinstance(msg, Response):
+            # as the proxy does (whether the top Via is its own aside): the copy without the top Via value
+            fwd = msg.copy()
+            fwd.pop_first_value("via")
+            return next_hop_of_response(fwd.top_via) if fwd.header("via") is not None else None
+        if isinstance(msg, Request):
+            return response_destination(msg.top_via, source)
     except SipParseError:
         return None
+    return None
 
 
-def via_line(port: int, branch: str | None = None) -> str:
-    return f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch={branch or 'z9hG4bK-' + uuid.uuid4().hex[:12]}"
+def hex_id(ids: random.Random | None, n: int) -> str:
+    """``n`` random hex digits: from ``ids`` for the seeded corpus (the same bytes in every run), else fresh."""
+    if ids is None:
+        return uuid.uuid4().hex[:n]
+    return f"{ids.getrandbits(4 * n):0{n}x}"
+
+
+def via_line(port: int, branch: str | None = None, ids: random.Random | None = None) -> str:
+    return f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch={branch or 'z9hG4bK-' + hex_id(ids, 12)}"
 
 
 def request_bytes(method: str, ruri: str, sink: int, *, extra: tuple[str, ...] = (), body: bytes = b"",
-                  cseq_method: str | None = None, to_tag: bool = False, max_forwards: int | None = 70) -> bytes:
-    lines = [f"{method} {ruri} SIP/2.0", via_line(sink)]
+                  cseq_method: str | None = None, to_tag: bool = False, max_forwards: int | None = 70,
+                  ids: random.Random | None = None) -> bytes:
+    lines = [f"{method} {ruri} SIP/2.0", via_line(sink, ids=ids)]
     if max_forwards is not None:
         lines.append(f"Max-Forwards: {max_forwards}")
-    lines += [f"From: <sip:alice@127.0.0.1>;tag={uuid.uuid4().hex[:8]}",
-              f"To: <sip:bob@127.0.0.1>{';tag=' + uuid.uuid4().hex[:6] if to_tag else ''}",
-              f"Call-ID: {uuid.uuid4().hex}@127.0.0.1", f"CSeq: 1 {cseq_method or method}", *extra,
+    lines += [f"From: <sip:alice@127.0.0.1>;tag={hex_id(ids, 8)}",
+              f"To: <sip:bob@127.0.0.1>{';tag=' + hex_id(ids, 6) if to_tag else ''}",
+              f"Call-ID: {hex_id(ids, 32)}@127.0.0.1", f"CSeq: 1 {cseq_method or method}", *extra,
               f"Content-Length: {len(body)}", "", ""]
     return "\r\n".join(lines).encode() + body
 
 
-def response_bytes(status: int, server_port: int, sink: int, method: str = "INVITE") -> bytes:
-    """A response whose top Via claims to be the server's, for a transaction that never existed."""
+def response_bytes(status: int, server_port: int, sink: int, method: str = "INVITE",
+                   ids: random.Random | None = None, next_via: str | None = None) -> bytes:
+    """A response whose top Via claims to be the server's, for a transaction that never existed; its next Via
+    is the sink's, or ``next_via`` (a ``Via:`` line)."""
     return ("\r\n".join([
         f"SIP/2.0 {status} Whatever",
-        f"Via: SIP/2.0/UDP 127.0.0.1:{server_port};branch=z9hG4bK-{uuid.uuid4().hex[:10]}",
-        via_line(sink),
-        "From: <sip:alice@127.0.0.1>;tag=1", f"To: <sip:bob@127.0.0.1>;tag={uuid.uuid4().hex[:6]}",
-        f"Call-ID: {uuid.uuid4().hex}", f"CSeq: 1 {method}", "Content-Length: 0", "", ""])).encode()
+        f"Via: SIP/2.0/UDP 127.0.0.1:{server_port};branch=z9hG4bK-{hex_id(ids, 10)}",
+        next_via or via_line(sink, ids=ids),
+        "From: <sip:alice@127.0.0.1>;tag=1", f"To: <sip:bob@127.0.0.1>;tag={hex_id(ids, 6)}",
+        f"Call-ID: {hex_id(ids, 32)}", f"CSeq: 1 {method}", "Content-Length: 0", "", ""])).encode()
 
 
 # ------------------------------------------------------------------ the generator
 
 
-def _seeds(server_port: int, sink: int) -> list[bytes]:
-    seeds = [request_bytes("OPTIONS", f"sip:127.0.0.1:{server_port}", sink),
+def _seeds(rng: random.Random, server_port: int, sink: int) -> list[bytes]:
+    seeds = [request_bytes("OPTIONS", f"sip:127.0.0.1:{server_port}", sink, ids=rng),
              request_bytes("REGISTER", f"sip:127.0.0.1:{server_port}", sink,
-                           extra=("Contact: <sip:alice@127.0.0.1:9>", "Expires: 60")),
+                           extra=("Contact: <sip:alice@127.0.0.1:9>", "Expires: 60"), ids=rng),
              request_bytes("INVITE", f"sip:bob@127.0.0.1:{server_port}", sink,
                            body=b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                                b"m=audio 9 RTP/AVP 0\r\n", extra=("Content-Type: application/sdp",)),
-             request_bytes("BYE", f"sip:bob@{FAR}:9", sink, to_tag=True),
-             response_bytes(200, server_port, sink), response_bytes(180, server_port, sink, "INVITE"),
-             response_bytes(486, server_port, sink, "BYE")]
+                                b"m=audio 9 RTP/AVP 0\r\n", extra=("Content-Type: application/sdp",), ids=rng),
+             request_bytes("BYE", f"sip:bob@{FAR}:9", sink, to_tag=True, ids=rng),
+             response_bytes(200, server_port, sink, ids=rng), response_bytes(180, server_port, sink, "INVITE", ids=rng),
+             response_bytes(486, server_port, sink, "BYE", ids=rng)]
     base = torture_dir()
     for sub in ("rfc4475", "rfc5118-wire"):
         if (base / sub).is_dir():
@@ -161,50 +178,83 @@ def special_messages(rng: random.Random, server_port: int, sink: int) -> list[by
     user = f"sip:bob@127.0.0.1:{server_port}"
     out: list[bytes] = []
     big = rng.randbytes(65507)
-    out += [big, b"\x00" * 65507, request_bytes("OPTIONS", here, sink, body=b"x" * 64000)]  # 64 KiB datagrams
-    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Huge: " + "a" * 60000,)))
-    out.append(request_bytes("OPTIONS", here, sink, extra=tuple(f"X-H{i}: {i}" for i in range(3000))))
-    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Fold: a" + "\r\n b" * 8000,)))
-    out.append(request_bytes("OPTIONS", here, sink, extra=(f"Via: SIP/2.0/UDP {FAR}:9;branch=z9hG4bK-v",) * 800))
+    out += [big, b"\x00" * 65507, request_bytes("OPTIONS", here, sink, body=b"x" * 64000, ids=rng)]  # 64 KiB
+    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Huge: " + "a" * 60000,), ids=rng))
+    out.append(request_bytes("OPTIONS", here, sink, extra=tuple(f"X-H{i}: {i}" for i in range(3000)), ids=rng))
+    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Fold: a" + "\r\n b" * 8000,), ids=rng))
+    out.append(request_bytes("OPTIONS", here, sink, extra=(f"Via: SIP/2.0/UDP {FAR}:9;branch=z9hG4bK-v",) * 800,
+                             ids=rng))
     out.append(request_bytes("OPTIONS", here, sink,
                              extra=("Via: " + ", ".join(f"SIP/2.0/UDP {FAR}:{i};branch=z9hG4bK{i}"
-                                                        for i in range(1, 600)),)))
-    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Nul: a\x00b",)))
-    out.append(request_bytes("OPTIONS", here, sink).replace(b"OPTIONS", b"OPT\x00ONS", 1))
+                                                        for i in range(1, 600)),), ids=rng))
+    out.append(request_bytes("OPTIONS", here, sink, extra=("X-Nul: a\x00b",), ids=rng))
+    out.append(request_bytes("OPTIONS", here, sink, ids=rng).replace(b"OPTIONS", b"OPT\x00ONS", 1))
     for status in (100, 180, 183, 200, 202, 302, 401, 407, 481, 487, 503, 699, 700, 99, 0):
         for method in ("INVITE", "BYE", "CANCEL", "REGISTER", "OPTIONS"):
-            out.append(response_bytes(status, server_port, sink, method))
+            out.append(response_bytes(status, server_port, sink, method, ids=rng))
+    # next Vias that parse (the grammar takes any protocol/version/transport) but are no usable SIP/2.0 Via: the
+    # server must drop the response, not forward it to the sink (issue 23: the first was a fuzzer's byte copy)
+    for bad in (f"SIP/2.z9hG4bK-9c010/UDP 127.0.0.1:{sink};rport;branch=z9hG4bK-1", f"SIP/3.0/UDP 127.0.0.1:{sink}",
+                f"XIP/2.0/UDP 127.0.0.1:{sink}", f"SIP/2.0/UDP 127.0.0.1:{sink};received=no_such!host"):
+        out.append(response_bytes(200, server_port, sink, ids=rng, next_via="Via: " + bad))
     for method in ("CANCEL", "ACK"):
         for to_tag in (False, True):
-            out.append(request_bytes(method, user, sink, to_tag=to_tag))
-            out.append(request_bytes(method, f"sip:bob@{FAR}:9", sink, to_tag=to_tag))
+            out.append(request_bytes(method, user, sink, to_tag=to_tag, ids=rng))
+            out.append(request_bytes(method, f"sip:bob@{FAR}:9", sink, to_tag=to_tag, ids=rng))
     for route in (f"<sip:{FAR}:9;lr>", f"<sip:{FAR}:9>", f"<sip:127.0.0.1:{server_port};lr>, <sip:{FAR}:9;lr>",
                   "<sip:[::1]:9;lr>", "<tel:+123>", "<sip:127.0.0.2:0;lr>", "garbage", "<sip:;lr>"):
         for method in ("INVITE", "OPTIONS", "MESSAGE", "BYE"):
-            out.append(request_bytes(method, user, sink, extra=(f"Route: {route}",), to_tag=method == "BYE"))
+            out.append(request_bytes(method, user, sink, extra=(f"Route: {route}",), to_tag=method == "BYE", ids=rng))
     for mf in (0, 1, -1, 256, 99999999999):
         for method in ("INVITE", "OPTIONS", "REGISTER", "CANCEL", "MESSAGE"):
             ruri = here if method == "REGISTER" else user
-            out.append(request_bytes(method, ruri, sink, max_forwards=None, extra=(f"Max-Forwards: {mf}",)))
+            out.append(request_bytes(method, ruri, sink, max_forwards=None, extra=(f"Max-Forwards: {mf}",), ids=rng))
     for contacts in (("*",), ("*", "<sip:alice@127.0.0.1:9>"), ("*, <sip:alice@127.0.0.1:9>",), ("<*>",),
                      ("*;expires=0",), ("* ",)):
         for expires in ("0", "3600", None):
             extra = tuple(f"Contact: {c}" for c in contacts) + ((f"Expires: {expires}",) if expires else ())
-            out.append(request_bytes("REGISTER", here, sink, extra=extra))
-            out.append(request_bytes("INVITE", user, sink, extra=extra))
+            out.append(request_bytes("REGISTER", here, sink, extra=extra, ids=rng))
+            out.append(request_bytes("INVITE", user, sink, extra=extra, ids=rng))
     return out
+
+
+def placeholder_port(port: int, digit: str) -> int:
+    """The port the corpus is generated with in place of ``port``: the same number of digits (so every
+    mutation lands on the same bytes), ``4`` then ``digit`` repeated (47777, 48888). Ports below 1024 are
+    fixed by the test itself (9, the discard port) and stay as they are."""
+    width = len(str(port))
+    return port if port < 1024 else int("4" + digit * (width - 1))
 
 
 def hostile_corpus(rng: random.Random, server_port: int, sink: int, count: int) -> Iterator[bytes]:
     """``count`` datagrams: the special cases, then random bytes and mutations. Only those whose reply would
-    go to ``sink`` (or nowhere) are yielded."""
-    seeds = _seeds(server_port, sink)
+    go to ``sink`` (or nowhere) are yielded.
+
+    The corpus does not depend on the ports this run got: it is generated and filtered with placeholder ports
+    of the same width (:func:`placeholder_port`), and the real ports replace the placeholders afterwards
+    (where a mutation left a placeholder whole). A run on ports 53011/41234 sends the same bytes as one on
+    60001/33333 but for those digits; before this, a port's digits changed which mutated messages passed the
+    filter, so a failure came and went with the ports (issue 23)."""
+    fake_server, fake_sink = placeholder_port(server_port, "7"), placeholder_port(sink, "8")
+    real = {str(fake): str(port).encode() for fake, port in ((fake_server, server_port), (fake_sink, sink))
+            if fake != port}
+    placeholders = re.compile(rb"(?<![0-9])[0-9]{4,5}(?![0-9])")
+    fake_source, source = ("127.0.0.1", fake_sink), ("127.0.0.1", sink)
+
+    def accepted(data: bytes) -> bytes | None:
+        if reply_goes_to(data, fake_source) not in (None, fake_source):
+            return None
+        data = placeholders.sub(lambda m: real.get(m.group(0).decode(), m.group(0)), data)
+        # the real ports again, in case a mutated port happens to be one of them: still only to us or nowhere
+        return data if reply_goes_to(data, source) in (None, source) else None
+
+    seeds = _seeds(rng, fake_server, fake_sink)
     made = 0
-    source = ("127.0.0.1", sink)
-    for data in special_messages(rng, server_port, sink):
-        if reply_goes_to(data, source) in (None, source):
+    for data in special_messages(rng, fake_server, fake_sink):
+        sent = accepted(data)
+        if sent is not None:
             made += 1
-            yield data
+            yield sent
     while made < count:
         kind = rng.random()
         if kind < 0.15:
@@ -213,9 +263,10 @@ def hostile_corpus(rng: random.Random, server_port: int, sink: int, count: int) 
             data = bytes(rng.choice(b"SIP/2.0 \r\n:;,<>\"@Via") for _ in range(rng.randint(1, 400)))
         else:
             data = stay_home(mutate(rng, rng.choice(seeds)))
-        if reply_goes_to(data, source) in (None, source):
+        sent = accepted(data)
+        if sent is not None:
             made += 1
-            yield data
+            yield sent
 
 
 # ------------------------------------------------------------------ the server
