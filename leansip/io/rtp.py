@@ -4,7 +4,8 @@ One UDP socket for RTP (an even port) and one for RTCP (port + 1, RFC 3550 11). 
 the session's 20 ms tick against absolute deadlines of the event loop clock, so a late wake-up does not
 stretch the stream: when the loop falls behind it catches up by sending the missed frames at once (the
 receiver's jitter buffer absorbs that) rather than drifting. Received audio goes to ``sink`` (a WAV writer, a
-sound card), one 160-sample frame per tick.
+sound card), one 160-sample frame per tick; the digits the peer sent (RFC 4733) and the clips played to the end
+are reported after each tick.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
+from leansip.media.dtmf import DtmfDigit
 from leansip.media.stun import is_stun
 from leansip.ua.session import FRAME_SECONDS, MediaSession
 
@@ -107,12 +109,17 @@ async def open_rtp_ports(host: str, port: int = 0, *, attempts: int = 50) -> Rtp
 
 
 class MediaRunner:
-    """Runs a :class:`MediaSession` on :class:`RtpPorts`: 20 ms ticks, RTCP when due, audio to ``sink``."""
+    """Runs a :class:`MediaSession` on :class:`RtpPorts`: 20 ms ticks, RTCP when due, audio to ``sink``; after
+    each tick the digits the peer sent go to ``on_digits`` and the ids of clips played out to ``on_played``."""
 
-    def __init__(self, ports: RtpPorts, session: MediaSession, sink: Callable[[array], None] | None = None) -> None:
+    def __init__(self, ports: RtpPorts, session: MediaSession, sink: Callable[[array], None] | None = None, *,
+                 on_digits: Callable[[list[DtmfDigit]], None] | None = None,
+                 on_played: Callable[[list[int]], None] | None = None) -> None:
         self.ports = ports
         self.session = session
         self.sink = sink
+        self.on_digits = on_digits
+        self.on_played = on_played
         self._task: asyncio.Task[None] | None = None
         self.frames = 0
 
@@ -137,6 +144,12 @@ class MediaRunner:
                     self.sink(samples)
                 self.frames += 1
                 due += FRAME_SECONDS
+            digits = session.take_digits()
+            if digits and self.on_digits is not None:
+                self.on_digits(digits)
+            played = session.take_finished()
+            if played and self.on_played is not None:
+                self.on_played(played)
             if session.rtcp_due(now):
                 data, dest = session.rtcp_report(now)
                 self.ports.rtcp.sendto(data, dest)

@@ -256,7 +256,20 @@ class RtpSender:
         self.octet_count = (self.octet_count + len(payload)) & 0xFFFFFFFF
         return pkt
 
-    def skip(self, frames: int = 1) -> None:
-        """Account for frames not sent: the timestamp advances, the sequence does not (RFC 3550 5.1)."""
+    def skip(self, frames: int = 1, *, talkspurt: bool = True) -> None:
+        """Account for frames not sent as audio: the timestamp advances, the sequence does not (RFC 3550 5.1).
+        After silence the next audio packet starts a talkspurt (marked); after frames that carried DTMF events
+        instead (``talkspurt=False``) the audio simply goes on."""
         self.timestamp = uint32_add(self.timestamp, frames * self.samples_per_frame)
-        self._marker_next = True
+        if talkspurt:
+            self._marker_next = True
+
+    def event_packet(self, payload: bytes, *, payload_type: int, timestamp: int, marker: bool) -> RtpPacket:
+        """An RFC 4733 event packet in this stream: the next sequence number, the event's own (start) timestamp;
+        the stream clock is left alone (call :meth:`skip` with ``talkspurt=False`` for the frame it took)."""
+        pkt = RtpPacket(payload_type=payload_type, sequence_number=self.sequence_number, timestamp=timestamp,
+                        ssrc=self.ssrc, marker=marker, payload=payload)
+        self.sequence_number = uint16_add(self.sequence_number, 1)
+        self.packet_count = (self.packet_count + 1) & 0xFFFFFFFF
+        self.octet_count = (self.octet_count + len(payload)) & 0xFFFFFFFF
+        return pkt

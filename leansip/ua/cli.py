@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leansip.media.audiofile import AudioFileError, check_writable
-from leansip.ua.phone import MediaFailed, Phone, PhoneOptions
+from leansip.media.dtmf import DtmfError, check_digits
+from leansip.ua.phone import CallFailed, MediaFailed, Phone, PhoneCall, PhoneError, PhoneOptions
 from leansip.ua.resolve import ResolveError, parse_host_port, resolve_server
 from leansip.ua.useragent import (
     CallEnded,
-    CallEstablished,
-    IncomingCall,
+    DtmfReceived,
     Registered,
     RegistrationFailed,
     Unregistered,
@@ -51,6 +51,9 @@ examples:
   leansip phone --server 127.0.0.1:5080 --user alice --password pw call bob --play in.wav --hangup-after 10
   leansip phone --server 127.0.0.1:5080 --user bob --password pw answer --record out.wav --max-calls 1
   leansip phone --user alice --local-port 5072 call sip:bob@127.0.0.1:5074 --play in.wav   (direct, no server)
+  leansip phone --server 127.0.0.1:5080 --user alice --password pw call ivr --dtmf 1234# --hangup-after 8
+  leansip phone --server 127.0.0.1:5080 --user bob --password pw transfer carol --after 5       (answer, then
+      transfer the caller to carol; --attended talks to carol first; --call PEER dials instead of answering)
 """
 
 log = logging.getLogger("leansip.phone")
@@ -122,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", action="append", choices=("PCMU", "PCMA"),
                    help="codec in preference order; repeat for more (default PCMU, PCMA)")
     p.add_argument("--sound-card", action="store_true", help="also play received audio (needs sounddevice)")
+    p.add_argument("--dtmf-mode", choices=("auto", "rfc4733", "info"), default="auto",
+                   help="how --dtmf digits go: RFC 4733 telephone-events when the call agreed on them, else SIP "
+                        "INFO (auto, the default), or always one of the two")
+    p.add_argument("--no-follow-transfer", action="store_true",
+                   help="refuse transfers (REFER) instead of calling the target")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v: SIP messages too")
     p.add_argument("-q", "--quiet", action="store_true", help="no event lines")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -140,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--register", action="store_true", help="register before calling (to be reachable)")
     c.add_argument("--hold-at", type=float, help="put the call on hold this many seconds after answer")
     c.add_argument("--resume-at", type=float, help="resume the held call this many seconds after answer")
+    _dtmf_options(c)
 
     a = sub.add_parser("answer", help="wait for calls and answer them")
     a.add_argument("--play", type=Path, help="audio file to send (WAV, FLAC, OGG, MP3 ...)")
@@ -150,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
     a.add_argument("--reject", type=int, metavar="STATUS", help="refuse calls with this status instead")
     a.add_argument("--hangup-after", type=float, help="hang up S seconds after answering (default: the caller does)")
+    _dtmf_options(a)
+
+    t = sub.add_parser("transfer", help="get a call (--call PEER, or answer one), then transfer it to TARGET")
+    t.add_argument("target", help="who the call goes to (user name via the server, or a sip: URI)")
+    t.add_argument("--call", metavar="PEER", help="call PEER first (default: wait for a call and answer it)")
+    t.add_argument("--after", type=float, default=2.0, help="seconds to talk before transferring (2)")
+    t.add_argument("--attended", action="store_true",
+                   help="attended transfer: hold the call, call TARGET, then hand the call over (Replaces)")
+    t.add_argument("--consult", type=float, default=1.0, help="attended: seconds to talk to TARGET first (1)")
+    t.add_argument("--play", type=Path, help="audio file to send during the calls")
+    t.add_argument("--record", type=Path, help="file to write the received audio to: .wav or .flac")
+    t.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each step (30)")
 
     u = sub.add_parser("ui", help="full-screen terminal phone (curses): quick-dial, call, answer, hang up")
     u.add_argument("--dial", type=_dial_entry, action="append", default=[], metavar="NAME=URI",
@@ -159,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--expires", type=int, default=3600, help="registration expiry when --server is given")
     u.add_argument("--log-file", type=Path, help="also write the event log here (the screen shows the last lines)")
     return p
+
+
+def _dtmf_argument(text: str) -> str:
+    try:
+        return check_digits(text)
+    except DtmfError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dtmf_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtmf", type=_dtmf_argument, metavar="DIGITS",
+                   help="send these digits (0-9 * # A-D) after the answer; digits received are printed on stdout")
+    p.add_argument("--dtmf-delay", type=float, default=1.0, help="seconds after the answer to send --dtmf (1)")
 
 
 def _target_uri(target: str, args: argparse.Namespace) -> str:
@@ -240,47 +274,87 @@ async def _drain(phone: Phone, seconds: float) -> None:
         await phone.next_event(left)
 
 
+def _print_digit(event: DtmfReceived) -> None:
+    """Received digits go to stdout, one line each, for scripts (the event log is on stderr)."""
+    print(f"DTMF {event.digit} {event.duration_ms}ms {event.via}", flush=True)
+
+
+def _live(phone: Phone) -> list[PhoneCall]:
+    return [c for c in phone.calls.values() if c.ended is None]
+
+
+async def _talk(phone: Phone, *, hangup_after: float | None, dtmf: str | None, dtmf_delay: float,
+                actions: list[tuple[float, str]] | None = None) -> tuple[CallEnded | None, bool]:
+    """Stay in the call (and in the call a transfer replaces it with) until no call is left: hang the current one
+    up ``hangup_after`` seconds after the first answer, send ``dtmf`` ``dtmf_delay`` seconds after it, print the
+    digits that come. Returns (the last CallEnded, whether media failed)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    todo = sorted(actions or [])
+    if dtmf:
+        todo.append((dtmf_delay, "dtmf"))
+    if hangup_after is not None:
+        todo.append((hangup_after, "hangup"))
+    todo.sort()
+    last: CallEnded | None = None
+    media_failed = False
+    hung_up = False
+    while _live(phone):
+        left = (start + todo[0][0] - loop.time()) if todo else None
+        if left is not None and left <= 0:
+            _, name = todo.pop(0)
+            current = phone.current
+            if current is None or current.ended is not None:
+                continue
+            try:
+                if name == "hangup":
+                    hung_up = True
+                    for call in _live(phone):
+                        call.hangup()
+                elif name == "dtmf":
+                    assert dtmf is not None
+                    way = current.send_dtmf(dtmf)
+                    log.info("event=dtmf_sent digits=%s via=%s", dtmf, way)
+                else:
+                    current.hold(name == "hold")
+            except PhoneError as exc:
+                log.info("event=%s_failed reason=%r", name, str(exc))
+            continue
+        if hung_up and left is None:
+            left = 40.0  # BYE sent: its answer (or Timer F) ends the call
+        event = await phone.next_event(left)
+        if event is None and hung_up and left == 40.0:
+            break
+        if isinstance(event, MediaFailed):
+            media_failed = True
+        elif isinstance(event, DtmfReceived):
+            _print_digit(event)
+        elif isinstance(event, CallEnded):
+            last = event
+    return last, media_failed
+
+
 async def _cmd_call(phone: Phone, args: argparse.Namespace) -> int:
     target = _target_uri(args.target, args)
     if args.register:
         code = await _register(phone, 3600)
         if code != EXIT_OK:
             return code
-    phone.call(target)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.timeout
-    media_failed = False
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            phone.hangup()  # CANCEL
-            await _wait_end(phone, 40.0)
+    call = await phone.dial(target)
+    if not await call.wait_established(args.timeout):
+        if call.ended is None:  # no answer in time: CANCEL
+            call.hangup()
+            await call.wait_ended(40.0)
             return EXIT_TIMEOUT
-        event = await phone.next_event(left)
-        if isinstance(event, MediaFailed):
-            media_failed = True
-        elif isinstance(event, CallEnded):
-            _no_credentials(event.status, args.password)
-            return EXIT_MEDIA if media_failed else _status_exit(event)
-        elif isinstance(event, CallEstablished):
-            break
-    # answered: talk until --hangup-after or until the peer hangs up
-    answered = loop.time()
-    actions = sorted((t, name) for t, name in ((args.hold_at, "hold"), (args.resume_at, "resume"),
-                                               (args.hangup_after, "hangup")) if t is not None)
-    for at, name in actions:
-        while (left := answered + at - loop.time()) > 0:
-            event = await phone.next_event(left)
-            if isinstance(event, MediaFailed):
-                media_failed = True
-            if isinstance(event, CallEnded):
-                return EXIT_MEDIA if media_failed else EXIT_OK
-        if name == "hangup":
-            break
-        phone.hold(name == "hold")
-    phone.hangup()
-    ended = await _wait_end(phone, 40.0)
-    return EXIT_OK if ended is not None and not media_failed else (EXIT_MEDIA if media_failed else EXIT_TIMEOUT)
+        assert call.ended is not None
+        _no_credentials(call.ended.status, args.password)
+        return EXIT_MEDIA if call.media_failure else _status_exit(call.ended)
+    actions = [(t, name) for t, name in ((args.hold_at, "hold"), (args.resume_at, "resume")) if t is not None]
+    ended, media_failed = await _talk(phone, hangup_after=args.hangup_after, dtmf=args.dtmf,
+                                      dtmf_delay=args.dtmf_delay, actions=actions)
+    if media_failed:
+        return EXIT_MEDIA
+    return EXIT_OK if ended is not None else EXIT_TIMEOUT
 
 
 async def _cmd_answer(phone: Phone, args: argparse.Namespace) -> int:
@@ -288,44 +362,94 @@ async def _cmd_answer(phone: Phone, args: argparse.Namespace) -> int:
         code = await _register(phone, args.expires)
         if code != EXIT_OK:
             return code
-    loop = asyncio.get_running_loop()
     calls = 0
     result = EXIT_OK
-    deadline = loop.time() + args.timeout
     try:
         while calls < args.max_calls:
-            left = deadline - loop.time()
-            if left <= 0:
+            call = await phone.next_call(args.timeout)
+            if call is None:
                 return EXIT_TIMEOUT
-            event = await phone.next_event(left)
-            if not isinstance(event, IncomingCall):
-                continue
             if args.reject:
-                phone.reject(args.reject)
+                call.reject(args.reject)
                 calls += 1
                 result = EXIT_REJECTED
                 continue
-            if args.auto_answer_after > 0:
-                ended = await _wait_end(phone, args.auto_answer_after)
-                if ended is not None:  # the caller gave up while it rang
-                    calls += 1
-                    result = EXIT_TIMEOUT
-                    continue
-            if not phone.answer(event.remote_sdp):
+            if args.auto_answer_after > 0 and await call.wait_ended(args.auto_answer_after) is not None:
+                calls += 1  # the caller gave up while it rang
+                result = EXIT_TIMEOUT
+                continue
+            try:
+                await call.answer()
+            except CallFailed:
                 calls += 1
                 result = EXIT_MEDIA
                 continue
-            ended = await _wait_end(phone, args.hangup_after if args.hangup_after is not None else 24 * 3600)
-            if ended is None and args.hangup_after is not None:
-                phone.hangup()  # BYE from the callee
-                ended = await _wait_end(phone, 40.0)
+            except PhoneError:  # it ended while we were answering
+                calls += 1
+                result = EXIT_TIMEOUT
+                continue
+            ended, media_failed = await _talk(phone, hangup_after=args.hangup_after, dtmf=args.dtmf,
+                                              dtmf_delay=args.dtmf_delay)
             calls += 1
-            result = EXIT_OK if ended is not None and ended.reason in ("remote hangup", "local hangup") \
-                else EXIT_TIMEOUT
-            deadline = loop.time() + args.timeout
+            result = EXIT_MEDIA if media_failed else EXIT_OK if ended is not None and ended.reason in (
+                "remote hangup", "local hangup", "replaced") else EXIT_TIMEOUT
     finally:
         await _unregister(phone)
     return result
+
+
+async def _cmd_transfer(phone: Phone, args: argparse.Namespace) -> int:
+    """Get a call (dial ``--call`` or answer the first one), talk ``--after`` seconds, transfer it to TARGET
+    (blind, or ``--attended``: hold it, call TARGET, then REFER with Replaces), report the outcome."""
+    target = _target_uri(args.target, args)
+    if args.server is not None:
+        code = await _register(phone, 3600)
+        if code != EXIT_OK:
+            return code
+    try:
+        if args.call:
+            try:
+                call = await phone.call(_target_uri(args.call, args), timeout=args.timeout)
+            except CallFailed as exc:
+                if not _no_credentials(exc.status, args.password):
+                    print(f"leansip phone: {exc}", file=sys.stderr)
+                return EXIT_TIMEOUT if exc.status is None else EXIT_REJECTED
+        else:
+            incoming = await phone.next_call(args.timeout)
+            if incoming is None:
+                return EXIT_TIMEOUT
+            call = incoming
+            await call.answer()
+            if not await call.wait_established(10.0):
+                return EXIT_TIMEOUT
+        if await call.wait_ended(args.after) is not None:
+            print("leansip phone: the call ended before the transfer", file=sys.stderr)
+            return EXIT_REJECTED
+        if args.attended:
+            call.hold(True)
+            try:
+                consult = await phone.call(target, timeout=args.timeout)
+            except CallFailed as exc:
+                print(f"leansip phone: transfer target: {exc}", file=sys.stderr)
+                call.hangup()
+                await call.wait_ended(10.0)
+                return EXIT_REJECTED
+            await consult.wait_ended(args.consult)
+            result = await call.transfer_to(consult, timeout=args.timeout)
+            if not result.succeeded:
+                consult.hangup()
+        else:
+            result = await call.transfer(target, timeout=args.timeout)
+        log.info("event=transfer_result status=%d reason=%r succeeded=%s", result.status, result.reason,
+                 result.succeeded)
+        if not result.succeeded:
+            print(f"leansip phone: transfer failed: {result.status} {result.reason}".rstrip(), file=sys.stderr)
+            call.hangup()
+        for c in _live(phone):
+            await c.wait_ended(40.0)
+        return EXIT_OK if result.succeeded else EXIT_REJECTED
+    finally:
+        await _unregister(phone)
 
 
 def _setup_logging(verbose: int, quiet: bool, log_file: Path | None = None) -> None:
@@ -360,6 +484,7 @@ def _options(args: argparse.Namespace, transport: str) -> PhoneOptions:
         play=getattr(args, "play", None), record=getattr(args, "record", None), sound_card=args.sound_card,
         transport=transport, server_alternates=alternates, server_name=server_name, ca_file=args.ca_file,
         insecure=args.insecure, keepalive=args.keepalive, keepalive_method=args.keepalive_method, stun=args.stun,
+        dtmf_mode=args.dtmf_mode, follow_transfers=not args.no_follow_transfer,
     )
 
 
@@ -379,6 +504,8 @@ async def _run(args: argparse.Namespace, options: PhoneOptions) -> int:
                 return await _cmd_call(phone, args)
             finally:
                 await _unregister(phone)  # only if --register made us register
+        if args.command == "transfer":
+            return await _cmd_transfer(phone, args)
         return await _cmd_answer(phone, args)
     finally:
         await phone.close()
@@ -400,9 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"leansip phone: error: --transport {transport} needs --server (one connection to it carries "
               "everything)", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "call":
+    if args.command in ("call", "transfer"):
         try:
             _target_uri(args.target, args)
+            if args.command == "transfer" and args.call:
+                _target_uri(args.call, args)
         except ValueError as exc:
             print(f"leansip phone: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -9,7 +9,9 @@ is driven by its I/O shell (:mod:`leansip.io.rtp`) like the SIP core:
   sending) and the 160 samples to play/record (the jitter buffer's frame, decoded, or silence);
 * :meth:`MediaSession.receive_rtp` / :meth:`MediaSession.receive_rtcp` for every datagram on the two ports;
 * :meth:`MediaSession.rtcp_due` / :meth:`MediaSession.rtcp_report` for the RTCP SR/RR every
-  :data:`RTCP_INTERVAL` seconds (RFC 3550 6.2: 5 s minimum for a two-party call).
+  :data:`RTCP_INTERVAL` seconds (RFC 3550 6.2: 5 s minimum for a two-party call);
+* :meth:`MediaSession.send_dtmf` queues digits that :meth:`tick` sends as RFC 4733 events in place of audio
+  (:mod:`leansip.media.dtmf`); digits the peer sent come out of :meth:`MediaSession.take_digits`.
 
 Symmetric RTP (RFC 4961): once valid packets arrive from an address other than the SDP one, we send there,
 which is what gets audio through a NAT. With SRTP only packets that pass authentication count, so a stranger
@@ -23,8 +25,10 @@ from __future__ import annotations
 import logging
 import random
 from array import array
+from collections import deque
 from dataclasses import dataclass
 
+from leansip.media.dtmf import DtmfDigit, DtmfError, DtmfReceiver, DtmfSender
 from leansip.media.g711 import G711Codec, codec_for_name, silence_payload
 from leansip.media.jitter import JitterBuffer
 from leansip.media.rtcp import (
@@ -64,6 +68,7 @@ class MediaStats:
     rtcp_sent: int = 0
     rtcp_received: int = 0
     latched: int = 0  # times symmetric RTP moved our destination
+    dtmf_packets: int = 0  # RFC 4733 event packets received
 
 
 class MediaSession:
@@ -88,10 +93,18 @@ class MediaSession:
         self.remote_ssrc: int | None = None
         self.stats = MediaStats()
         self.cname = cname
-        self._source = source if source is not None else array("h")
+        # what we send: queued clips (id, samples), played in order; then silence
+        self._clips: deque[tuple[int, array]] = deque()
         self._pos = 0
+        self._next_clip = 1
+        self._finished: list[int] = []
+        if source is not None:
+            self.play(source)
         self._silence = array("h", [0]) * SAMPLES_PER_FRAME
         self._next_rtcp: float | None = None
+        self.dtmf_out = DtmfSender()
+        self.dtmf_in = DtmfReceiver()
+        self._digits: list[DtmfDigit] = []
 
     # ------------------------------------------------------------------ state
     @property
@@ -127,21 +140,83 @@ class MediaSession:
         self.media = media
 
     # ------------------------------------------------------------------ sending
+    def play(self, samples: array, *, interrupt: bool = False) -> int:
+        """Queue 8 kHz mono int16 ``samples`` to send after what is queued (``interrupt``: instead of it).
+        Returns the clip's id; :meth:`take_finished` reports it once it has been sent (or cut off)."""
+        if interrupt:
+            self.stop_playing()
+        clip = self._next_clip
+        self._next_clip += 1
+        self._clips.append((clip, samples))
+        return clip
+
+    def stop_playing(self) -> None:
+        """Drop every queued clip (they are reported finished) and send silence."""
+        self._finished += [clip for clip, _ in self._clips]
+        self._clips.clear()
+        self._pos = 0
+
+    @property
+    def queued_samples(self) -> int:
+        """Samples still to send from the queued clips (for pacing a stream of frames)."""
+        return sum(len(s) for _, s in self._clips) - self._pos
+
+    def take_finished(self) -> list[int]:
+        """Ids of the clips sent to the end (or dropped) since the last call."""
+        out, self._finished = self._finished, []
+        return out
+
     def _next_samples(self) -> array:
-        src = self._source
-        if self._pos >= len(src):
+        chunk = array("h")
+        while len(chunk) < SAMPLES_PER_FRAME and self._clips:
+            clip, src = self._clips[0]
+            need = SAMPLES_PER_FRAME - len(chunk)
+            chunk += src[self._pos:self._pos + need]
+            self._pos += need
+            if self._pos >= len(src):
+                self._clips.popleft()
+                self._finished.append(clip)
+                self._pos = 0
+        if not chunk:
             return self._silence
-        chunk = src[self._pos:self._pos + SAMPLES_PER_FRAME]
-        self._pos += SAMPLES_PER_FRAME
         if len(chunk) < SAMPLES_PER_FRAME:
             chunk.extend([0] * (SAMPLES_PER_FRAME - len(chunk)))
         return chunk
+
+    # ------------------------------------------------------------------ DTMF
+    @property
+    def can_send_dtmf(self) -> bool:
+        """The answer agreed on telephone-event (RFC 4733); without it digits go by SIP INFO."""
+        return self.media.dtmf_payload_type is not None
+
+    def send_dtmf(self, digits: str, duration_ms: int | None = None) -> None:
+        """Queue digits to go as RFC 4733 events in place of audio. Raises :class:`DtmfError` for a bad digit or
+        when the peer did not agree on telephone-event."""
+        if not self.can_send_dtmf:
+            raise DtmfError("the peer did not agree on telephone-event")
+        self.dtmf_out.send(digits, duration_ms)
+
+    def take_digits(self) -> list[DtmfDigit]:
+        """The digits received since the last call (RFC 4733 events), in order."""
+        out, self._digits = self._digits, []
+        return out
 
     def tick(self, now: float) -> tuple[list[tuple[bytes, Address]], array]:
         """One 20 ms frame: (datagrams to send, decoded samples received for this frame)."""
         out: list[tuple[bytes, Address]] = []
         samples = self._next_samples()
-        if self.sending:
+        dtmf_pt = self.media.dtmf_payload_type
+        event = self.dtmf_out.frame(self.sender.timestamp) if self.sending and dtmf_pt is not None else None
+        if event is not None and dtmf_pt is not None:
+            # RFC 4733 2.5.1: the event packet replaces this frame's audio; the stream clock runs on
+            pkt = self.sender.event_packet(event.payload, payload_type=dtmf_pt, timestamp=event.timestamp,
+                                           marker=event.marker).serialize()
+            self.sender.skip(talkspurt=False)
+            if self.srtp is not None:
+                pkt = self.srtp.protect(pkt)
+            out.append((pkt, self.remote))
+            self.stats.sent_packets += 1
+        elif self.sending:
             pkt = self.sender.packet(self.codec.encode(samples)).serialize()
             if self.srtp is not None:
                 pkt = self.srtp.protect(pkt)
@@ -149,6 +224,7 @@ class MediaSession:
             self.stats.sent_packets += 1
         else:
             self.sender.skip()  # 5.1: the clock runs on while we are silent (hold)
+        self._digits += self.dtmf_in.poll(now)
         if self._next_rtcp is None:
             self._next_rtcp = now + RTCP_INTERVAL * (0.5 + self.rng.random())  # 6.2: randomised first report
         payload = self.jitter.pop()
@@ -175,8 +251,12 @@ class MediaSession:
         except RtpParseError:
             self.stats.dropped += 1
             return False
+        if pkt.payload_type == self.media.dtmf_payload_type and pkt.payload_type != self.media.payload_type:
+            self._digits += self.dtmf_in.receive(pkt.payload, pkt.timestamp, pkt.ssrc, now)
+            self.stats.dtmf_packets += 1
+            return True
         if pkt.payload_type != self.media.payload_type:
-            self.stats.dropped += 1  # DTMF and comfort noise are not played
+            self.stats.dropped += 1  # comfort noise and other payloads are not played
             return False
         if self.receiver is None or pkt.ssrc != self.remote_ssrc:
             if self.receiver is not None:

@@ -13,7 +13,9 @@ thread), phone events and a 1 s tick (for the call timer) trigger redraws, and q
 unregisters before the terminal is restored.
 
 Keys: ``1``-``9`` dial a quick-dial entry, ``c`` asks for a URI or user name to call, ``a`` answers the ringing
-call, ``h`` hangs up (or refuses a ringing call), ``q`` quits. At the prompt, Enter calls, Esc cancels.
+call, ``h`` hangs up (or refuses a ringing call), ``q`` quits. During a call the keys ``0``-``9``, ``*``, ``#`` are
+a DTMF keypad and ``t`` asks for a URI or user name to transfer the call to (blind, REFER). At a prompt, Enter
+confirms, Esc cancels.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
-from leansip.ua.phone import MediaFailed, Phone
+from leansip.ua.phone import MediaFailed, Phone, PhoneCall, PhoneError
 from leansip.ua.useragent import (
     CallEnded,
     CallState,
+    DtmfReceived,
     IncomingCall,
     Registered,
     RegistrationFailed,
+    TransferProgress,
     Unregistered,
 )
 
@@ -45,6 +49,7 @@ __all__ = ["UiState", "Command", "render", "handle_key", "snapshot", "run_ui", "
 log = logging.getLogger("leansip.phone.ui")
 
 HELP = "1-9 dial   c call   a answer   h hang up   q quit"
+IN_CALL_HELP = "0-9 * # keypad   t transfer   h hang up   q quit"
 MAX_QUICK_DIAL = 9
 
 
@@ -67,7 +72,9 @@ class UiState:
     call_seconds: float | None = None
     secured: bool | None = None  # SRTP in use for the current call; None: no media
     quick_dial: list[tuple[str, str]] = field(default_factory=list)
-    prompt: str | None = None  # text typed at the call prompt; None when not prompting
+    prompt: str | None = None  # text typed at the prompt; None when not prompting
+    prompt_kind: str = "call"  # what Enter does with it: "call" or "transfer"
+    digits: str = ""  # DTMF sent and received in this call, as typed/heard
     message: str = ""
     events: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     clock: str = ""
@@ -75,16 +82,17 @@ class UiState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
-    """What a key asks the phone to do: ``dial`` (with ``target``), ``answer``, ``hangup`` or ``quit``."""
+    """What a key asks the phone to do: ``dial`` or ``transfer`` (with ``target``), ``dtmf`` (with the digit
+    as ``target``), ``answer``, ``hangup`` or ``quit``."""
 
     action: str
     target: str = ""
 
     def __post_init__(self) -> None:
-        if self.action not in ("dial", "answer", "hangup", "quit"):
+        if self.action not in ("dial", "transfer", "dtmf", "answer", "hangup", "quit"):
             raise ValueError(f"unknown UI action {self.action!r}")
-        if (self.action == "dial") != bool(self.target):
-            raise ValueError("dial needs a target, the others none")
+        if (self.action in ("dial", "transfer", "dtmf")) != bool(self.target):
+            raise ValueError("dial, transfer and dtmf need a target, the others none")
 
 
 def peer_display(value: str) -> str:
@@ -139,6 +147,8 @@ def render(state: UiState, width: int = 80, height: int = 24) -> list[str]:
         call += f"  {format_duration(state.call_seconds)}"
     if state.call == "incoming":
         call += "   -- press a to answer, h to refuse"
+    if state.digits and state.call != "idle":
+        call += f"   DTMF {state.digits}"
     top = [
         title,
         rule,
@@ -159,9 +169,11 @@ def render(state: UiState, width: int = 80, height: int = 24) -> list[str]:
     top += [rule, " Events"]
     bottom = [rule]
     if state.prompt is not None:
-        bottom.append(f" Call (URI or user, Enter to call, Esc to cancel): {state.prompt}_")
+        verb = "Transfer to" if state.prompt_kind == "transfer" else "Call"
+        bottom.append(f" {verb} (URI or user, Enter to confirm, Esc to cancel): {state.prompt}_")
     else:
-        bottom.append(f" {state.message}" if state.message else f" {HELP}")
+        keys = IN_CALL_HELP if state.call == "in call" else HELP
+        bottom.append(f" {state.message}" if state.message else f" {keys}")
     room = height - len(top) - len(bottom)
     events = list(state.events)[-room:] if room > 0 else []
     lines = top + [f"  {e}" for e in events] + [""] * max(0, room - len(events)) + bottom
@@ -183,7 +195,8 @@ def handle_key(state: UiState, key: str) -> Command | None:
         if key in ("\n", "\r"):
             target = state.prompt.strip()
             state.prompt = None
-            return Command(action="dial", target=target) if target else None
+            action = "transfer" if state.prompt_kind == "transfer" else "dial"
+            return Command(action=action, target=target) if target else None
         if key == KEY_ESC:
             state.prompt = None
         elif key in (KEY_BACKSPACE, "\b", "KEY_BACKSPACE"):
@@ -192,6 +205,12 @@ def handle_key(state: UiState, key: str) -> Command | None:
             state.prompt += key
         return None
     state.message = ""
+    if state.call == "in call" and len(key) == 1 and key in "0123456789*#":
+        return Command(action="dtmf", target=key)  # the keypad during a call
+    if state.call == "in call" and key == "t":
+        state.prompt = ""
+        state.prompt_kind = "transfer"
+        return None
     if key in "123456789" and len(key) == 1:
         index = int(key) - 1
         if index < len(state.quick_dial):
@@ -200,6 +219,7 @@ def handle_key(state: UiState, key: str) -> Command | None:
         return None
     if key == "c":
         state.prompt = ""
+        state.prompt_kind = "call"
         return None
     if key == "a":
         return Command(action="answer")
@@ -262,8 +282,10 @@ def snapshot(phone: Phone, state: UiState, now: float) -> None:
     answered = phone.call_answered_at
     state.call_seconds = now - answered if answered is not None and state.call in ("in call", "hanging up") \
         else None
-    session = phone.media_session if phone.media is not None else None
+    session = phone.media_session
     state.secured = session.srtp_active if session is not None and state.call != "idle" else None
+    if state.call == "idle":
+        state.digits = ""
     state.clock = time.strftime("%H:%M:%S")
 
 
@@ -294,7 +316,20 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     state = UiState(quick_dial=list(args.dial)[:MAX_QUICK_DIAL])
-    pending_offer: bytes | None = None
+    ringing: PhoneCall | None = None
+    background: set[asyncio.Task[object]] = set()
+
+    def spawn(coro: Coroutine[object, object, object]) -> None:
+        task: asyncio.Task[object] = loop.create_task(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    async def guarded(what: str, coro: Awaitable[object]) -> None:
+        try:
+            await coro
+        except (PhoneError, ValueError, OSError) as exc:
+            state.message = f"{what}: {exc}"
+            redraw()
     quit_requested = asyncio.Event()
     dirty = asyncio.Event()
     redraw = dirty.set
@@ -317,7 +352,7 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
             curses.curs_set(0)
 
         def command(cmd: Command) -> None:
-            nonlocal pending_offer
+            nonlocal ringing
             ua = phone.ua
             assert ua is not None
             if cmd.action == "quit":
@@ -328,22 +363,38 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
                     return
                 try:
                     target = _target_uri(cmd.target, args)
-                    phone.call(target)
-                except Exception as exc:  # noqa: BLE001 - a bad URI or a refused command: shown, not fatal
+                except ValueError as exc:
                     state.message = f"cannot call {cmd.target!r}: {exc}"
                     return
+                state.digits = ""
+                spawn(guarded(f"cannot call {cmd.target!r}", phone.dial(target)))
                 remember_dialled(state, target)
             elif cmd.action == "answer":
-                if pending_offer is None or ua.call is None or ua.call.state is not CallState.INCOMING:
+                if ringing is None or ua.call is None or ua.call.state is not CallState.INCOMING:
                     state.message = "no ringing call to answer"
                     return
-                offer, pending_offer = pending_offer, None
-                phone.answer(offer)
+                call, ringing = ringing, None
+                state.digits = ""
+                spawn(guarded("answer failed", call.answer()))
             elif cmd.action == "hangup":
                 if not ua.in_call:
                     state.message = "no call to hang up"
                     return
                 phone.hangup()
+            elif cmd.action == "dtmf" and phone.current is not None:
+                try:
+                    phone.current.send_dtmf(cmd.target)
+                    state.digits += cmd.target
+                except PhoneError as exc:
+                    state.message = f"DTMF: {exc}"
+            elif cmd.action == "transfer" and phone.current is not None:
+                try:
+                    target = _target_uri(cmd.target, args)
+                except ValueError as exc:
+                    state.message = f"cannot transfer to {cmd.target!r}: {exc}"
+                    return
+                state.message = f"transferring to {target} ..."
+                spawn(guarded("transfer failed", phone.current.transfer(target)))
 
         def on_key() -> None:
             while True:
@@ -365,7 +416,7 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
                     redraw()
 
         async def events() -> None:
-            nonlocal pending_offer
+            nonlocal ringing
             while True:
                 event = await phone.next_event()
                 if isinstance(event, Registered):
@@ -375,11 +426,18 @@ async def run_ui(phone: Phone, args: argparse.Namespace) -> int:
                 elif isinstance(event, Unregistered):
                     state.registration = "not registered"
                 elif isinstance(event, IncomingCall):
-                    pending_offer = event.remote_sdp
-                    curses.beep()
+                    ringing = phone.calls.get(event.call_id) if event.replaces is None else None
+                    if ringing is not None:
+                        curses.beep()
                 elif isinstance(event, CallEnded):
-                    pending_offer = None
+                    if ringing is not None and ringing.id == event.call_id:
+                        ringing = None
                     state.message = f"call ended: {event.reason}" + (f" ({event.status})" if event.status else "")
+                elif isinstance(event, DtmfReceived):
+                    state.digits += event.digit
+                elif isinstance(event, TransferProgress) and event.final:
+                    state.message = ("transfer done" if event.succeeded else
+                                     f"transfer failed: {event.status} {event.reason}")
                 elif isinstance(event, MediaFailed):
                     state.message = f"media failed: {event.reason}"
                 redraw()

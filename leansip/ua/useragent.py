@@ -9,30 +9,45 @@ Theory of operation
   shell when to call it next (ONE timer for the transactions, the registration refresh and our own 2xx
   retransmissions);
 * commands: :meth:`register`, :meth:`unregister`, :meth:`invite`, :meth:`cancel`, :meth:`answer`,
-  :meth:`reject`, :meth:`bye`, :meth:`reinvite`, :meth:`options`.
+  :meth:`reject`, :meth:`bye`, :meth:`hangup`, :meth:`reinvite`, :meth:`info`, :meth:`refer`,
+  :meth:`decline_transfer`, :meth:`options`. Call commands act on the call named by ``call_id``, or on
+  :attr:`UserAgent.call` (the last one made or received) without it.
 
 Every entry point returns a list of *outputs*: :class:`~leansip.sip.send.Send` items for the transport and
 events (:class:`Registered`, :class:`IncomingCall`, :class:`CallEstablished`, :class:`CallEnded` ...) for the
-application, in the order they happened. Illegal commands (``answer`` with no incoming call, a second
-``invite`` during a call) raise :class:`UaError` and change nothing.
+application, in the order they happened; every call event carries its call's Call-ID. Illegal commands
+(``answer`` with no incoming call, ``refer`` outside an established call) raise :class:`UaError` and change
+nothing.
 
 Retransmissions and timeouts of requests come from :mod:`leansip.sip.transaction` (one
 :class:`~leansip.sip.transaction.TransactionTable`); the UA adds only what section 13 leaves to the TU:
-re-sending our 2xx to an INVITE until its ACK arrives (13.3.1.4) and the ACK of a 2xx, which is end-to-end and
-built here with a new branch (13.2.2.4).
+re-sending our 2xx to an INVITE until its ACK arrives (13.3.1.4), the ACK of a 2xx, which is end-to-end and
+built here with a new branch (13.2.2.4) -- for every 2xx: a second fork that answers too is ACKed and hung up
+with a BYE at once --, and the retry of a re-INVITE refused with 491 after the random wait of 14.1.
 
-The phone handles one call at a time (a second INVITE gets 486 Busy Here, 13.3.1.3). The call's life is the
-table :data:`CALL_TRANSITIONS`; a move not in it raises :class:`UaError`.
+Several calls can exist at once (:attr:`UserAgent.calls`, by Call-ID): a transfer needs two. Incoming calls are
+limited by ``UaConfig.max_calls`` (one more gets 486 Busy Here, 13.3.1.3), except an INVITE with Replaces
+(RFC 3891) for one of our calls, which takes that call's place. Transfer (RFC 3515 REFER with its implicit
+subscription, NOTIFY with message/sipfrag; RFC 5589's call flows): :meth:`refer` as transferor, with
+:class:`TransferProgress` events; as transferee a REFER is answered 202 and reported as
+:class:`TransferRequested`, and the call the application then makes with ``invite(..., transfer_of=...)`` is
+reported to the transferor in NOTIFYs. INFO carrying DTMF (application/dtmf-relay) becomes
+:class:`DtmfReceived`. Each call's life is the table :data:`CALL_TRANSITIONS`; a move not in it raises
+:class:`UaError`.
 """
 
 from __future__ import annotations
 
 import enum
+import random
+from collections import deque
 from dataclasses import dataclass, field
 
+from leansip.media.dtmf import DTMF_PLAIN, DTMF_RELAY, parse_info_body
 from leansip.sip.digest import DigestError, build_authorization, choose_challenge, parse_digest
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
+    REASONS,
     Request,
     Response,
     build_request,
@@ -68,6 +83,18 @@ from leansip.ua.dialog import (
     new_tag,
     uri_destination,
 )
+from leansip.ua.refer import (
+    SIPFRAG,
+    ReferError,
+    ReferTarget,
+    ReplacesId,
+    parse_refer_to,
+    parse_replaces,
+    parse_sipfrag,
+    refer_to_value,
+    sipfrag,
+    subscription_terminated,
+)
 
 __all__ = [
     "UaConfig",
@@ -88,12 +115,24 @@ __all__ = [
     "CallUpdateFailed",
     "CallEnded",
     "OptionsResult",
+    "DtmfReceived",
+    "TransferRequested",
+    "TransferProgress",
     "Output",
 ]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY"
+SUPPORTED = "replaces"
 SDP = "application/sdp"
 MAX_STALE_RETRIES = 3  # a server that says stale=true forever must not make us loop
+#: 14.1: how often a re-INVITE answered 491 is tried again before CallUpdateFailed(491) is reported
+MAX_GLARE_RETRIES = 3
+#: ended calls kept in :attr:`UserAgent.calls` for late lookups (a bound: the rest are forgotten)
+KEEP_ENDED = 8
+#: NOTIFY's implicit-subscription lifetime we announce (RFC 3515 2.4.4 leaves it to the notifier)
+REFER_EXPIRES = 60
+#: INFO requests (DTMF digits) waiting for the previous one's answer, per call
+MAX_QUEUED_INFO = 64
 
 
 class UaError(Exception):
@@ -137,17 +176,21 @@ class Unregistered:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IncomingCall:
-    """An INVITE arrived and we sent 180 Ringing: call :meth:`UserAgent.answer` or :meth:`UserAgent.reject`."""
+    """An INVITE arrived and we sent 180 Ringing: call :meth:`UserAgent.answer` or :meth:`UserAgent.reject`.
+    ``replaces`` is the call this one takes the place of (an attended transfer's INVITE with Replaces, RFC 3891):
+    answer it at once; the old call is hung up when the new one is confirmed."""
 
     call_id: str
     caller: str
     remote_sdp: bytes
+    replaces: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ringing:
     """A provisional response above 100 to our INVITE (180 Ringing, 183 Session Progress)."""
 
+    call_id: str
     status: int
 
     def __post_init__(self) -> None:
@@ -160,6 +203,7 @@ class CallEstablished:
     """The call is up (UAC: 2xx received and ACKed; UAS: our 2xx was ACKed). ``remote_sdp`` is the peer's
     offer (UAS) or answer (UAC)."""
 
+    call_id: str
     remote_sdp: bytes
 
 
@@ -168,6 +212,7 @@ class OfferReceived:
     """A re-INVITE arrived with a new offer (hold, resume, new address): answer it with
     :meth:`UserAgent.answer` (or refuse with :meth:`UserAgent.reject`, e.g. 488)."""
 
+    call_id: str
     remote_sdp: bytes
 
 
@@ -175,6 +220,7 @@ class OfferReceived:
 class CallUpdated:
     """A re-INVITE completed: ``remote_sdp`` is the peer's current description."""
 
+    call_id: str
     remote_sdp: bytes
 
 
@@ -182,6 +228,7 @@ class CallUpdated:
 class CallUpdateFailed:
     """Our re-INVITE was refused; the call continues with the old session (RFC 3261 14.1)."""
 
+    call_id: str
     status: int
 
     def __post_init__(self) -> None:
@@ -191,8 +238,9 @@ class CallUpdateFailed:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallEnded:
     """The call is over. ``reason``: rejected, cancelled, timeout, local hangup, remote hangup, no ACK,
-    failed. ``status`` is the SIP status that ended it, when there was one."""
+    replaced, failed. ``status`` is the SIP status that ended it, when there was one."""
 
+    call_id: str
     reason: str
     status: int | None = None
 
@@ -200,6 +248,53 @@ class CallEnded:
         _check_status(self.status)
         if not self.reason:
             raise ValueError("CallEnded needs a reason")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DtmfReceived:
+    """The peer sent a digit: ``via`` is ``rfc4733`` (an RTP telephone-event, reported by the phone's media) or
+    ``info`` (a SIP INFO with application/dtmf-relay or application/dtmf)."""
+
+    call_id: str
+    digit: str
+    duration_ms: int = 0
+    via: str = "rfc4733"
+
+    def __post_init__(self) -> None:
+        if len(self.digit) != 1 or self.digit not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF digit: {self.digit!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRequested:
+    """The peer asked us to transfer (a REFER, already answered 202 with a first NOTIFY "100 Trying"): call
+    ``target`` with :meth:`UserAgent.invite` ``(..., transfer_of=call_id)`` -- its progress is reported to the
+    transferor for us -- or refuse with :meth:`UserAgent.decline_transfer`. ``replaces`` is set for an attended
+    transfer (the INVITE carries it)."""
+
+    call_id: str
+    target: str
+    referred_by: str | None = None
+    replaces: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferProgress:
+    """How our transfer (REFER) goes: ``status`` is the REFER's own answer (202, or a refusal) or the status the
+    transferee reported in a NOTIFY (100, 180, 200, 486 ...). ``final``: nothing more will come; the transfer
+    succeeded when the final status is 2xx (then hang up our call with the transferee, RFC 5589)."""
+
+    call_id: str
+    status: int
+    reason: str = ""
+    final: bool = False
+
+    def __post_init__(self) -> None:
+        _check_status(self.status)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.final and 200 <= self.status < 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,8 +317,21 @@ UaEvent = (
     | CallUpdateFailed
     | CallEnded
     | OptionsResult
+    | DtmfReceived
+    | TransferRequested
+    | TransferProgress
 )
 Output = Send | UaEvent
+
+
+def _check_sip_uri(text: str, what: str) -> None:
+    """A command's URI must parse and be sip:/sips: (our caller's mistake otherwise: :class:`UaError`)."""
+    try:
+        uri = parse_uri(text)
+    except SipParseError as exc:
+        raise UaError(f"bad {what} URI: {exc.reason}") from None
+    if not isinstance(uri, SipURI):
+        raise UaError(f"{what} must be a sip: URI")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -247,6 +355,9 @@ class UaConfig:
     transport: str = "udp"
     user_agent: str = "leansip-phone"
     timers: Timers = DEFAULT_TIMERS
+    #: incoming calls that may ring or talk at once; one more gets 486 Busy Here (13.3.1.3). An INVITE that
+    #: replaces a call of ours (RFC 3891) is always taken; outgoing calls are the application's to limit.
+    max_calls: int = 1
 
     @property
     def aor_domain(self) -> str:
@@ -346,6 +457,27 @@ class Call:
     reinvite_in: ServerTransaction | None = None
     reinvite_out: ClientTransaction | None = None
     reinvite_sdp: bytes = b""
+    # 14.1: our re-INVITE got 491 (glare): sent again at this time
+    reinvite_retry_at: float | None = None
+    glare_retries: int = 0
+    glare_sdp: bytes = b""  # the offer to send again (reinvite_sdp is reused by the peer's re-INVITE meanwhile)
+    # 13.2.2.4: remote tag -> ACK (and where it goes) of another 2xx to our INVITE: a fork we hung up at once
+    forks: dict[str, tuple[bytes, tuple[str, int]]] = field(default_factory=dict)
+    # the call that replaced this one (RFC 3891); its end was reported then
+    replaced_by: str | None = None
+    # headers our INVITE carries besides the usual ones (Referred-By, Replaces for a transfer)
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    # RFC 3891: the call this one replaces (UAS: BYE it once we are confirmed; UAC: our INVITE carried Replaces)
+    replaces: str | None = None
+    # RFC 3515 transferee: this call was made for the REFER received in call ``refer_of``
+    refer_of: str | None = None
+    # RFC 3515 notifier side: the REFER we accepted in this call, while its subscription lasts
+    refer_in: _ReferIn | None = None
+    # RFC 3515 transferor side: our REFER in this call is pending or its subscription is active
+    refer_out: bool = False
+    # INFO requests wait for the previous one's answer (RFC 6086 4.2.1): (body, content type) still to send
+    info_queue: deque[tuple[bytes, str]] = field(default_factory=deque)
+    info_pending: bool = False
 
     @property
     def active(self) -> bool:
@@ -359,6 +491,16 @@ class Call:
             raise UaError(f"{trigger!r} is illegal in call state {self.state.value}") from None
         self.state = new
         return new
+
+
+@dataclass(slots=True)
+class _ReferIn:
+    """A REFER we accepted: what to call, and whether its implicit subscription still runs (RFC 3515 2.4.4)."""
+
+    target: ReferTarget
+    referred_by: str | None
+    event: str  # the Event header of our NOTIFYs: "refer", or "refer;id=N" after the dialog's first REFER
+    active: bool = True
 
 
 @dataclass(slots=True)
@@ -385,14 +527,18 @@ class _Credential:
 class UserAgent:
     """A SIP phone's signalling core. See the module docstring for the calling convention."""
 
-    def __init__(self, config: UaConfig) -> None:
+    def __init__(self, config: UaConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
         self.table = TransactionTable(timers=config.timers)
-        self.call: Call | None = None
+        #: every call by Call-ID, the ended ones too (at most :data:`KEEP_ENDED` of those)
+        self.calls: dict[str, Call] = {}
+        self._last: Call | None = None
         self._reg = _Registration(call_id=new_call_id(config.local[0]), from_tag=new_tag())
-        self._ops: dict[ClientTransaction, str] = {}
+        # each client transaction -> what it is for, and the call it belongs to
+        self._ops: dict[ClientTransaction, tuple[str, Call | None]] = {}
         # (header name, realm) -> last challenge; reused with a rising nc for later requests (RFC 7616 3.4)
         self._creds: dict[tuple[str, str], _Credential] = {}
+        self.rng = rng or random.Random()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -400,8 +546,28 @@ class UserAgent:
         return self._reg.registered
 
     @property
+    def call(self) -> Call | None:
+        """The call made or received last (the one commands act on when they are given no ``call_id``)."""
+        return self._last
+
+    @property
     def in_call(self) -> bool:
-        return self.call is not None and self.call.active
+        """Some call is not over yet."""
+        return any(c.active for c in self.calls.values())
+
+    @property
+    def active_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.active]
+
+    def _get(self, call_id: str | None) -> Call | None:
+        return self._last if call_id is None else self.calls.get(call_id)
+
+    def _add_call(self, call: Call) -> None:
+        self.calls[call.call_id] = call
+        self._last = call
+        ended = [k for k, c in self.calls.items() if not c.active and c is not call]
+        for key in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            del self.calls[key]
 
     # ------------------------------------------------------------------ input
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Output]:
@@ -436,11 +602,11 @@ class UserAgent:
         return self._process(self.table.receive_response(msg, now), now)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timers` next has work (transactions, refresh, 2xx retransmission), or None."""
+        """When :meth:`handle_timers` next has work (transactions, refresh, 2xx retransmission, a glare retry),
+        or None."""
         times = [self.table.next_deadline(), self._reg.refresh_at]
-        call = self.call
-        if call is not None:
-            times += [call.ok_retx_at, call.give_up_at]
+        for call in self.calls.values():
+            times += [call.ok_retx_at, call.give_up_at, call.reinvite_retry_at]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -452,21 +618,30 @@ class UserAgent:
             reg.refresh_at = None
             if reg.txn is None:
                 out += self._send_register(reg.expires, now, fresh=True)
-        call = self.call
-        if call is not None and call.ok_retx_at is not None and call.ok_retx_at <= now:
-            if now >= call.ok_give_up:
-                out += self._no_ack(call, now)
-            else:
-                assert call.ok is not None
-                out.append(Send(call.ok, call.ok_dest, self.config.transport))
-                call.ok_interval = min(call.ok_interval * 2, self.config.timers.t2)
-                call.ok_retx_at = min(now + call.ok_interval, call.ok_give_up)
-        if call is not None and call.give_up_at is not None and call.give_up_at <= now:
-            call.give_up_at = None
-            if call.state is CallState.CANCELLING:
-                # 9.1: the INVITE transaction should have ended with a 487; the peer never sent one
-                call.move("final")
-                out.append(CallEnded(reason="cancelled", status=None))
+        for call in list(self.calls.values()):
+            if call.ok_retx_at is not None and call.ok_retx_at <= now:
+                if now >= call.ok_give_up:
+                    out += self._no_ack(call, now)
+                else:
+                    assert call.ok is not None
+                    out.append(Send(call.ok, call.ok_dest, self.config.transport))
+                    call.ok_interval = min(call.ok_interval * 2, self.config.timers.t2)
+                    call.ok_retx_at = min(now + call.ok_interval, call.ok_give_up)
+            if call.give_up_at is not None and call.give_up_at <= now:
+                call.give_up_at = None
+                if call.state is CallState.CANCELLING:
+                    # 9.1: the INVITE transaction should have ended with a 487; the peer never sent one
+                    call.move("final")
+                    out.append(CallEnded(call_id=call.call_id, reason="cancelled", status=None))
+                    out += self._notify_transfer(call, 487, "Request Terminated", now)
+            if call.reinvite_retry_at is not None and call.reinvite_retry_at <= now:
+                call.reinvite_retry_at = None
+                if call.state is not CallState.CONFIRMED:
+                    out.append(CallUpdateFailed(call_id=call.call_id, status=491))
+                elif call.reinvite_in is not None or call.ok_retx_at is not None:
+                    call.reinvite_retry_at = now + self.rng.randint(10, 200) / 100  # the peer's offer first
+                else:
+                    out += self._send_reinvite(call, call.glare_sdp, now)
         return out
 
     # ------------------------------------------------------------------ commands: registration
@@ -582,23 +757,37 @@ class UserAgent:
         return [RegistrationFailed(status=status, reason=resp.reason or "")]
 
     # ------------------------------------------------------------------ commands: calls
-    def invite(self, target_uri: str, sdp_offer: bytes, *, now: float) -> list[Output]:
+    def invite(self, target_uri: str, sdp_offer: bytes, *, now: float, transfer_of: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> list[Output]:
         """Call ``target_uri`` (a sip: URI) with our SDP offer. Through the server when one is configured,
-        else straight to the URI's host and port. Raises :class:`UaError` during another call or for a bad
-        URI."""
-        if self.in_call:
-            raise UaError("already in a call")
-        try:
-            uri = parse_uri(target_uri)
-        except SipParseError as exc:
-            raise UaError(f"bad target URI: {exc.reason}") from None
-        if not isinstance(uri, SipURI):
-            raise UaError("target must be a sip: URI")
+        else straight to the URI's host and port. The new call becomes :attr:`call`; its events carry its
+        Call-ID.
+
+        ``transfer_of`` names the call whose REFER (:class:`TransferRequested`) this call carries out: the INVITE
+        gets its Referred-By and Replaces, and the transferor hears how it goes (NOTIFY) until it ends. Raises
+        :class:`UaError` for a bad URI or a ``transfer_of`` with no pending REFER."""
+        _check_sip_uri(target_uri, "target")
+        extra = list(headers or [])
+        refer_of: str | None = None
+        replaces: str | None = None
+        if transfer_of is not None:
+            old = self.calls.get(transfer_of)
+            if old is None or old.refer_in is None or not old.refer_in.active:
+                raise UaError("no transfer was asked for in that call")
+            refer_of = transfer_of
+            if old.refer_in.referred_by:
+                extra.append(("Referred-By", old.refer_in.referred_by))
+            if old.refer_in.target.replaces is not None:
+                extra.append(("Replaces", old.refer_in.target.replaces.value()))
+                replaces = old.refer_in.target.replaces.call_id
         call = Call(role="uac", call_id=new_call_id(self.config.local[0]), local_tag=new_tag())
         call.target = target_uri
         call.local_sdp = sdp_offer
+        call.refer_of = refer_of
+        call.replaces = replaces
+        call.extra_headers = extra
         call.move("invite")
-        self.call = call
+        self._add_call(call)
         return self._send_invite(call, 1, now)
 
     def _send_invite(self, call: Call, cseq: int, now: float) -> list[Output]:
@@ -613,21 +802,23 @@ class UserAgent:
             ("CSeq", f"{cseq} INVITE"),
             ("Contact", f"<{cfg.contact_uri}>"),
             ("Allow", ALLOW),
+            ("Supported", SUPPORTED),
             ("User-Agent", cfg.user_agent),
+            *call.extra_headers,
         ]
         req = build_request("INVITE", call.target, headers, call.local_sdp, SDP)
         self._authorize(req)
         call.invite = req
         dest = cfg.server if cfg.server is not None else uri_destination(call.target)
         out: list[Output] = []
-        call.invite_txn = self._start_client(req, dest, "invite", now, out)
+        call.invite_txn = self._start_client(req, dest, "invite", now, out, call)
         return out
 
-    def cancel(self, *, now: float) -> list[Output]:
+    def cancel(self, *, now: float, call_id: str | None = None) -> list[Output]:
         """Cancel our ringing call (9.1). The CANCEL goes out once a provisional response has arrived; the
         call ends when the INVITE gets its (487) final response. Raises :class:`UaError` if there is no
         outgoing call still ringing."""
-        call = self.call
+        call = self._get(call_id)
         if call is None or call.role != "uac" or call.state not in (CallState.CALLING, CallState.EARLY):
             raise UaError("no outgoing call to cancel")
         call.move("cancel")
@@ -653,13 +844,13 @@ class UserAgent:
         ]
         req = build_request("CANCEL", invite.uri, headers)
         out: list[Output] = []
-        self._start_client(req, txn.dest, "cancel", now, out)
+        self._start_client(req, txn.dest, "cancel", now, out, call)
         return out
 
-    def answer(self, sdp: bytes, *, now: float) -> list[Output]:
+    def answer(self, sdp: bytes, *, now: float, call_id: str | None = None) -> list[Output]:
         """Accept the ringing incoming call, or the pending re-INVITE, with our SDP answer (200 OK).
         Raises :class:`UaError` when there is nothing to answer."""
-        call = self.call
+        call = self._get(call_id)
         if call is None:
             raise UaError("nothing to answer")
         if call.reinvite_in is not None:
@@ -667,8 +858,7 @@ class UserAgent:
             call.reinvite_in = None
             call.local_sdp = sdp
             call.remote_sdp = call.reinvite_sdp
-            out = self._send_2xx(call, txn, sdp, now)
-            return out
+            return self._send_2xx(call, txn, sdp, now)
         if call.state is not CallState.INCOMING:
             raise UaError(f"nothing to answer in call state {call.state.value}")
         invite_txn = call.invite_txn
@@ -697,12 +887,12 @@ class UserAgent:
         call.ok_give_up = now + 64 * t.t1
         return out
 
-    def reject(self, status: int = 486, *, now: float) -> list[Output]:
+    def reject(self, status: int = 486, *, now: float, call_id: str | None = None) -> list[Output]:
         """Refuse the ringing incoming call (486 Busy Here, 603 Decline ...) or the pending re-INVITE
         (488 Not Acceptable Here). Raises :class:`UaError` when there is nothing to refuse."""
         if not 300 <= status <= 699:
             raise UaError("reject needs a status of 300-699")
-        call = self.call
+        call = self._get(call_id)
         if call is None:
             raise UaError("nothing to reject")
         if call.reinvite_in is not None:
@@ -714,13 +904,13 @@ class UserAgent:
         assert isinstance(call.invite_txn, ServerTransaction)
         call.move("reject")
         out = self._respond(call.invite_txn, status, now, to_tag=call.local_tag)
-        out.append(CallEnded(reason="rejected", status=status))
+        out.append(CallEnded(call_id=call.call_id, reason="rejected", status=status))
         return out
 
-    def bye(self, *, now: float) -> list[Output]:
+    def bye(self, *, now: float, call_id: str | None = None) -> list[Output]:
         """Hang up an established call (15.1). While our 2xx waits for its ACK, the BYE waits too (15).
         Raises :class:`UaError` if there is no established call; use :meth:`hangup` to end a call in any state."""
-        call = self.call
+        call = self._get(call_id)
         if call is None or call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
             raise UaError("no established call to hang up")
         if call.state is CallState.ANSWERED:
@@ -729,46 +919,129 @@ class UserAgent:
         call.move("bye")
         return self._send_bye(call, now)
 
-    def hangup(self, *, now: float) -> list[Output]:
+    def hangup(self, *, now: float, call_id: str | None = None) -> list[Output]:
         """End the call whatever its state: CANCEL while ringing out, 603 while ringing in, else BYE."""
-        call = self.call
+        call = self._get(call_id)
         if call is None or not call.active:
             return []
         if call.state in (CallState.CALLING, CallState.EARLY):
-            return self.cancel(now=now)
+            return self.cancel(now=now, call_id=call.call_id)
         if call.state is CallState.INCOMING:
-            return self.reject(603, now=now)
+            return self.reject(603, now=now, call_id=call.call_id)
         if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
-            return self.bye(now=now)
+            return self.bye(now=now, call_id=call.call_id)
         return []
 
     def _send_bye(self, call: Call, now: float) -> list[Output]:
         dialog = call.dialog
         assert dialog is not None
         call.ok_retx_at = None
+        call.reinvite_retry_at = None
         req = dialog.request("BYE", self._via(), extra=[("User-Agent", self.config.user_agent)])
         out: list[Output] = []
-        self._start_client(req, dialog.next_hop(), "bye", now, out)
+        self._start_client(req, dialog.next_hop(), "bye", now, out, call)
         return out
 
-    def reinvite(self, sdp: bytes, *, now: float) -> list[Output]:
+    def reinvite(self, sdp: bytes, *, now: float, call_id: str | None = None) -> list[Output]:
         """Send a new offer in the established call (14.1), e.g. ``a=sendonly`` to hold. Raises
-        :class:`UaError` outside an established call or while another offer is pending (14.1 forbids two)."""
-        call = self.call
+        :class:`UaError` outside an established call or while another offer is pending (14.1 forbids two).
+        A 491 (glare, 14.1) is retried after the RFC's random wait; :class:`CallUpdateFailed` only when that
+        fails too."""
+        call = self._get(call_id)
         if call is None or call.state is not CallState.CONFIRMED:
             raise UaError("no established call")
-        if call.reinvite_in is not None or call.reinvite_out is not None or call.ok_retx_at is not None:
+        if (call.reinvite_in is not None or call.reinvite_out is not None or call.ok_retx_at is not None
+                or call.reinvite_retry_at is not None):
             raise UaError("an offer/answer exchange is already in progress")
+        call.glare_retries = 0
+        return self._send_reinvite(call, sdp, now)
+
+    def _send_reinvite(self, call: Call, sdp: bytes, now: float) -> list[Output]:
         dialog = call.dialog
         assert dialog is not None
         req = dialog.request(
             "INVITE", self._via(), contact=f"<{self.config.contact_uri}>", body=sdp, content_type=SDP,
-            extra=[("Allow", ALLOW), ("User-Agent", self.config.user_agent)],
+            extra=[("Allow", ALLOW), ("Supported", SUPPORTED), ("User-Agent", self.config.user_agent)],
         )
         call.reinvite_sdp = sdp
         out: list[Output] = []
-        call.reinvite_out = self._start_client(req, dialog.next_hop(), "reinvite", now, out)
+        call.reinvite_out = self._start_client(req, dialog.next_hop(), "reinvite", now, out, call)
         return out
+
+    def info(self, body: bytes, content_type: str, *, now: float, call_id: str | None = None) -> list[Output]:
+        """Send an INFO in the established call (RFC 6086 legacy use: DTMF as application/dtmf-relay). Raises
+        :class:`UaError` outside an established call."""
+        call = self._in_dialog(call_id)
+        if call.info_pending:
+            if len(call.info_queue) >= MAX_QUEUED_INFO:
+                raise UaError("too many INFO requests queued")
+            call.info_queue.append((body, content_type))
+            return []
+        return self._send_info(call, body, content_type, now)
+
+    def _send_info(self, call: Call, body: bytes, content_type: str, now: float) -> list[Output]:
+        assert call.dialog is not None
+        req = call.dialog.request("INFO", self._via(), body=body, content_type=content_type,
+                                  extra=[("User-Agent", self.config.user_agent)])
+        call.info_pending = True
+        out: list[Output] = []
+        self._start_client(req, call.dialog.next_hop(), "info", now, out, call)
+        return out
+
+    def _next_info(self, call: Call, now: float) -> list[Output]:
+        """The previous INFO got its final answer (or none): send the next queued one."""
+        call.info_pending = False
+        if call.info_queue and call.state is CallState.CONFIRMED and call.dialog is not None:
+            body, content_type = call.info_queue.popleft()
+            return self._send_info(call, body, content_type, now)
+        call.info_queue.clear()
+        return []
+
+    def refer(self, target_uri: str, *, now: float, call_id: str | None = None,
+              replaces_call: str | None = None) -> list[Output]:
+        """Ask the peer of the established call to call ``target_uri`` (REFER, RFC 3515): a blind transfer; with
+        ``replaces_call`` (our established call with the target) an attended one, whose Refer-To carries that
+        dialog's Replaces (RFC 3891, RFC 5589 7). :class:`TransferProgress` events follow. Raises
+        :class:`UaError` outside an established call, for a bad URI, or while a transfer is still going on."""
+        call = self._in_dialog(call_id)
+        if call.refer_out:
+            raise UaError("a transfer of this call is already in progress")
+        _check_sip_uri(target_uri, "transfer target")
+        replaces: ReplacesId | None = None
+        if replaces_call is not None:
+            other = self.calls.get(replaces_call)
+            if other is None or other.dialog is None or other.state is not CallState.CONFIRMED:
+                raise UaError("the call to replace is not established")
+            d = other.dialog
+            replaces = ReplacesId(call_id=d.call_id, to_tag=d.remote_tag, from_tag=d.local_tag)
+        assert call.dialog is not None
+        cfg = self.config
+        req = call.dialog.request("REFER", self._via(), contact=f"<{cfg.contact_uri}>", extra=[
+            ("Refer-To", refer_to_value(target_uri, replaces)),
+            ("Referred-By", f"<{cfg.aor}>"),
+            ("Allow", ALLOW),
+            ("User-Agent", cfg.user_agent),
+        ])
+        call.refer_out = True
+        out: list[Output] = []
+        self._start_client(req, call.dialog.next_hop(), "refer", now, out, call)
+        return out
+
+    def decline_transfer(self, status: int = 603, *, now: float, call_id: str | None = None) -> list[Output]:
+        """Refuse the transfer the peer asked for (:class:`TransferRequested`): the final NOTIFY carries
+        ``status`` (603 Declined by default). Raises :class:`UaError` when no transfer is pending."""
+        call = self._get(call_id)
+        if call is None or call.refer_in is None or not call.refer_in.active:
+            raise UaError("no transfer to decline")
+        if not 300 <= status <= 699:
+            raise UaError("decline_transfer needs a status of 300-699")
+        return self._send_notify(call, status, REASONS.get(status, "Declined"), now)
+
+    def _in_dialog(self, call_id: str | None) -> Call:
+        call = self._get(call_id)
+        if call is None or call.state is not CallState.CONFIRMED or call.dialog is None:
+            raise UaError("no established call")
+        return call
 
     def options(self, target_uri: str, *, now: float) -> list[Output]:
         """Send an OPTIONS (11) to ``target_uri``: a capability query or a keep-alive. Ends in
@@ -790,6 +1063,32 @@ class UserAgent:
         self._start_client(req, dest, "options", now, out)
         return out
 
+    # ------------------------------------------------------------------ transfer: the notifier side
+    def _send_notify(self, call: Call, status: int, reason: str, now: float) -> list[Output]:
+        """Tell the transferor how its REFER goes (RFC 3515 2.4.4): one sipfrag status line; a final status
+        ends the implicit subscription."""
+        sub = call.refer_in
+        if sub is None or not sub.active or call.dialog is None or call.state is not CallState.CONFIRMED:
+            return []
+        final = status >= 200
+        state = "terminated;reason=noresource" if final else f"active;expires={REFER_EXPIRES}"
+        if final:
+            sub.active = False
+        req = call.dialog.request("NOTIFY", self._via(), contact=f"<{self.config.contact_uri}>",
+                                  body=sipfrag(status, reason), content_type=SIPFRAG, extra=[
+                                      ("Event", sub.event), ("Subscription-State", state),
+                                      ("User-Agent", self.config.user_agent)])
+        out: list[Output] = []
+        self._start_client(req, call.dialog.next_hop(), "notify", now, out, call)
+        return out
+
+    def _notify_transfer(self, call: Call, status: int, reason: str, now: float) -> list[Output]:
+        """A call made for a REFER got ``status``: pass it on to the transferor's call."""
+        if call.refer_of is None or status == 100:
+            return []
+        old = self.calls.get(call.refer_of)
+        return self._send_notify(old, status, reason, now) if old is not None else []
+
     # ------------------------------------------------------------------ machinery
     def _via(self) -> str:
         host, port = self.config.local
@@ -800,15 +1099,15 @@ class UserAgent:
     def _uas_headers(self, req: Request) -> list[tuple[str, str]]:
         """Headers of a dialog-creating response: Record-Route copied in order (12.1.1) and our Contact."""
         headers = [("Record-Route", rr) for rr in req.header_lines("record-route")]
-        headers += [("Contact", f"<{self.config.contact_uri}>"), ("Allow", ALLOW),
+        headers += [("Contact", f"<{self.config.contact_uri}>"), ("Allow", ALLOW), ("Supported", SUPPORTED),
                     ("User-Agent", self.config.user_agent)]
         return headers
 
     def _start_client(
-        self, req: Request, dest: tuple[str, int], op: str, now: float, out: list[Output]
+        self, req: Request, dest: tuple[str, int], op: str, now: float, out: list[Output], call: Call | None = None
     ) -> ClientTransaction:
         txn = self.table.create_client(req, dest, self.config.transport)
-        self._ops[txn] = op
+        self._ops[txn] = (op, call)
         out += self._process(txn.start(now), now)
         return txn
 
@@ -892,37 +1191,73 @@ class UserAgent:
     def _on_response(self, resp: Response, txn: ClientTransaction | ServerTransaction | None,
                      now: float) -> list[Output]:
         if txn is None:
-            return self._on_stray_response(resp)
-        op = self._ops.get(txn)  # type: ignore[arg-type]
+            return self._on_stray_response(resp, now)
+        op, call = self._ops.get(txn, ("", None)) if isinstance(txn, ClientTransaction) else ("", None)
         if op == "register":
             if txn is not self._reg.txn:
                 return []
             return self._on_register_response(resp, now)
-        call = self.call
+        if op == "options":
+            return [OptionsResult(status=resp.status, allow=resp.header("allow"))] if resp.status >= 200 else []
+        if call is None:
+            return []
         if op == "invite":
-            if call is None or txn is not call.invite_txn:
+            if txn is not call.invite_txn:
                 return []
             return self._on_invite_response(call, resp, now)
         if op == "reinvite":
-            if call is None or txn is not call.reinvite_out:
+            if txn is not call.reinvite_out:
                 return []
             return self._on_reinvite_response(call, resp, now)
         if op == "bye":
-            if resp.status >= 200 and call is not None and call.state is CallState.TERMINATING:
+            if resp.status >= 200 and call.state is CallState.TERMINATING:
                 call.move("bye_done")
-                return [CallEnded(reason="local hangup", status=resp.status)]
+                if call.replaced_by is None:  # a replaced call's end was reported when it was replaced
+                    return [CallEnded(call_id=call.call_id, reason="local hangup", status=resp.status)]
             return []
-        if op == "options" and resp.status >= 200:
-            return [OptionsResult(status=resp.status, allow=resp.header("allow"))]
-        return []  # CANCEL's own response: the INVITE's 487 is what counts
+        if op == "refer" and resp.status >= 200:
+            final = resp.status >= 300
+            if final:
+                call.refer_out = False
+            return [TransferProgress(call_id=call.call_id, status=resp.status, reason=resp.reason or "",
+                                     final=final)]
+        if op == "info" and resp.status >= 200:
+            return self._next_info(call, now)
+        return []  # CANCEL's own response (the INVITE's 487 is what counts), NOTIFY, a fork's BYE
 
-    def _on_stray_response(self, resp: Response) -> list[Output]:
-        """A 2xx retransmission after the INVITE transaction ended (RFC 6026 Timer M): ACK it again."""
-        call = self.call
-        if (call is not None and call.ack is not None and call.dialog is not None and 200 <= resp.status < 300
-                and resp.cseq == (call.ack_cseq, "INVITE") and call.dialog.matches(resp)):
-            return [Send(call.ack, call.dialog.next_hop(), self.config.transport)]
-        return []
+    def _on_stray_response(self, resp: Response, now: float) -> list[Output]:
+        """A 2xx after the INVITE transaction ended (RFC 6026 Timer M): ACK it again, or it is a fork's."""
+        call = self.calls.get(resp.call_id) if 200 <= resp.status < 300 else None
+        if call is None or call.role != "uac" or call.invite is None or resp.cseq != (call.invite.cseq[0], "INVITE"):
+            return []
+        return self._on_fork_or_retransmission(call, resp, now)
+
+    def _on_fork_or_retransmission(self, call: Call, resp: Response, now: float) -> list[Output]:
+        """Another 2xx to an INVITE we already have a dialog for (13.2.2.4): the same dialog's is a
+        retransmission (the ACK was lost: send it again); another To tag is a second fork that answered too:
+        ACK it (the 2xx must be acknowledged) and hang that dialog up at once with a BYE, once."""
+        dialog = call.dialog
+        assert dialog is not None
+        if dialog.matches(resp):
+            if call.ack is not None and resp.cseq[0] == call.ack_cseq:
+                return [Send(call.ack, dialog.next_hop(), self.config.transport)]
+            return []
+        tag = resp.to_tag or ""
+        known = call.forks.get(tag)
+        if known is not None:
+            return [Send(known[0], known[1], self.config.transport)]
+        try:
+            fork = dialog_as_uac(call.invite, resp)  # type: ignore[arg-type]
+        except (DialogError, SipParseError):
+            return []  # no way to ACK or BYE it: its sender gives up without an ACK
+        if len(call.forks) >= 16:
+            return []  # a bound on what a misbehaving forking proxy can make us keep
+        ack = fork.request("ACK", self._via(), cseq=resp.cseq[0]).to_bytes()
+        call.forks[tag] = (ack, fork.next_hop())
+        out: list[Output] = [Send(ack, fork.next_hop(), self.config.transport)]
+        bye = fork.request("BYE", self._via(), extra=[("User-Agent", self.config.user_agent)])
+        self._start_client(bye, fork.next_hop(), "fork_bye", now, out, call)
+        return out
 
     def _ack_2xx(self, call: Call, resp: Response) -> list[Output]:
         """Build and send the ACK for a 2xx (13.2.2.4): in the dialog, new branch, the INVITE's CSeq number."""
@@ -943,20 +1278,19 @@ class UserAgent:
                 out += self._send_cancel(call, now)
             elif status > 100:
                 call.move("1xx")
-                out.append(Ringing(status=status))
+                out.append(Ringing(call_id=call.call_id, status=status))
+                out += self._notify_transfer(call, status, resp.reason or "", now)
             return out
         if status < 300:
             if call.dialog is not None:
-                # a retransmission of the 2xx (the ACK was lost): ACK again, same ACK (13.2.2.4)
-                if call.dialog.matches(resp) and call.ack is not None:
-                    out.append(Send(call.ack, call.dialog.next_hop(), self.config.transport))
-                return out
+                return self._on_fork_or_retransmission(call, resp, now)
             try:
                 call.dialog = dialog_as_uac(call.invite, resp)  # type: ignore[arg-type]
             except (DialogError, SipParseError):
                 # no way to ACK or BYE: the call cannot be used (the peer will give up without its ACK)
                 call.move("final")
-                return [CallEnded(reason="failed", status=status)]
+                return [CallEnded(call_id=call.call_id, reason="failed", status=status),
+                        *self._notify_transfer(call, 500, "Server Internal Error", now)]
             call.give_up_at = None
             out += self._ack_2xx(call, resp)
             if call.state is CallState.CANCELLING:
@@ -965,7 +1299,8 @@ class UserAgent:
                 return out
             call.move("2xx")
             call.remote_sdp = resp.body
-            out.append(CallEstablished(remote_sdp=resp.body))
+            out.append(CallEstablished(call_id=call.call_id, remote_sdp=resp.body))
+            out += self._notify_transfer(call, status, resp.reason or "OK", now)
             return out
         if status in (401, 407) and call.state is not CallState.CANCELLING:
             if self._accept_challenge(resp, call.auth_tries):
@@ -974,7 +1309,8 @@ class UserAgent:
         call.give_up_at = None
         reason = "cancelled" if call.state is CallState.CANCELLING else "rejected"
         call.move("final")
-        out.append(CallEnded(reason=reason, status=status))
+        out.append(CallEnded(call_id=call.call_id, reason=reason, status=status))
+        out += self._notify_transfer(call, status, resp.reason or "", now)
         return out
 
     def _on_reinvite_response(self, call: Call, resp: Response, now: float) -> list[Output]:
@@ -991,42 +1327,59 @@ class UserAgent:
                 call.local_sdp = call.reinvite_sdp
                 call.remote_sdp = resp.body
                 out += self._ack_2xx(call, resp)
-                out.append(CallUpdated(remote_sdp=resp.body))
+                out.append(CallUpdated(call_id=call.call_id, remote_sdp=resp.body))
             elif call.ack is not None and resp.cseq[0] == call.ack_cseq:
                 out.append(Send(call.ack, dialog.next_hop(), self.config.transport))
             return out
         call.reinvite_out = None
+        if status == 491 and call.glare_retries < MAX_GLARE_RETRIES and call.state is CallState.CONFIRMED:
+            # 14.1: glare. Try again after a random wait: 2.1-4 s if we own the Call-ID (we made the call),
+            # 0-2 s otherwise, in units of 10 ms -- so the two sides do not collide again
+            call.glare_retries += 1
+            call.glare_sdp = call.reinvite_sdp
+            ticks = self.rng.randint(210, 400) if call.role == "uac" else self.rng.randint(0, 200)
+            call.reinvite_retry_at = now + ticks / 100
+            return []
         if status in (408, 481):
             # 14.1: the dialog is gone; tear the call down
             call.move("bye")
-            return [CallUpdateFailed(status=status), *self._send_bye(call, now)]
-        return [CallUpdateFailed(status=status)]
+            return [CallUpdateFailed(call_id=call.call_id, status=status), *self._send_bye(call, now)]
+        return [CallUpdateFailed(call_id=call.call_id, status=status)]
 
     def _on_client_failure(self, txn: ClientTransaction, now: float) -> list[Output]:
         """Timer B/F fired or the transport failed: act as if a 408 arrived (8.1.3.1)."""
-        op = self._ops.pop(txn, None)
-        call = self.call
+        op, call = self._ops.pop(txn, ("", None))
         if op == "register" and txn is self._reg.txn:
             self._reg.txn = None
             self._reg.registered = False
             if self._reg.expires == 0:
                 return [RegistrationFailed(status=408, reason="unregister timed out")]
             return [RegistrationFailed(status=408, reason="Request Timeout")]
-        if op == "invite" and call is not None and txn is call.invite_txn and call.dialog is None and call.active:
+        if op == "options":
+            return [OptionsResult(status=408)]
+        if call is None:
+            return []
+        if op == "invite" and txn is call.invite_txn and call.dialog is None and call.active:
             call.give_up_at = None
             call.move("final")
-            return [CallEnded(reason="timeout", status=408)]
-        if op == "reinvite" and call is not None and txn is call.reinvite_out:
+            return [CallEnded(call_id=call.call_id, reason="timeout", status=408),
+                    *self._notify_transfer(call, 408, "Request Timeout", now)]
+        if op == "reinvite" and txn is call.reinvite_out:
             call.reinvite_out = None
             if call.state is CallState.CONFIRMED:
                 call.move("bye")
-                return [CallUpdateFailed(status=408), *self._send_bye(call, now)]
-            return [CallUpdateFailed(status=408)]
-        if op == "bye" and call is not None and call.state is CallState.TERMINATING:
+                return [CallUpdateFailed(call_id=call.call_id, status=408), *self._send_bye(call, now)]
+            return [CallUpdateFailed(call_id=call.call_id, status=408)]
+        if op == "bye" and call.state is CallState.TERMINATING:
             call.move("bye_done")
-            return [CallEnded(reason="local hangup", status=408)]
-        if op == "options":
-            return [OptionsResult(status=408)]
+            if call.replaced_by is None:
+                return [CallEnded(call_id=call.call_id, reason="local hangup", status=408)]
+            return []
+        if op == "refer":
+            call.refer_out = False
+            return [TransferProgress(call_id=call.call_id, status=408, reason="Request Timeout", final=True)]
+        if op == "info":
+            return self._next_info(call, now)
         return []
 
     def _no_ack(self, call: Call, now: float) -> list[Output]:
@@ -1034,7 +1387,7 @@ class UserAgent:
         call.ok_retx_at = None
         if call.state is CallState.ANSWERED:
             call.move("no_ack")
-            return [*self._send_bye(call, now), CallEnded(reason="no ACK", status=408)]
+            return [*self._send_bye(call, now), CallEnded(call_id=call.call_id, reason="no ACK", status=408)]
         # an unacknowledged 2xx to a re-INVITE: also fatal for the dialog
         if call.state is CallState.CONFIRMED:
             call.move("bye")
@@ -1048,9 +1401,9 @@ class UserAgent:
         if method == "ACK":
             return self._on_ack(req, now)
         assert isinstance(txn, ServerTransaction)
-        call = self.call
         if req.to_tag is not None:
             # in-dialog request (12.2.2)
+            call = self.calls.get(req.call_id)
             if call is None or call.dialog is None or not call.dialog.matches(req):
                 return self._respond(txn, 481, now)
             if not call.dialog.check_remote_cseq(req):
@@ -1061,6 +1414,12 @@ class UserAgent:
                 return self._on_reinvite(call, txn, now)
             if method == "OPTIONS":
                 return self._respond(txn, 200, now, to_tag=call.local_tag, headers=self._options_headers())
+            if method == "INFO":
+                return self._on_info(call, txn, now)
+            if method == "REFER":
+                return self._on_refer(call, txn, now)
+            if method == "NOTIFY":
+                return self._on_notify(call, txn, now)
             return self._respond(txn, 405, now, to_tag=call.local_tag, headers=[("Allow", ALLOW)])
         if method == "INVITE":
             return self._on_invite(req, txn, now)
@@ -1068,18 +1427,33 @@ class UserAgent:
             return self._on_cancel(req, txn, now)
         if method == "OPTIONS":
             return self._respond(txn, 200, now, headers=self._options_headers())
-        if method == "BYE":
+        if method in ("BYE", "INFO", "NOTIFY"):
             return self._respond(txn, 481, now)
         return self._respond(txn, 405, now, headers=[("Allow", ALLOW)])
 
     def _options_headers(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", SDP), ("User-Agent", self.config.user_agent)]
+        return [("Allow", ALLOW), ("Accept", SDP), ("Supported", SUPPORTED), ("User-Agent", self.config.user_agent)]
 
     def _on_invite(self, req: Request, txn: ServerTransaction, now: float) -> list[Output]:
-        if self.in_call:
-            return self._respond(txn, 486, now)  # 13.3.1.3: one call at a time
         if req.body and (req.header("content-type") or "").split(";")[0].strip().lower() != SDP:
             return self._respond(txn, 415, now, headers=[("Accept", SDP)])
+        existing = self.calls.get(req.call_id)
+        if existing is not None and existing.active:
+            return self._respond(txn, 482, now)  # 8.2.2.2: the same request reached us twice (merged)
+        replaced: Call | None = None
+        replaces_header = req.header("replaces")
+        if replaces_header is not None:
+            try:
+                wanted = parse_replaces(replaces_header)
+            except ReferError as exc:
+                return self._respond(txn, 400, now, reason=f"Bad Request ({exc})")
+            replaced = self._replaceable(wanted)
+            if replaced is None:
+                return self._respond(txn, 481, now)  # RFC 3891 3: no such dialog (or not ours to replace)
+            if wanted.early_only and replaced.state is not CallState.EARLY:
+                return self._respond(txn, 486, now)
+        elif sum(1 for c in self.calls.values() if c.active) >= self.config.max_calls:
+            return self._respond(txn, 486, now)  # 13.3.1.3: busy
         call = Call(role="uas", call_id=req.call_id, local_tag=new_tag())
         try:
             call.dialog = dialog_as_uas(req, call.local_tag)
@@ -1089,13 +1463,28 @@ class UserAgent:
         call.invite = req
         call.invite_txn = txn
         call.remote_sdp = req.body
+        call.replaces = replaced.call_id if replaced is not None else None
         call.move("incoming")
-        self.call = call
+        self._add_call(call)
         # 180 with our tag and Contact: an early dialog the caller can already address (13.3.1.1)
         ringing = make_response(req, 180, to_tag=call.local_tag, headers=self._uas_headers(req))
         out = self._process(txn.send_response(ringing, now), now)
-        out.append(IncomingCall(call_id=req.call_id, caller=req.header("from") or "", remote_sdp=req.body))
+        out.append(IncomingCall(call_id=req.call_id, caller=req.header("from") or "", remote_sdp=req.body,
+                                replaces=call.replaces))
         return out
+
+    def _replaceable(self, wanted: ReplacesId) -> Call | None:
+        """The call an INVITE with Replaces may take over (RFC 3891 3): a confirmed dialog of ours, or an early
+        one we started; never an early dialog in which we are the callee."""
+        call = self.calls.get(wanted.call_id)
+        if call is None or call.dialog is None or not call.active:
+            return None
+        d = call.dialog
+        if d.local_tag != wanted.to_tag or d.remote_tag != wanted.from_tag:
+            return None
+        if call.state in (CallState.CONFIRMED, CallState.ANSWERED):
+            return call
+        return None
 
     def _on_reinvite(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
         if call.state is not CallState.CONFIRMED:
@@ -1108,10 +1497,10 @@ class UserAgent:
         call.dialog.update_target(txn.request)
         call.reinvite_in = txn
         call.reinvite_sdp = txn.request.body
-        return [OfferReceived(remote_sdp=txn.request.body)]
+        return [OfferReceived(call_id=call.call_id, remote_sdp=txn.request.body)]
 
     def _on_ack(self, ack: Request, now: float) -> list[Output]:
-        call = self.call
+        call = self.calls.get(ack.call_id)
         if call is None or call.dialog is None or not call.dialog.matches(ack):
             return []  # 17.2.3 stray ACK (e.g. for a 2xx we already forgot): nothing to do
         if call.ok_retx_at is None or ack.cseq[0] != call.ok_cseq:
@@ -1120,13 +1509,32 @@ class UserAgent:
         out: list[Output] = []
         if call.state is CallState.ANSWERED:
             call.move("ack")
-            out.append(CallEstablished(remote_sdp=call.remote_sdp))
+            out.append(CallEstablished(call_id=call.call_id, remote_sdp=call.remote_sdp))
             if call.bye_pending:
                 call.bye_pending = False
                 call.move("bye")
                 out += self._send_bye(call, now)
+            out += self._end_replaced(call, now)
         else:
-            out.append(CallUpdated(remote_sdp=call.remote_sdp))
+            out.append(CallUpdated(call_id=call.call_id, remote_sdp=call.remote_sdp))
+        return out
+
+    def _end_replaced(self, call: Call, now: float) -> list[Output]:
+        """RFC 3891 3: the new dialog is confirmed; the one it replaces is hung up."""
+        old = self.calls.get(call.replaces) if call.replaces is not None else None
+        if old is None or not old.active:
+            return []
+        if old.state is CallState.CONFIRMED:
+            old.move("bye")
+            out = self._send_bye(old, now)
+        elif old.state is CallState.ANSWERED:
+            old.bye_pending = True
+            return []
+        else:
+            return []
+        # the BYE's answer moves it to ENDED quietly: the application hears "replaced" now
+        old.replaced_by = call.call_id
+        out.append(CallEnded(call_id=old.call_id, reason="replaced", status=None))
         return out
 
     def _on_bye(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
@@ -1136,18 +1544,80 @@ class UserAgent:
             out += self._respond(call.invite_txn, 487, now, to_tag=call.local_tag)
         call.ok_retx_at = None
         call.reinvite_in = None
+        call.reinvite_retry_at = None
         call.move("remote_bye")
-        out.append(CallEnded(reason="remote hangup", status=None))
+        if call.replaced_by is None:
+            out.append(CallEnded(call_id=call.call_id, reason="remote hangup", status=None))
         return out
 
     def _on_cancel(self, req: Request, txn: ServerTransaction, now: float) -> list[Output]:
         target = self.table.find_cancel_target(req)
         if target is None:
             return self._respond(txn, 481, now)  # 9.2
-        call = self.call
+        call = self.calls.get(req.call_id)
         out = self._respond(txn, 200, now, to_tag=call.local_tag if call is not None else None)
         if call is not None and call.invite_txn is target and call.state is CallState.INCOMING:
             out += self._respond(target, 487, now, to_tag=call.local_tag)
             call.move("cancelled")
-            out.append(CallEnded(reason="cancelled", status=487))
+            out.append(CallEnded(call_id=call.call_id, reason="cancelled", status=487))
+        return out
+
+    def _on_info(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
+        """INFO in a dialog (RFC 6086, legacy use without Info-Package): DTMF bodies become
+        :class:`DtmfReceived`; an empty one is a ping; any other body type is refused with 415."""
+        req = txn.request
+        kind = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if not req.body:
+            return self._respond(txn, 200, now, to_tag=call.local_tag)
+        if kind not in (DTMF_RELAY, DTMF_PLAIN):
+            return self._respond(txn, 415, now, to_tag=call.local_tag,
+                                 headers=[("Accept", f"{DTMF_RELAY}, {DTMF_PLAIN}")])
+        out = self._respond(txn, 200, now, to_tag=call.local_tag)
+        digit = parse_info_body(kind, req.body)
+        if digit is not None:
+            out.append(DtmfReceived(call_id=call.call_id, digit=digit.digit, duration_ms=digit.duration_ms,
+                                    via="info"))
+        return out
+
+    def _on_refer(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
+        """The peer asks us to call someone (RFC 3515): 202, a first NOTIFY, then :class:`TransferRequested`."""
+        req = txn.request
+        if call.state is not CallState.CONFIRMED:
+            return self._respond(txn, 481 if not call.active else 491, now, to_tag=call.local_tag)
+        values = req.header_values("refer-to")
+        if len(values) != 1:
+            return self._respond(txn, 400, now, to_tag=call.local_tag,
+                                 reason="Bad Request (exactly one Refer-To needed)")
+        try:
+            target = parse_refer_to(values[0])
+        except ReferError as exc:
+            return self._respond(txn, 400, now, to_tag=call.local_tag, reason=f"Bad Request ({exc})"[:100])
+        if call.refer_in is not None and call.refer_in.active:
+            return self._respond(txn, 491, now, to_tag=call.local_tag)  # one transfer at a time
+        # RFC 3515 2.4.6: the NOTIFYs of a dialog's later REFERs carry the REFER's CSeq as the event id
+        event = "refer" if call.refer_in is None else f"refer;id={req.cseq[0]}"
+        call.refer_in = _ReferIn(target=target, referred_by=req.header("referred-by"), event=event)
+        out = self._respond(txn, 202, now, to_tag=call.local_tag, headers=[("Contact", f"<{self.config.contact_uri}>")])
+        out += self._send_notify(call, 100, "Trying", now)
+        out.append(TransferRequested(call_id=call.call_id, target=target.uri, referred_by=call.refer_in.referred_by,
+                                     replaces=target.replaces.call_id if target.replaces else None))
+        return out
+
+    def _on_notify(self, call: Call, txn: ServerTransaction, now: float) -> list[Output]:
+        """A NOTIFY for our REFER's implicit subscription: 200, then :class:`TransferProgress` from its sipfrag."""
+        req = txn.request
+        event = (req.header("event") or "").split(";", 1)[0].strip().lower()
+        if event != "refer":
+            return self._respond(txn, 489, now, to_tag=call.local_tag, reason="Bad Event")
+        if not call.refer_out:
+            return self._respond(txn, 481, now, to_tag=call.local_tag)  # no subscription of ours
+        try:
+            status, reason = parse_sipfrag(req.body)
+        except ReferError as exc:
+            return self._respond(txn, 400, now, to_tag=call.local_tag, reason=f"Bad Request ({exc})"[:100])
+        out = self._respond(txn, 200, now, to_tag=call.local_tag)
+        final = subscription_terminated(req.header("subscription-state")) or status >= 200
+        if final:
+            call.refer_out = False
+        out.append(TransferProgress(call_id=call.call_id, status=status, reason=reason, final=final))
         return out

@@ -12,6 +12,7 @@ ends the call when the file ends; ``net_interface 127.0.0.1`` keeps the SDP on l
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import socket
@@ -124,15 +125,23 @@ class Baresip:
     """
 
     def __init__(self, workdir: Path, *, account: str, source: Path, lifetime: float = 30.0,
-                 command: str | None = None, name: str = "baresip") -> None:
+                 command: str | None = None, name: str = "baresip", control: bool = False,
+                 verbose: bool = False) -> None:
         self.dir = Path(workdir) / name
         self.rec_dir = self.dir / "rec"
         self.log = Path(workdir) / f"{name}.log"
         self.sip_port = free_port_block(3, tcp=True)
         rtp_low = free_port_block(10)
         self.rec_dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config").write_text(BARESIP_CONFIG.format(
-            sip_port=self.sip_port, source=source, rtp_low=rtp_low, rtp_high=rtp_low + 9, snd_path=self.rec_dir))
+        config = BARESIP_CONFIG.format(sip_port=self.sip_port, source=source, rtp_low=rtp_low, rtp_high=rtp_low + 9,
+                                       snd_path=self.rec_dir)
+        self.control_port: int | None = None
+        if control:  # ctrl_tcp: JSON commands in netstrings (clients.md), for DTMF and transfers mid-call
+            self.control_port = free_port_block(1, tcp=True)
+            config += f"module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t127.0.0.1:{self.control_port}\n"
+        (self.dir / "config").write_text(config)
+        self.verbose = verbose
+        self._listener: socket.socket | None = None
         (self.dir / "accounts").write_text(account + "\n")
         self.lifetime = lifetime
         self.command = command
@@ -142,7 +151,7 @@ class Baresip:
         from tests.conftest import require_program
 
         exe = require_program("baresip")
-        cmd = [exe, "-f", str(self.dir), "-s", "-t", str(int(self.lifetime))]
+        cmd = [exe, "-f", str(self.dir), "-s", "-t", str(int(self.lifetime))] + (["-v"] if self.verbose else [])
         if self.command is not None:
             cmd += ["-e", self.command]
         with open(self.log, "wb") as out:
@@ -154,6 +163,72 @@ class Baresip:
 
     def wait_for(self, text: str, timeout: float = 10.0) -> None:
         wait_for_text(self.log, text, timeout, proc=self.proc)
+
+    def control(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, object]:
+        """Run one ctrl_tcp command (``sndcode``, ``transfer``, ``hangup`` ...) and return its JSON response."""
+        assert self.control_port is not None, "start with control=True"
+        payload = json.dumps({"command": command, "params": params, "token": command}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.control_port), timeout=timeout)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with sock:
+            sock.sendall(b"%d:%s," % (len(payload), payload))
+            data = b""
+            while time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                for part in _netstrings(data)[0]:
+                    reply = json.loads(part)
+                    if reply.get("response"):
+                        return dict(reply)
+        raise AssertionError(f"baresip gave no response to {command!r}: {data[:300]!r}")
+
+    def listen(self) -> list[dict[str, object]]:
+        """Keep a ctrl_tcp connection open and collect baresip's events on it (CALL_DTMF_START, CALL_CLOSED ...)
+        into the returned list, from a daemon thread. ctrl_tcp talks to one connection at a time: use this or
+        :meth:`control`, not both."""
+        import threading
+
+        assert self.control_port is not None, "start with control=True"
+        events: list[dict[str, object]] = []
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.control_port), timeout=5.0)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        sock.settimeout(None)
+
+        def read() -> None:
+            data = b""
+            with sock:
+                while True:
+                    try:
+                        chunk = sock.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    parts, data = _netstrings(data + chunk)
+                    for part in parts:
+                        reply = json.loads(part)
+                        if reply.get("event"):
+                            events.append(dict(reply))
+
+        threading.Thread(target=read, daemon=True).start()
+        self._listener = sock
+        return events
 
     def wait_registered(self, timeout: float = 10.0) -> None:
         # baresip 1.0 logs "<aor>: {0/UDP/v4} 200 OK () [1 binding]" once the REGISTER succeeded
@@ -169,6 +244,8 @@ class Baresip:
 
     def stop(self) -> None:
         stop_proc(self.proc)
+        if self._listener is not None:
+            self._listener.close()
 
     def __enter__(self) -> Baresip:
         return self.start()
@@ -176,6 +253,18 @@ class Baresip:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _netstrings(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete netstrings at the start of ``data`` (``len:payload,``) and what follows them."""
+    out = []
+    while b":" in data:
+        head, _, rest = data.partition(b":")
+        if not head.isdigit() or len(rest) < int(head) + 1:
+            break
+        out.append(rest[:int(head)])
+        data = rest[int(head) + 1:]
+    return out, data
 
 
 # --------------------------------------------------------------------------------------------- kamailio

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from leansip.media.dtmf import TelephoneEvent
 from leansip.media.g711 import ulaw_encode
 from leansip.media.rtp import RtpPacket
 from leansip.media.tone import dominant_frequency, sine_samples
@@ -90,9 +91,14 @@ def test_symmetric_rtp_latches_to_the_source() -> None:
 def test_garbage_and_foreign_payload_dropped() -> None:
     _alice, bob = negotiate()
     assert not bob.receive_rtp(b"\x80\x00", A, 0.0)
-    dtmf = RtpPacket(payload_type=101, sequence_number=1, timestamp=1, ssrc=5, payload=b"\x01\x00\x00\xa0")
-    assert not bob.receive_rtp(dtmf.serialize(), A, 0.0)
+    comfort_noise = RtpPacket(payload_type=13, sequence_number=1, timestamp=1, ssrc=5, payload=b"\x40")
+    assert not bob.receive_rtp(comfort_noise.serialize(), A, 0.0)
     assert bob.stats.dropped == 2 and bob.stats.received_packets == 0
+    # a telephone-event (the negotiated 101) is not audio either, but it is taken: a digit
+    dtmf = RtpPacket(payload_type=101, sequence_number=2, timestamp=1, ssrc=5,
+                     payload=TelephoneEvent(event=5, end=True, duration=800).serialize())
+    assert bob.receive_rtp(dtmf.serialize(), A, 0.0)
+    assert [d.digit for d in bob.take_digits()] == ["5"] and bob.stats.received_packets == 0
 
 
 def test_hold_stops_sending_and_resume_restarts() -> None:

@@ -164,3 +164,25 @@ def test_command_checks_its_fields() -> None:
         Command(action="answer", target="x")
     with pytest.raises(ValueError):
         Command(action="explode")
+
+
+def test_keypad_and_transfer_during_a_call() -> None:
+    state = idle_state()
+    state.call, state.peer = "in call", "sip:bob@example.com"
+    assert "0-9 * # keypad" in render(state)[-1]
+    # in a call the digit keys are DTMF, not quick-dial
+    assert [handle_key(state, k) for k in "1#*0"] == [Command(action="dtmf", target=k) for k in "1#*0"]
+    state.digits = "1#*0"
+    assert "DTMF 1#*0" in screen(state)
+    assert handle_key(state, "t") is None and state.prompt == "" and state.prompt_kind == "transfer"
+    assert "Transfer to (URI or user" in render(state)[-1]
+    for ch in "carol":
+        handle_key(state, ch)
+    assert handle_key(state, "\n") == Command(action="transfer", target="carol")
+    # "t" is only a key in a call; "c" always opens a call prompt
+    idle = idle_state()
+    assert handle_key(idle, "t") is None and idle.prompt is None
+    handle_key(idle, "c")
+    assert idle.prompt_kind == "call" and handle_key(idle, "\n") is None
+    with pytest.raises(ValueError):
+        Command(action="dtmf")

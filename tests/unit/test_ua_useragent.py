@@ -8,6 +8,7 @@ A tiny registrar (real DigestAuthenticator) and a tiny record-routing proxy stan
 from __future__ import annotations
 
 from collections.abc import Callable
+from unittest.mock import ANY
 
 import pytest
 
@@ -222,10 +223,10 @@ def setup_call(net: Net, alice: UserAgent, bob: UserAgent, target: str | None = 
     incoming = net.take(BOB)
     assert len(incoming) == 1 and isinstance(incoming[0], IncomingCall)
     assert incoming[0].remote_sdp == OFFER
-    assert net.take(ALICE) == [Ringing(status=180)]
+    assert net.take(ALICE) == [Ringing(call_id=ANY, status=180)]
     net.run(BOB, bob.answer(ANSWER, now=0.1), 0.1)
-    assert net.take(ALICE) == [CallEstablished(remote_sdp=ANSWER)]
-    assert net.take(BOB) == [CallEstablished(remote_sdp=OFFER)]
+    assert net.take(ALICE) == [CallEstablished(call_id=ANY, remote_sdp=ANSWER)]
+    assert net.take(BOB) == [CallEstablished(call_id=ANY, remote_sdp=OFFER)]
 
 
 def test_direct_call_alice_hangs_up() -> None:
@@ -241,8 +242,8 @@ def test_direct_call_alice_hangs_up() -> None:
     assert ack.cseq == (invite.cseq[0], "ACK") and ack.branch != invite.branch
     assert isinstance(ack, Request) and ack.uri == f"sip:bob@{BOB[0]}:{BOB[1]}"
     net.run(ALICE, alice.bye(now=5.0), 5.0)
-    assert net.take(ALICE) == [CallEnded(reason="local hangup", status=200)]
-    assert net.take(BOB) == [CallEnded(reason="remote hangup", status=None)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="local hangup", status=200)]
+    assert net.take(BOB) == [CallEnded(call_id=ANY, reason="remote hangup", status=None)]
     # no more 2xx retransmissions once the ACK arrived
     before = len(net.wire)
     net.advance(5.0, 10.0)
@@ -255,8 +256,8 @@ def test_direct_call_bob_hangs_up() -> None:
     bob = net.add_ua(make_ua(BOB, "bob"))
     setup_call(net, alice, bob)
     net.run(BOB, bob.bye(now=3.0), 3.0)
-    assert net.take(BOB) == [CallEnded(reason="local hangup", status=200)]
-    assert net.take(ALICE) == [CallEnded(reason="remote hangup", status=None)]
+    assert net.take(BOB) == [CallEnded(call_id=ANY, reason="local hangup", status=200)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="remote hangup", status=None)]
     bye = next(parse_message(d) for s, _, d in net.wire if d.startswith(b"BYE"))
     # the UAS's BYE swaps From/To and goes to alice's Contact (12.2.1.1)
     assert bye.from_tag == bob.call.local_tag and bye.to_tag == alice.call.local_tag  # type: ignore[union-attr]
@@ -279,10 +280,10 @@ def test_lost_ack_makes_bob_retransmit_2xx_and_alice_reacks() -> None:
 
     net.drop = drop_first_ack
     net.run(BOB, bob.answer(ANSWER, now=0.0), 0.0)
-    assert net.take(ALICE) == [CallEstablished(remote_sdp=ANSWER)]
+    assert net.take(ALICE) == [CallEstablished(call_id=ANY, remote_sdp=ANSWER)]
     assert net.take(BOB) == []
     net.advance(0.0, 0.6)  # T1: bob re-sends the 2xx, alice ACKs again
-    assert net.take(BOB) == [CallEstablished(remote_sdp=OFFER)]
+    assert net.take(BOB) == [CallEstablished(call_id=ANY, remote_sdp=OFFER)]
     assert acks[0] == 2
     assert net.take(ALICE) == []
 
@@ -309,8 +310,8 @@ def test_cancel_gets_487() -> None:
     net.run(ALICE, alice.invite(f"sip:bob@{BOB[0]}:{BOB[1]}", OFFER, now=0.0), 0.0)
     net.take(ALICE), net.take(BOB)
     net.run(ALICE, alice.cancel(now=1.0), 1.0)
-    assert net.take(ALICE) == [CallEnded(reason="cancelled", status=487)]
-    assert net.take(BOB) == [CallEnded(reason="cancelled", status=487)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="cancelled", status=487)]
+    assert net.take(BOB) == [CallEnded(call_id=ANY, reason="cancelled", status=487)]
     cancel = next(parse_message(d) for s, _, d in net.wire if d.startswith(b"CANCEL"))
     invite = next(parse_message(d) for s, _, d in net.wire if d.startswith(b"INVITE"))
     assert cancel.branch == invite.branch and cancel.cseq == (invite.cseq[0], "CANCEL")
@@ -340,7 +341,7 @@ def test_busy_when_in_a_call() -> None:
     carol = net.add_ua(make_ua(carol_addr, "carol"))
     setup_call(net, alice, bob)
     net.run(carol_addr, carol.invite(f"sip:bob@{BOB[0]}:{BOB[1]}", OFFER, now=1.0), 1.0)
-    assert net.take(carol_addr) == [CallEnded(reason="rejected", status=486)]
+    assert net.take(carol_addr) == [CallEnded(call_id=ANY, reason="rejected", status=486)]
     assert net.take(BOB) == []
     assert bob.call is not None and bob.call.state is CallState.CONFIRMED
 
@@ -351,14 +352,14 @@ def test_reject_and_timeout() -> None:
     bob = net.add_ua(make_ua(BOB, "bob"))
     net.run(ALICE, alice.invite(f"sip:bob@{BOB[0]}:{BOB[1]}", OFFER, now=0.0), 0.0)
     net.run(BOB, bob.reject(603, now=0.5), 0.5)
-    assert net.take(ALICE)[-1] == CallEnded(reason="rejected", status=603)
+    assert net.take(ALICE)[-1] == CallEnded(call_id=ANY, reason="rejected", status=603)
     # a second call into the void times out after Timer B (64*T1)
     net.nodes.pop(BOB)
     net.run(ALICE, alice.invite(f"sip:bob@{BOB[0]}:{BOB[1]}", OFFER, now=1.0), 1.0)
     net.advance(1.0, 31.0, step=0.5)
     assert not any(isinstance(e, CallEnded) for e in net.take(ALICE))
     net.advance(31.0, 34.0, step=0.5)
-    assert net.take(ALICE) == [CallEnded(reason="timeout", status=408)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="timeout", status=408)]
 
 
 def test_reinvite_hold_and_resume() -> None:
@@ -368,21 +369,21 @@ def test_reinvite_hold_and_resume() -> None:
     setup_call(net, alice, bob)
     hold = OFFER + b"a=sendonly\r\n"
     net.run(ALICE, alice.reinvite(hold, now=2.0), 2.0)
-    assert net.take(BOB) == [OfferReceived(remote_sdp=hold)]
+    assert net.take(BOB) == [OfferReceived(call_id=ANY, remote_sdp=hold)]
     with pytest.raises(UaError):
         alice.reinvite(OFFER, now=2.0)  # one offer at a time (14.1)
     held = ANSWER + b"a=recvonly\r\n"
     net.run(BOB, bob.answer(held, now=2.1), 2.1)
-    assert net.take(ALICE) == [CallUpdated(remote_sdp=held)]
-    assert net.take(BOB) == [CallUpdated(remote_sdp=hold)]
+    assert net.take(ALICE) == [CallUpdated(call_id=ANY, remote_sdp=held)]
+    assert net.take(BOB) == [CallUpdated(call_id=ANY, remote_sdp=hold)]
     net.run(ALICE, alice.reinvite(OFFER, now=3.0), 3.0)
     net.run(BOB, bob.answer(ANSWER, now=3.0), 3.0)
-    assert net.take(ALICE) == [CallUpdated(remote_sdp=ANSWER)]
+    assert net.take(ALICE) == [CallUpdated(call_id=ANY, remote_sdp=ANSWER)]
     reinvites = [parse_message(d) for _, _, d in net.wire if d.startswith(b"INVITE")]
     assert [r.cseq[0] for r in reinvites] == [1, 2, 3]
     assert all(r.to_tag for r in reinvites[1:])
     net.run(BOB, bob.bye(now=4.0), 4.0)
-    assert net.take(ALICE) == [CallEnded(reason="remote hangup", status=None)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="remote hangup", status=None)]
 
 
 def test_reinvite_refused_keeps_call() -> None:
@@ -428,12 +429,19 @@ def test_illegal_commands_raise() -> None:
     alice = net.add_ua(make_ua(ALICE, "alice"))
     bob = net.add_ua(make_ua(BOB, "bob"))
     for command in (lambda: alice.bye(now=0.0), lambda: alice.answer(OFFER, now=0.0),
-                    lambda: alice.cancel(now=0.0), lambda: alice.reinvite(OFFER, now=0.0)):
+                    lambda: alice.cancel(now=0.0), lambda: alice.reinvite(OFFER, now=0.0),
+                    lambda: alice.refer("sip:carol@127.0.0.1", now=0.0),
+                    lambda: alice.info(b"Signal=1\r\n", "application/dtmf-relay", now=0.0),
+                    lambda: alice.decline_transfer(now=0.0)):
         with pytest.raises(UaError):
             command()
     setup_call(net, alice, bob)
-    with pytest.raises(UaError):
-        alice.invite("sip:x@127.0.0.1", OFFER, now=1.0)
+    for command in (lambda: alice.answer(OFFER, now=1.0), lambda: alice.refer("tel:+123", now=1.0),
+                    lambda: alice.refer("sip:carol@127.0.0.1", now=1.0, replaces_call="nope"),
+                    lambda: alice.invite("sip:x@127.0.0.1", OFFER, now=1.0, transfer_of=alice.call.call_id),
+                    lambda: alice.bye(now=1.0, call_id="no-such-call")):
+        with pytest.raises(UaError):
+            command()
     assert (CallState.ENDED, "bye") not in CALL_TRANSITIONS
 
 
@@ -483,8 +491,8 @@ def test_route_set_from_record_route() -> None:
     assert bob.call.dialog.route_set == [rr]
     # ACK and BYE from alice go through the proxy with a Route header, to bob's Contact
     net.run(ALICE, alice.bye(now=2.0), 2.0)
-    assert net.take(BOB) == [CallEnded(reason="remote hangup", status=None)]
-    assert net.take(ALICE) == [CallEnded(reason="local hangup", status=200)]
+    assert net.take(BOB) == [CallEnded(call_id=ANY, reason="remote hangup", status=None)]
+    assert net.take(ALICE) == [CallEnded(call_id=ANY, reason="local hangup", status=200)]
     bye_sent = next(d for s, dst, d in net.wire if s == ALICE and d.startswith(b"BYE"))
     bye = parse_message(bye_sent)
     assert isinstance(bye, Request) and bye.header_values("route") == [rr]
