@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtmf-mode", choices=("auto", "rfc4733", "info"), default="auto",
                    help="how --dtmf digits go: RFC 4733 telephone-events when the call agreed on them, else SIP "
                         "INFO (auto, the default), or always one of the two")
+    p.add_argument("--webrtc", action="store_true",
+                   help="offer WebRTC media in our calls (ICE, DTLS-SRTP, Opus; needs aiortc). A WebRTC offer "
+                        "from a browser is answered so in any case")
     p.add_argument("--no-follow-transfer", action="store_true",
                    help="refuse transfers (REFER) instead of calling the target")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v: SIP messages too")
@@ -484,7 +487,7 @@ def _options(args: argparse.Namespace, transport: str) -> PhoneOptions:
         play=getattr(args, "play", None), record=getattr(args, "record", None), sound_card=args.sound_card,
         transport=transport, server_alternates=alternates, server_name=server_name, ca_file=args.ca_file,
         insecure=args.insecure, keepalive=args.keepalive, keepalive_method=args.keepalive_method, stun=args.stun,
-        dtmf_mode=args.dtmf_mode, follow_transfers=not args.no_follow_transfer,
+        dtmf_mode=args.dtmf_mode, follow_transfers=not args.no_follow_transfer, webrtc=args.webrtc,
     )
 
 

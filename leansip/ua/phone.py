@@ -47,7 +47,9 @@ from typing import TypeVar
 from leansip.io.rtp import MediaRunner, RtpPorts, open_rtp_ports
 from leansip.io.sipstream import SipStream, tls_client_context
 from leansip.io.udp import UdpEndpoint, open_udp
+from leansip.io.webrtc import WebRtcError, WebRtcMedia, is_webrtc_sdp
 from leansip.media.audiofile import AudioWriter, load_audio
+from leansip.media.clips import ClipQueue
 from leansip.media.dtmf import DTMF_RELAY, DtmfDigit, DtmfError, check_digits, info_body
 from leansip.sip.send import Send
 from leansip.ua.sdp import (
@@ -175,6 +177,8 @@ class PhoneOptions:
     #: how digits go: "auto" (RFC 4733 when the answer agreed on telephone-event, else SIP INFO), "rfc4733",
     #: or "info"
     dtmf_mode: str = "auto"
+    #: offer WebRTC media (ICE, DTLS-SRTP, Opus; aiortc) in our calls; a WebRTC offer is answered so anyway
+    webrtc: bool = False
 
 
 #: Default keep-alive interval per transport: 25 s over UDP (shorter than the ~30 s UDP timeouts of many NATs),
@@ -276,6 +280,7 @@ class PhoneCall:
         self.negotiated: NegotiatedMedia | None = None
         self.session: MediaSession | None = None
         self.media: MediaRunner | None = None
+        self.webrtc: WebRtcMedia | None = None  # the call's media is WebRTC (aiortc) instead of our RTP
         self.recorder: AudioWriter | None = None
         self.answered_at: float | None = None
         self.ended: CallEnded | None = None
@@ -309,13 +314,16 @@ class PhoneCall:
 
     @property
     def srtp(self) -> bool:
-        return self.session is not None and self.session.srtp_active
+        return self.webrtc is not None or (self.session is not None and self.session.srtp_active)
 
     # ------------------------------------------------------------------ answering and ending
     async def answer(self) -> None:
         """Answer this ringing call with our SDP. Raises :class:`CallFailed` (488) when its offer is unacceptable
         (the call is refused then) and :class:`PhoneError` when it is not ringing."""
         phone = self.phone
+        if is_webrtc_sdp(self.remote_offer):
+            await self._answer_webrtc()
+            return
         await self._ensure_rtp()
         config = phone._media_config(self.rtp)
         self.sdp_session = LocalSession(username=phone.options.user, address=config.address)
@@ -334,6 +342,23 @@ class PhoneCall:
         except UaError as exc:
             raise PhoneError(str(exc)) from None
 
+    async def _answer_webrtc(self) -> None:
+        """A browser's offer (UDP/TLS/RTP/SAVPF): the media goes through aiortc."""
+        phone = self.phone
+        try:
+            self.webrtc = phone._webrtc_media(self)
+            answer = await self.webrtc.answer(self.remote_offer)
+        except WebRtcError as exc:
+            log.info("event=offer_refused call=%s status=488 reason=%r", self.id, str(exc))
+            self.media_failure = str(exc)
+            phone._emit(MediaFailed(reason=str(exc), call_id=self.id))
+            phone._command(self, phone._ua().reject, 488)
+            raise CallFailed(str(exc), 488) from None
+        try:
+            phone._command(self, phone._ua().answer, answer)
+        except UaError as exc:
+            raise PhoneError(str(exc)) from None
+
     def reject(self, status: int = 486) -> None:
         """Refuse this ringing call (486 Busy Here, 603 Decline ...)."""
         try:
@@ -347,6 +372,8 @@ class PhoneCall:
 
     def hold(self, on: bool = True) -> None:
         """Re-INVITE with a=sendonly (hold) or a=sendrecv (resume), RFC 3264 8.4."""
+        if self.webrtc is not None:
+            raise PhoneError("hold is not offered on WebRTC calls")
         if self.sdp_session is None:
             raise PhoneError("the call has no media yet")
         config = replace(self.phone._media_config(self.rtp), direction="sendonly" if on else "sendrecv")
@@ -395,8 +422,7 @@ class PhoneCall:
         been sent (or the call ended). Raises :class:`~leansip.media.audiofile.AudioFileError` for a bad file and
         :class:`PhoneError` when the call has no media."""
         samples = source if isinstance(source, array) else await asyncio.to_thread(load_audio, source)
-        session = self._session()
-        clip = session.play(samples, interrupt=interrupt)
+        clip = self._clips().play(samples, interrupt=interrupt)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._played[clip] = done
         if wait:
@@ -405,14 +431,14 @@ class PhoneCall:
     async def play_frames(self, frames: AsyncIterable[array]) -> None:
         """Send a stream of 8 kHz mono int16 frames (any length) as it comes, keeping at most half a second
         queued ahead of the wire; returns when the stream ends and its audio has been sent."""
-        session = self._session()
+        clips = self._clips()
         last: asyncio.Future[None] | None = None
         async for frame in frames:
             if self.ended is not None:
                 return
-            while session.queued_samples > STREAM_AHEAD and self.ended is None:
+            while clips.queued_samples > STREAM_AHEAD and self.ended is None:
                 await asyncio.sleep(0.02)
-            clip = session.play(frame)
+            clip = clips.play(frame)
             last = asyncio.get_running_loop().create_future()
             self._played[clip] = last
         if last is not None:
@@ -420,8 +446,8 @@ class PhoneCall:
 
     def stop_playing(self) -> None:
         """Drop what is queued to play; silence follows."""
-        if self.session is not None:
-            self.session.stop_playing()
+        if self.session is not None or self.webrtc is not None:
+            self._clips().stop_playing()
 
     def start_recording(self, path: str | Path) -> None:
         """Write what the peer says to ``path`` (.wav or .flac) from now until :meth:`stop_recording` or the end
@@ -556,10 +582,13 @@ class PhoneCall:
         text = call.dialog.remote_uri
         return text[text.index("<") + 1:text.index(">")] if "<" in text else text.split(";", 1)[0]
 
-    def _session(self) -> MediaSession:
+    def _clips(self) -> ClipQueue:
+        """Where what we send is queued: the RTP session's or the WebRTC media's."""
+        if self.webrtc is not None:
+            return self.webrtc.clips
         if self.session is None:
             raise PhoneError("the call has no media (not established, or already over)")
-        return self.session
+        return self.session.clips
 
     async def _until(self, fut: asyncio.Future[None]) -> None:
         ended: asyncio.Future[object] = asyncio.ensure_future(self._ended.wait())
@@ -611,6 +640,11 @@ class PhoneCall:
                  self.id)
 
     async def _stop_media(self) -> None:
+        if self.webrtc is not None:
+            webrtc, self.webrtc = self.webrtc, None
+            await webrtc.close()
+            log.info("event=media_stopped profile=webrtc received_frames=%d call=%s", webrtc.received_frames,
+                     self.id)
         if self.media is not None:
             media, self.media = self.media, None
             await media.stop()
@@ -1012,6 +1046,13 @@ class Phone:
                 _offer(self._incoming, call)
         elif call is None:
             pass  # registration events, OPTIONS results
+        elif isinstance(event, CallEstablished) and call.webrtc is not None:
+            if call.answered_at is None:
+                call.answered_at = self._now()
+            if call.direction == "outgoing":
+                self._spawn(self._accept_webrtc(call, event.remote_sdp))
+            log.info("event=media_started profile=webrtc call=%s", call.id)
+            call._established.set()
         elif isinstance(event, CallEstablished):
             if call.answered_at is None:
                 call.answered_at = self._now()
@@ -1025,6 +1066,10 @@ class Phone:
                     return
             call._start_media()
             call._established.set()
+        elif isinstance(event, OfferReceived) and call.webrtc is not None:
+            log.info("event=reoffer_refused call=%s reason='re-INVITE on a WebRTC call'", call.id)
+            self._command(call, self._ua().reject, 488)
+            return
         elif isinstance(event, OfferReceived):
             self._answer_reoffer(call, event.remote_sdp)
             return  # handled inside the phone; CallUpdated follows on the ACK
@@ -1045,6 +1090,21 @@ class Phone:
             if event.final and done is not None and not done.done():
                 done.set_result(event)
         self._emit(event)
+
+    async def _accept_webrtc(self, call: PhoneCall, remote_sdp: bytes) -> None:
+        assert call.webrtc is not None
+        try:
+            await call.webrtc.accept(remote_sdp)
+        except WebRtcError as exc:
+            self._media_failed(call, str(exc))
+
+    def _webrtc_media(self, call: PhoneCall) -> WebRtcMedia:
+        """WebRTC media for ``call`` on our address (raises :class:`WebRtcError` without aiortc)."""
+        media = WebRtcMedia(local_host=self.options.local_host, on_frame=call._on_frame,
+                            on_played=call._on_played, stun=self.options.stun)
+        if self.source is not None:
+            media.clips.play(self.source)
+        return media
 
     async def _answer_replacing(self, call: PhoneCall) -> None:
         try:
@@ -1123,15 +1183,25 @@ class Phone:
         :meth:`PhoneCall.wait_established` or read its events. Raises :class:`PhoneError` for a bad URI."""
         ua = self._ua()
         call = PhoneCall(self, "", direction="outgoing", peer=target, transferred_from=transfer_of)
-        await call._ensure_rtp()
-        config = self._media_config(call.rtp)
-        call.sdp_session = LocalSession(username=self.options.user, address=config.address)
-        call.offer = call.sdp_session.offer(config)
+        if self.options.webrtc:
+            try:
+                call.webrtc = self._webrtc_media(call)
+                offer = await call.webrtc.offer()
+            except WebRtcError as exc:
+                raise PhoneError(str(exc)) from None
+        else:
+            await call._ensure_rtp()
+            config = self._media_config(call.rtp)
+            call.sdp_session = LocalSession(username=self.options.user, address=config.address)
+            call.offer = call.sdp_session.offer(config)
+            offer = bytes(call.offer)
         try:
-            outputs = ua.invite(target, bytes(call.offer), now=self._now(), transfer_of=transfer_of)
+            outputs = ua.invite(target, offer, now=self._now(), transfer_of=transfer_of)
         except UaError as exc:
             if call._own_rtp and call.rtp is not None:
                 call.rtp.close()
+            if call.webrtc is not None:
+                await call.webrtc.close()
             raise PhoneError(str(exc)) from None
         assert ua.call is not None
         call.id = ua.call.call_id

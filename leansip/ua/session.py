@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import random
 from array import array
-from collections import deque
 from dataclasses import dataclass
 
+from leansip.media.clips import ClipQueue
 from leansip.media.dtmf import DtmfDigit, DtmfError, DtmfReceiver, DtmfSender
 from leansip.media.g711 import G711Codec, codec_for_name, silence_payload
 from leansip.media.jitter import JitterBuffer
@@ -93,11 +93,7 @@ class MediaSession:
         self.remote_ssrc: int | None = None
         self.stats = MediaStats()
         self.cname = cname
-        # what we send: queued clips (id, samples), played in order; then silence
-        self._clips: deque[tuple[int, array]] = deque()
-        self._pos = 0
-        self._next_clip = 1
-        self._finished: list[int] = []
+        self.clips = ClipQueue()  # what we send: queued clips, then silence
         if source is not None:
             self.play(source)
         self._silence = array("h", [0]) * SAMPLES_PER_FRAME
@@ -141,47 +137,21 @@ class MediaSession:
 
     # ------------------------------------------------------------------ sending
     def play(self, samples: array, *, interrupt: bool = False) -> int:
-        """Queue 8 kHz mono int16 ``samples`` to send after what is queued (``interrupt``: instead of it).
-        Returns the clip's id; :meth:`take_finished` reports it once it has been sent (or cut off)."""
-        if interrupt:
-            self.stop_playing()
-        clip = self._next_clip
-        self._next_clip += 1
-        self._clips.append((clip, samples))
-        return clip
+        """Queue samples to send (see :meth:`ClipQueue.play`)."""
+        return self.clips.play(samples, interrupt=interrupt)
 
     def stop_playing(self) -> None:
-        """Drop every queued clip (they are reported finished) and send silence."""
-        self._finished += [clip for clip, _ in self._clips]
-        self._clips.clear()
-        self._pos = 0
+        self.clips.stop_playing()
 
     @property
     def queued_samples(self) -> int:
-        """Samples still to send from the queued clips (for pacing a stream of frames)."""
-        return sum(len(s) for _, s in self._clips) - self._pos
+        return self.clips.queued_samples
 
     def take_finished(self) -> list[int]:
-        """Ids of the clips sent to the end (or dropped) since the last call."""
-        out, self._finished = self._finished, []
-        return out
+        return self.clips.take_finished()
 
     def _next_samples(self) -> array:
-        chunk = array("h")
-        while len(chunk) < SAMPLES_PER_FRAME and self._clips:
-            clip, src = self._clips[0]
-            need = SAMPLES_PER_FRAME - len(chunk)
-            chunk += src[self._pos:self._pos + need]
-            self._pos += need
-            if self._pos >= len(src):
-                self._clips.popleft()
-                self._finished.append(clip)
-                self._pos = 0
-        if not chunk:
-            return self._silence
-        if len(chunk) < SAMPLES_PER_FRAME:
-            chunk.extend([0] * (SAMPLES_PER_FRAME - len(chunk)))
-        return chunk
+        return self.clips.next_frame()
 
     # ------------------------------------------------------------------ DTMF
     @property
