@@ -23,6 +23,7 @@ from leansip.ua.useragent import (
     DtmfReceived,
     Registered,
     RegistrationFailed,
+    TransferRequested,
     Unregistered,
 )
 
@@ -332,6 +333,10 @@ async def _talk(phone: Phone, *, hangup_after: float | None, dtmf: str | None, d
             media_failed = True
         elif isinstance(event, DtmfReceived):
             _print_digit(event)
+        elif isinstance(event, TransferRequested) and not phone.options.follow_transfers:
+            asked = phone.calls.get(event.call_id)
+            if asked is not None:
+                asked.decline_transfer(603)  # --no-follow-transfer: the transferor hears 603 Decline
         elif isinstance(event, CallEnded):
             last = event
     return last, media_failed

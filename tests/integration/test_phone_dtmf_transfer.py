@@ -228,3 +228,26 @@ def test_attended_transfer_between_three_leansip_phones(tmp: Path) -> None:
     assert "reason='replaced'" in carol_log.read_text(), logs
     assert "replaces=" in carol_log.read_text(), logs
     check_tone(tmp / "carol.wav", 1000.0, 1.5)
+
+
+def test_refused_transfer_is_reported_to_the_transferor(tmp: Path) -> None:
+    """Direct calls, no server: bob refuses transfers; alice's REFER ends in a final NOTIFY 603, she says so
+    (exit 3) and hangs up."""
+    port = free_udp_port()
+    bob_log, alice_log = tmp / "bob.log", tmp / "alice.log"
+    bob = start_phone(["--user", "bob", "--local-port", str(port), "--no-follow-transfer", "answer", "--timeout",
+                       "15"], bob_log)
+    alice = None
+    try:
+        wait_for_text(bob_log, "event=started", proc=bob)
+        alice = start_phone(["--user", "alice", "transfer", "sip:carol@127.0.0.1:9", "--call",
+                             f"sip:bob@127.0.0.1:{port}", "--after", "0.5", "--timeout", "10"], alice_log)
+        alice_rc = wait_exit(alice, 20)
+        bob_rc = wait_exit(bob, 10)
+    finally:
+        stop_proc(alice)
+        stop_proc(bob)
+    logs = _logs(alice_log, bob_log)
+    assert alice_rc == 3 and bob_rc == 0, logs
+    assert "transfer failed: 603 Decline" in alice_log.read_text(), logs
+    assert "event=TransferRequested" in bob_log.read_text() and "transfer_followed" not in bob_log.read_text()
