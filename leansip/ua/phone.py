@@ -107,6 +107,8 @@ EVENT_QUEUE_MAX = 1000
 FRAME_QUEUE_MAX = 50
 #: :meth:`PhoneCall.play_frames` keeps at most this much audio queued ahead of the wire (samples, 0.5 s)
 STREAM_AHEAD = 4000
+#: ended calls kept in :attr:`Phone.calls`
+KEEP_ENDED = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1079,6 +1081,7 @@ class Phone:
             call.ended = event
             call._ended.set()
             self._spawn(call._stop_media())
+            self._forget_ended()
         elif isinstance(event, DtmfReceived):
             _offer(call._digits, event.digit)
         elif isinstance(event, TransferRequested):
@@ -1090,6 +1093,13 @@ class Phone:
             if event.final and done is not None and not done.done():
                 done.set_result(event)
         self._emit(event)
+
+    def _forget_ended(self) -> None:
+        """Keep the last :data:`KEEP_ENDED` ended calls in :attr:`calls` (a long-running application makes calls
+        without end; the objects it still holds stay usable)."""
+        ended = [key for key, c in self.calls.items() if c.ended is not None and c is not self.current]
+        for key in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            del self.calls[key]
 
     async def _accept_webrtc(self, call: PhoneCall, remote_sdp: bytes) -> None:
         assert call.webrtc is not None
