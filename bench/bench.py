@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """leansip vs Kamailio, side by side: the one command behind `make bench` and `leansip bench`.
 
-    python3 bench/bench.py [--quick] [--servers kamailio,leansip] [--scenarios register,register-auth,stateless,stateful]
+    python3 bench/bench.py [--quick] [--servers kamailio,leansip]
+                           [--scenarios register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis]
                            [--no-memory] [--no-profile] [--out DIR] [--no-report]
 
 For each scenario and each server: start the server pinned to core 1 (Kamailio: one UDP worker, `-n 1 -m 2048 -M 16
 -x tlsf` as in bench/ANCHOR.md; leansip: one worker, --location memory, --log-level error), run bench/harness.sh
 (SIPp on core 0: latency at LAT_RATE, CPU per call at a fixed rate, rate ladder + bisection), stop the server.
+The store-* scenarios are leansip only: the REGISTER scenario again with registrations in SQLite under
+--durability durable (group commit: each 200 OK after its commit) and relaxed (written behind every 50 ms), and in
+Redis (a redis-server started here on PORT_BASE+60, pinned to core 0 with SIPp), against the register scenario's
+--location memory in the report.
 Then (leansip only) memory per binding / per live transaction, and a py-spy profile of the hot path.
 Finally bench/report.py writes BENCHMARKS.md and bench/plot.py the PNGs.  Raw output: bench/results/<date>/.
 
@@ -42,12 +47,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KAMAILIO = "/usr/sbin/kamailio"
-SCENARIOS = {  # name -> (kamailio config, leansip serve flags, harness scenario)
-    "register": ("registrar", ["--mode", "registrar", "--stateless", "--no-auth"], "register"),
+_REGISTRAR = ["--mode", "registrar", "--stateless", "--no-auth"]
+#: name -> (kamailio config or None for leansip only, leansip serve flags, harness scenario); the flags come after
+#: the defaults (--location memory), so a scenario's --location wins
+SCENARIOS: dict[str, tuple[str | None, list[str], str]] = {
+    "register": ("registrar", _REGISTRAR, "register"),
     "register-auth": ("registrar-auth", ["--mode", "registrar", "--stateless", "--auth"], "register-auth"),
     "stateless": ("proxy-stateless", ["--mode", "proxy", "--stateless", "--no-auth"], "call"),
     "stateful": ("proxy-stateful", ["--mode", "proxy", "--stateful", "--no-auth"], "call"),
+    "store-durable": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "durable"], "register"),
+    "store-relaxed": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "relaxed"], "register"),
+    "store-redis": (None, [*_REGISTRAR, "--location", "redis"], "register"),
 }
+DEFAULT_SCENARIOS = "register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis"
 QUICK = os.environ.get("QUICK", "0") == "1"
 
 
@@ -177,14 +189,14 @@ class Server:
                     "-l", f"udp:127.0.0.1:{self.port}", "-n", "1", "-m", "2048", "-M", "16", "-x", "tlsf"]
         admin = f"127.0.0.1:{self.admin_port}" if self.admin_port else "off"
         return ["taskset", "-c", "1", sys.executable, "-m", "leansip", "serve",
-                "--listen", f"udp:127.0.0.1:{self.port}", *flags, "--auth-algorithms", "MD5",
+                "--listen", f"udp:127.0.0.1:{self.port}", "--auth-algorithms", "MD5",
                 "--users", str(self.users), "--location", "memory", "--workers", "1",
                 # the default bound (100,000) makes a stateful proxy answer 503 above ~1,000 calls/s: each call
                 # leaves 3 transactions for 32 s (RFC 6026 Timers L and M, Timer J); Kamailio gets 2 GB of shm
                 "--max-transactions", "1000000",
                 "--fail-slow-after", "0", "--fail-block-after", "0",  # no brute-force guard: Kamailio has none
                 "--admin", admin, "--log-level", "error", "--db", str(self.out / "leansip.db"),
-                "--realm", "127.0.0.1"]
+                "--realm", "127.0.0.1", "--redis-url", f"redis://127.0.0.1:{PORT_BASE + 60}/0", *flags]
 
     def start(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -248,6 +260,59 @@ def harness(server: Server, pid: int, out: Path, rates: str, fixed: int, extra_e
     with open(out / "harness.log", "w") as log:
         subprocess.run(["bash", str(HERE / "harness.sh"), scenario], env=e, stdout=log, stderr=subprocess.STDOUT,
                        check=False, timeout=1800)
+
+
+class RedisServer:
+    """The redis-server of the store-redis scenario: on PORT_BASE+60, pinned to core 0 (with SIPp, off the
+    server's core), no persistence, flushed per run; its CPU is logged as a RESULT line (kind=redis_cpu)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.port = PORT_BASE + 60
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ticks0 = 0
+
+    def start(self) -> bool:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            return False
+        self.proc = subprocess.Popen(["taskset", "-c", "0", exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        self.ticks0 = self._ticks()
+                        return True
+            except OSError:
+                time.sleep(0.1)
+        self.stop(None)
+        return False
+
+    def _ticks(self) -> int:
+        assert self.proc is not None
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def stop(self, results: Path | None) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if results is not None and results.exists():
+            ok = sum(int(r.split(" ok=", 1)[1].split()[0]) for r in results.read_text().splitlines()
+                     if r.startswith("RESULT") and " ok=" in r and "kind=latency_probe" not in r)
+            ms = (self._ticks() - self.ticks0) * 1000 / os.sysconf("SC_CLK_TCK")
+            with open(results, "a") as f:
+                f.write(f"RESULT label=redis-server kind=redis_cpu cpu_ms={ms:.0f} registers={ok} "
+                        f"us_per_register={1000 * ms / max(ok, 1):.1f}\n")
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 def admin_available() -> bool:
@@ -383,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="same as QUICK=1 (smoke test, ~2-3 min)")
     ap.add_argument("--servers", default="kamailio,leansip")
-    ap.add_argument("--scenarios", default="register,register-auth,stateless,stateful")
+    ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md / copy plots")
@@ -430,8 +495,16 @@ def main(argv: list[str] | None = None) -> int:
     meta["knobs"] = json.dumps(knobs)
     say("results in", outdir)
     use_admin = admin_available()
+    redis_server = RedisServer(outdir / "redis.log") if any(s == "store-redis" for s in scenarios) \
+        and "leansip" in servers else None
     for scen in scenarios:
         for kind in servers:
+            if kind == "kamailio" and SCENARIOS[scen][0] is None:
+                continue  # a leansip-only scenario (its location stores)
+            if scen == "store-redis":
+                if redis_server is None or not redis_server.start():
+                    say("store-redis: no redis-server, skipped")
+                    continue
             sub = outdir / f"{kind}-{scen}"
             admin_port = free_port() if (kind == "leansip" and use_admin) else None
             srv = Server(kind, scen, sub, PORT_BASE + (0 if kind == "kamailio" else 1), admin_port,
@@ -454,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                         tm if tm is not None else {"unavailable": "no start_admin() in leansip/app/admin.py yet: serve cannot start the admin endpoint"}, indent=1))
             finally:
                 srv.stop()
+                if scen == "store-redis" and redis_server is not None:
+                    redis_server.stop(sub / "results.txt")
             for line in (sub / "results.txt").read_text().splitlines():
                 if line.startswith("RESULT") and ("kind=max" in line or "kind=fixed" in line
                                                   or "latency_probe" in line):

@@ -153,6 +153,40 @@ def profile_top(path: Path, n: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: leansip's REGISTER scenario with each location store (bench.py's store-* scenarios; memory is "register")
+STORES = [("register", "memory (`--location memory`)"),
+          ("store-relaxed", "SQLite, `--durability relaxed` (written behind every 50 ms)"),
+          ("store-durable", "SQLite, `--durability durable` (200 OK after its group commit)"),
+          ("store-redis", "Redis (local replica, changes written behind in one script call per batch)")]
+
+
+def store_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """leansip's REGISTER with each location store, against memory, from the same run."""
+    if not any(rows.get(("leansip", scen)) for scen, _ in STORES[1:]):
+        return []
+    base = figures(rows.get(("leansip", "register"), []))
+    md = ["## Location stores (leansip REGISTER, same run)", "",
+          "The REGISTER scenario (no auth, same users, same steps) with registrations kept in each store; CPU "
+          "µs/REGISTER counts every thread of the server (the SQLite writer, the Redis link), not redis-server, "
+          "whose own CPU is listed after the table.", "",
+          "| store | max zero-failure rate (/s) | CPU µs/REGISTER at fixed rate | vs memory | latency p50 / p99 (µs) |",
+          "|---|---:|---:|---:|---:|"]
+    for scen, title in STORES:
+        server_rows = rows.get(("leansip", scen), [])
+        if not server_rows:
+            continue
+        f = figures(server_rows)
+        fail = "" if f["fixed_pass"] in (None, 1.0) else " (step failed)"
+        md.append(f"| {title} | {f0(f['max'])} | {f0(f['fixed_us'])}{fail} | {ratio(f['fixed_us'], base['fixed_us'])} "
+                  f"| {f0(f['p50'])} / {f0(f['p99'])} |")
+    redis_cpu = pick(rows.get(("redis-server", "store-redis"), []) + rows.get(("leansip", "store-redis"), []),
+                     "redis_cpu")
+    if redis_cpu:
+        md += ["", f"redis-server: {redis_cpu['us_per_register']} µs CPU per REGISTER over the whole scenario "
+               f"({redis_cpu['cpu_ms']} ms for {redis_cpu['registers']} REGISTERs)."]
+    return md + [""]
+
+
 def core_micro_table(outdir: Path) -> list[str]:
     """The in-process core benchmark (bench/core_micro.py), mypyc-compiled against pure Python."""
     p = outdir / "core_micro.json"
@@ -253,6 +287,7 @@ def main(outdir: Path, write_md: bool = True) -> int:
         md.append(f"| | host_busy range during the runs | {f0(k['busy_min'])}–{f0(k['busy_max'])} | "
                   f"{f0(lq['busy_min'])}–{f0(lq['busy_max'])} | |")
     md.append("")
+    md += store_table(rows)
     md += fixed_rounds_table(rows)
     md += probe_rounds_table(rows)
     # ladder detail

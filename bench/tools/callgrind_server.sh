@@ -14,6 +14,9 @@
 # benchmark, but -m 256: valgrind with 2 GB of shared memory is slow to start; the slow rates here need little),
 # summing the instructions of every process it forks (main, the UDP worker, timers): a ratio of instructions
 # per request that the host's load does not move.
+# STORE=memory (default) | durable | relaxed | redis picks leansip's location store: SQLite with
+# --durability durable (group commit) or relaxed (write-behind), or Redis (a redis-server started here, emptied
+# before each run). Every thread of the server is counted (the SQLite writer, the Redis link), not redis-server.
 # Needs valgrind and sipp; takes a few minutes.
 set -euo pipefail
 scenario=${1:?register, register-auth, stateless or stateful}
@@ -27,6 +30,20 @@ users="$work/users.txt"
 python3 -c "import sys; sys.stdout.write(''.join(f'user{i}:pass{i}\n' for i in range(1000)) + 'callee:callee\n')" > "$users"
 head -1001 "$here/sipp/users.csv" > "$work/users.csv"
 
+store=()
+case ${STORE:-memory} in
+  memory) store=(--location memory) ;;
+  durable|relaxed) store=(--location sqlite --durability "$STORE") ;;
+  redis)
+    rport=$((port + 20))
+    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no > "$work/redis.log" 2>&1 &
+    redis_pid=$!
+    trap 'kill $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
+    for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    store=(--location redis --redis-url "redis://127.0.0.1:$rport/0") ;;
+  *) echo "unknown STORE $STORE (memory, durable, relaxed or redis)" >&2; exit 2 ;;
+esac
+
 case $scenario in
   register) flags=(--mode registrar --no-auth); cfg=registrar ;;
   register-auth) flags=(--mode registrar --auth --auth-algorithms MD5); cfg=registrar-auth ;;
@@ -37,6 +54,7 @@ esac
 
 total() { # COUNT: instructions of one server run that handles the warm-up and COUNT more
   local count=$1 out="$work/cg.$1" log="$work/server.$1.log"
+  [ "${STORE:-memory}" = redis ] && redis-cli -p "$rport" flushall >/dev/null
   if [ "${SERVER:-leansip}" = kamailio ]; then
     (cd "$work" && exec valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
       /usr/sbin/kamailio -DD -E -f "$here/kamailio/$cfg.cfg" -l "udp:127.0.0.1:$port" -n 1 -m 256 -M 16 \
@@ -44,8 +62,8 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
   else
     (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
       --callgrind-out-file="$out.main" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
-      "${flags[@]}" --users "$users" --location memory --workers 1 --fail-slow-after 0 --fail-block-after 0 \
-      --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
+      "${flags[@]}" --users "$users" "${store[@]}" --db "$work/cg.$count.db" --workers 1 --fail-slow-after 0 \
+      --fail-block-after 0 --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
   fi
   local server=$!
   # leansip prints "listening"; Kamailio its socket list (then it is a few seconds from answering under valgrind)
@@ -79,4 +97,4 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
 base=$(total 0)
 more=$(total "$n")
 case $scenario in register) unit="REGISTER" ;; register-auth) unit="registration (401 + 200)" ;; *) unit="call" ;; esac
-echo "$scenario: $(( (more - base) / n )) instructions per $unit (N=$n, $repo)"
+echo "$scenario: $(( (more - base) / n )) instructions per $unit (N=$n, store ${STORE:-memory}, $repo)"

@@ -133,7 +133,7 @@ def _jsonable(item: Any) -> Any:
 class AdminView:
     """Reads a running server's state into JSON-ready dicts (the API, the page and the metrics share it).
 
-    ``runtime`` is :class:`leansip.app.serve.Runtime` or anything with a ``core`` attribute (tests);
+    ``runtime`` is :class:`leansip.app.serve.Runtime` (its ``core`` and ``store_state()``);
     ``clock`` gives wall-clock seconds, the time base of binding expiry.
     """
 
@@ -206,6 +206,7 @@ class AdminView:
             "realm": settings.realm,
             "record_route": settings.record_route,
             "location": location,
+            "store": self.store(),
             "transports": transports,
             "users": self.user_count(),
             "bindings": self.binding_count(),
@@ -218,6 +219,10 @@ class AdminView:
 
     def stats(self) -> dict[str, Any]:
         return dict(self.core.stats.as_dict())
+
+    def store(self) -> dict[str, Any]:
+        """The location store's writer: durable commits (held replies) or the Redis link (connected, queue)."""
+        return dict(self.runtime.store_state())
 
     def bindings(self, user: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Unexpired bindings, by AOR; stops reading the store once ``limit`` rows are found."""
@@ -266,6 +271,25 @@ class AdminView:
 
 
 # --------------------------------------------------------------------------------------- metrics
+#: the location store writer's state (Runtime.store_state) -> (kind, metric name, help); absent keys are skipped
+STORE_METRICS: dict[str, tuple[str, str, str]] = {
+    "pending": ("gauge", "leansip_location_queue", "binding changes not yet written to the store's backend"),
+    "queue_limit": ("gauge", "leansip_location_queue_limit", "bound of the queue of changes for Redis"),
+    "dropped": ("counter", "leansip_location_queue_dropped",
+                "changes dropped from a full queue (durable: held replies dropped past their bound)"),
+    "batches": ("counter", "leansip_location_batches", "batches written to the store's backend"),
+    "changes": ("counter", "leansip_location_batch_changes", "binding changes written in those batches"),
+    "failures": ("counter", "leansip_location_batch_failures", "batches the backend refused (retried)"),
+    "held": ("gauge", "leansip_location_held_replies", "REGISTER replies waiting for their commit"),
+    "absorbed": ("counter", "leansip_location_absorbed_retransmissions",
+                 "retransmissions of a REGISTER whose reply waits for its commit"),
+    "connected": ("gauge", "leansip_redis_connected", "1 when the node is in step with Redis"),
+    "outages": ("counter", "leansip_redis_outages", "times Redis became unreachable"),
+    "syncs": ("counter", "leansip_redis_syncs", "full resyncs with Redis (each connection and reconnection)"),
+    "pushed": ("counter", "leansip_redis_pushed", "bindings pushed to Redis by resyncs (refills)"),
+    "remote_changes": ("counter", "leansip_redis_remote_changes", "binding changes applied from other nodes"),
+}
+
 class CoreCollector:
     """Prometheus collector that reads the core's counters at each scrape (nothing is updated per packet)."""
 
@@ -308,6 +332,12 @@ class CoreCollector:
             ("leansip_connections", "open TCP/TLS/WebSocket connections", view.connection_count()),
         ):
             yield GaugeMetricFamily(name, help_text, value=value)
+        store = view.store()
+        for key, (kind, metric, about) in STORE_METRICS.items():
+            number = store.get(key)
+            if isinstance(number, bool | int | float):
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                yield family(metric, about, value=float(number))
         timing = getattr(view.core, "timing", None)
         if timing is not None:
             from leansip.server.timing import FLOWS, STEPS

@@ -32,6 +32,8 @@ TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 MODES = ("proxy", "redirect", "registrar")
 LOCATIONS = ("memory", "sqlite", "redis")
+#: durable: a REGISTER's 200 OK waits for its binding's commit (group commit); relaxed: written behind every 50 ms
+DURABILITIES = ("durable", "relaxed")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("logfmt", "json")
 AUTH_ALGORITHMS = ("SHA-256", "SHA-512-256", "MD5")
@@ -145,6 +147,7 @@ class Config:
     users: Path | None = None
     db: Path = Path("var/leansip.db")
     location: str = "sqlite"
+    durability: str = "durable"
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "warning"
     log_format: str = "logfmt"
@@ -215,6 +218,7 @@ class Config:
                 raise ConfigError(f"port {spec.port} is out of range 0-65535", key="listen")
         _one_of("mode", self.mode, MODES)
         _one_of("location", self.location, LOCATIONS)
+        _one_of("durability", self.durability, DURABILITIES)
         _one_of("log_level", self.log_level, LOG_LEVELS)
         _one_of("log_format", self.log_format, LOG_FORMATS)
         if not self.auth_algorithms:
@@ -312,6 +316,9 @@ FIELDS: dict[str, FieldInfo] = {
     "users": FieldInfo("optpath", "users file for digest auth (name and password or HA1)", "FILE"),
     "db": FieldInfo("path", "SQLite database file (created with its directory)", "PATH"),
     "location": FieldInfo("str", "where registrations are stored", "STORE", LOCATIONS),
+    "durability": FieldInfo("str", "sqlite: durable holds a REGISTER's 200 OK until its binding is committed "
+                            "(group commit, fsync per batch); relaxed answers at once and writes behind every "
+                            "50 ms (a kill -9 loses the last 50 ms)", "MODE", DURABILITIES),
     "redis_url": FieldInfo("str", "Redis server used when location is redis", "URL"),
     "log_level": FieldInfo("str", "log threshold; logs are one line per event on stderr", "LEVEL", LOG_LEVELS),
     "log_format": FieldInfo("str", "log line format: logfmt (key=value) or json (one object a line)", "FORMAT",

@@ -2,7 +2,9 @@
 
 The runtime owns the only clock reads and the only timer of the server: one ``loop.call_at`` re-armed to the
 earliest deadline the core reports (transactions), plus a 1 s housekeeping tick (binding expiry, reply cache)
-and the location store's flush tick (SQLite write-behind).
+and the location store's flush tick (SQLite write-behind under ``--durability relaxed``). Under the default
+``--durability durable`` the SQLite store's batches go through the group committer
+(:mod:`leansip.io.commit`), which holds each REGISTER's 200 OK until its binding is committed.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from pathlib import Path
 
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
+from leansip.io.commit import GroupCommitter
+from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
 from leansip.server.stores import LocationStore, open_store
+from leansip.server.stores.redis import RedisStore
+from leansip.server.stores.replica import ReplicaStore
 from leansip.server.timing import StepTimer
 from leansip.server.users import UserStore, load_users
 from leansip.sip.digest import DigestAuthenticator
@@ -62,7 +68,7 @@ class DatabaseError(ValueError):
     """``--db`` cannot be used: the message names the option, the file and what to do."""
 
 
-def open_sqlite(db: Path, now: float) -> LocationStore:
+def open_sqlite(db: Path, now: float, durability: str = "durable") -> LocationStore:
     """The SQLite location store at ``db`` (its directory made if missing). Raises :class:`DatabaseError`; a file
     that is not a SQLite database is left exactly as it was (not opened, no files made beside it)."""
     import sqlite3
@@ -76,7 +82,7 @@ def open_sqlite(db: Path, now: float) -> LocationStore:
         raise DatabaseError(f"{what}: cannot create its directory {db.parent} ({exc.strerror or exc}); give a "
                             "path in a directory that exists or can be made, e.g. --db var/leansip.db") from None
     try:
-        return open_store("sqlite", now=now, path=db)
+        return open_store("sqlite", now=now, path=db, durability=durability)
     except NotADatabase as exc:
         raise DatabaseError(f"{what}: {exc}; it was left untouched. Give --db the path of leansip's own database "
                             "(created when missing), e.g. --db var/leansip.db") from None
@@ -92,7 +98,7 @@ def open_sqlite(db: Path, now: float) -> LocationStore:
 def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     """The sans-I/O server for a configuration (used by the runtime and by in-process tests)."""
     if config.location == "sqlite":
-        store = open_sqlite(Path(config.db), now)
+        store = open_sqlite(Path(config.db), now, config.durability)
     elif config.location == "redis":
         store = open_store("redis", url=config.redis_url)
     else:
@@ -146,6 +152,10 @@ class Runtime:
         self.udp: list[UdpServerSocket] = []
         #: transaction timers fire on a grid of T1/25, at most 20 ms (see TimerGrid)
         self.timers = TimerGrid(core, self._fire, min(0.02, config.t1 / 25))
+        #: writes a durable store's batches and holds the replies waiting for them (made by start())
+        self.committer: GroupCommitter | None = None
+        #: keeps a Redis store's replica in step with Redis (made by start())
+        self.redis: RedisLink | None = None
         self._stop = asyncio.Event()
         #: the signal that asked us to stop (for the shutdown line)
         self.stop_reason = "stopped"
@@ -158,7 +168,10 @@ class Runtime:
     # output ---------------------------------------------------------------
     def dispatch(self, out: list[Send]) -> None:
         udp = self.udp[0] if self.udp else None
+        committer = self.committer
         for item in out:
+            if item.after_commit and committer is not None and committer.hold(item):
+                continue  # sent by the committer once its binding is committed
             if item.transport == "udp" and udp is not None:
                 # RFC 3261 18.1.1: a forwarded request over the MTU goes over TCP when streams are configured
                 if len(item.data) > 1300:
@@ -214,8 +227,25 @@ class Runtime:
                 log_event(log, "flush_error", level=logging.ERROR, exc_info=True)
 
     # lifecycle --------------------------------------------------------------
+    def store_state(self) -> dict[str, object]:
+        """The location store's writer, for the admin page and /metrics."""
+        if self.committer is not None:
+            return self.committer.state()
+        if self.redis is not None:
+            return self.redis.state()
+        store = self.core.location.store
+        if isinstance(store, ReplicaStore):
+            return {"durability": "relaxed", "pending": store.pending}
+        return {}
+
     async def start(self) -> list[str]:
         """Open every listener; raises :class:`ListenError` naming the one that cannot be opened."""
+        store = self.core.location.store
+        if isinstance(store, ReplicaStore) and store.durable and self.committer is None:
+            self.committer = GroupCommitter(store, self.dispatch)
+        if isinstance(store, RedisStore) and self.redis is None:
+            self.redis = RedisLink(store)
+            self.redis.start()
         addresses: list[str] = []
         for spec in self.config.listen:
             try:
@@ -271,6 +301,10 @@ class Runtime:
         log_event(log, "stopping", level=logging.INFO, reason=self.stop_reason)
         for t in tasks:
             t.cancel()
+        if self.committer is not None:
+            await self.committer.close()  # the last batch, and the replies that waited for it
+        if self.redis is not None:
+            await self.redis.close()
         for ep in self.udp:
             ep.close()
         self.core.location.close()
@@ -339,7 +373,7 @@ def _announce(config: Config, addresses: list[str], admin: object) -> None:
     lines = [f"leansip listening on {', '.join(addresses)}",
              f"  mode: {mode}, auth: {'on' if config.auth else 'off'}, realm: {config.realm}"]
     if config.location == "sqlite":
-        lines.append(f"  location: sqlite {config.db}")
+        lines.append(f"  location: sqlite {config.db} ({config.durability})")
     else:
         lines.append(f"  location: {config.location}")
     url = getattr(admin, "url", None)

@@ -83,6 +83,19 @@ def _counts(values: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _store(store: dict[str, Any]) -> str:
+    """The location store's writer in a few words (see Runtime.store_state)."""
+    if "redis" in store:
+        link = "connected" if store.get("connected") else f"UNREACHABLE (outages: {store.get('outages', 0)})"
+        return f", redis {link}, queue {store.get('pending', 0)}/{store.get('queue_limit', '?')}"
+    if store.get("durability") == "durable":
+        failing = ", COMMITS FAILING" if store.get("failing") else ""
+        return f", durable: {store.get('batches', 0)} commits, {store.get('held', 0)} replies waiting{failing}"
+    if store.get("durability"):
+        return f", {store['durability']}: {store.get('pending', 0)} changes pending"
+    return ""
+
+
 def render(status: dict[str, Any], bindings: list[dict[str, Any]]) -> str:
     """The human-readable report (what ``leansip status`` prints without ``--json``)."""
     mode = status.get("mode", "?")
@@ -96,7 +109,7 @@ def render(status: dict[str, Any], bindings: list[dict[str, Any]]) -> str:
         f"  mode:          {mode}",
         f"  auth:          {auth}",
         f"  listening:     {listen or '-'}",
-        f"  location:      {status.get('location', '-')}",
+        f"  location:      {status.get('location', '-')}{_store(status.get('store') or {})}",
         f"  users:         {status.get('users', 0)}",
         f"  bindings:      {status.get('bindings', 0)}",
         f"  transactions:  {status.get('transactions', 0)}   calls: {status.get('calls', 0)}   "

@@ -143,9 +143,10 @@ class UdpServerSocket:
                 now = clock()
 
     def _write(self, out: list[Send]) -> None:
-        """Send the core's output: small UDP datagrams here, anything else through ``dispatch``."""
+        """Send the core's output: small UDP datagrams here, anything else (and a reply held until its
+        bindings are committed) through ``dispatch``."""
         for item in out:
-            if item.transport != "udp" or len(item.data) > UDP_SMALL:
+            if item.transport != "udp" or len(item.data) > UDP_SMALL or item.after_commit:
                 self.dispatch(out)
                 return
         for item in out:

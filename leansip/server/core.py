@@ -403,12 +403,15 @@ class ServerCore:
                 return [self.reply(req, 403, "Not your address-of-record", source, transport, conn_id)]
         resp = self.registrar.register(req, source, transport, now, to_tag=self.to_tag(req), conn_id=conn_id)
         timing = self.timing
-        if timing is None:
-            return [self.send_response(req, resp, source, transport, conn_id)]
-        timing.mark(STEP_LOCATION)  # registrar decision + store update + Contact lookup for the reply
-        out = [self.send_response(req, resp, source, transport, conn_id)]
-        timing.mark(STEP_BUILD)  # serialized
-        return out
+        if timing is not None:
+            timing.mark(STEP_LOCATION)  # registrar decision + store update + Contact lookup for the reply
+        sent = self.send_response(req, resp, source, transport, conn_id)
+        if resp.status < 300:
+            # a durable store: the 200 OK (and the bindings it lists) goes out once they are committed
+            sent.after_commit = self.location.write_ticket()
+        if timing is not None:
+            timing.mark(STEP_BUILD)  # serialized
+        return [sent]
 
     def transport_error(self, data: bytes, now: float, reason: str = "") -> list[Send]:
         """The transport could not send ``data`` (one of our outputs): a stateful proxy fails that branch at once

@@ -9,8 +9,10 @@ Where bindings live is a pluggable :class:`~leansip.server.stores.LocationStore`
 
 * :class:`~leansip.server.stores.memory.MemoryStore` -- one process, the hot path;
 * :class:`~leansip.server.stores.sqlite.SqliteStore` -- memory reads plus batched
-  write-through to SQLite so a restart (even ``kill -9``) keeps registrations;
-* :class:`~leansip.server.stores.redis.RedisStore` -- shared by a cluster of nodes.
+  writes to SQLite so a restart (even ``kill -9``) keeps registrations; durable by
+  default: a REGISTER's 200 OK waits for its commit (:meth:`LocationService.write_ticket`);
+* :class:`~leansip.server.stores.redis.RedisStore` -- shared by a cluster of nodes, each
+  with its own replica (reads never leave the process; Redis carries the changes).
 
 Time: every ``now`` and ``expires_at`` is wall-clock Unix seconds (``time.time()``),
 never a monotonic clock, because bindings are persisted across restarts and shared
@@ -236,8 +238,9 @@ class LocationService:
 
     Call :meth:`expire` from the server's timer (about once a second) and
     :meth:`flush` from its flush timer (see ``store.flush_interval``) and on
-    shutdown, then :meth:`close`.  Store errors (``sqlite3.Error``,
-    ``redis.RedisError``) propagate: the registrar answers 500 for them.
+    shutdown, then :meth:`close`.  No store reads or writes its backend here (the
+    SQLite and Redis stores queue changes for the shell's writer), so nothing on
+    the straight path waits for a disk or a network.
     """
 
     __slots__ = ("store", "key", "_memory", "_reads", "_plain_key")
@@ -254,7 +257,7 @@ class LocationService:
         # class is a direct call, one through the store protocol (or the key callable) is looked up by name
         # with its arguments boxed (five such calls in a REGISTER). ``_memory``: the store itself
         # when it is a MemoryStore (reads and writes); ``_reads``: the memory that answers its reads (that
-        # store, or SqliteStore's copy, which never reads SQL); both None for Redis.
+        # store, or the replica of a SqliteStore or RedisStore, which never read their backend).
         self._memory: MemoryStore | None = store if type(store) is MemoryStore else None
         reads = getattr(store, "memory", None) if self._memory is None else self._memory
         self._reads: MemoryStore | None = reads if type(reads) is MemoryStore else None
@@ -330,6 +333,11 @@ class LocationService:
         every second; the caller may log them or drop NAT keepalives for them.
         """
         return self.store.expire(now)
+
+    def write_ticket(self) -> int:
+        """0 when a reply listing the current bindings may go out now; else the change number it must wait
+        for (a durable store: the shell holds the reply until that change is committed)."""
+        return 0 if self._memory is not None else self.store.write_ticket()
 
     def flush(self) -> None:
         """Persist pending writes (no-op for stores without persistence)."""

@@ -13,12 +13,14 @@ class Send:
     """Send ``data`` to ``dest`` over ``transport``; ``conn_id`` names an existing connection to prefer
     (responses go back on the connection the request came on, RFC 3261 18.2.2). ``transaction`` is the
     RFC 3261 transaction that produced it, when one did (the transaction layer sets it, a TU may read it).
+    ``after_commit``, when not 0, holds the message until the location store's change of that number is
+    committed (a REGISTER's 200 OK under a durable store; the shell's group committer releases it).
 
     A plain class with slots rather than a NamedTuple: compiled, constructing one is a direct call, where a
     NamedTuple's ``__new__`` is Python source run by the interpreter (~2,000 instructions, once per message
     the server sends). Compared by value, like the tuple it was."""
 
-    __slots__ = ("data", "dest", "transport", "conn_id", "transaction")
+    __slots__ = ("data", "dest", "transport", "conn_id", "transaction", "after_commit")
 
     def __init__(self, data: bytes, dest: tuple[str, int], transport: str = "udp", conn_id: str | None = None,
                  transaction: Any = None) -> None:
@@ -27,6 +29,7 @@ class Send:
         self.transport = transport
         self.conn_id = conn_id
         self.transaction = transaction
+        self.after_commit = 0
 
     def _fields(self) -> tuple[bytes, tuple[str, int], str, str | None, Any]:
         return (self.data, self.dest, self.transport, self.conn_id, self.transaction)

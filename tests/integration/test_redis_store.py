@@ -1,155 +1,282 @@
-"""RedisStore against a real redis-server: two nodes share one location table."""
+"""The Redis location store against a real redis-server: each node serves from its own replica, changes travel
+through Redis (leansip/io/redislink.py), and an outage loses nothing.
+
+In-process tests run two nodes (two stores, two links) on one event loop; the last test runs two ``leansip
+serve`` processes with SIPp: register on node A, call through node B, then kill redis-server during a REGISTER
+load and start it again, empty.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
+import asyncio
+import json
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from leansip.io.redislink import RedisLink
 from leansip.server.location import Binding, LocationService
+from leansip.server.registrar import contact_key
+from leansip.server.stores.redis import RedisKeys, RedisStore
+from tests.conftest import free_tcp_port, free_udp_port, require_program
+from tests.integration.helpers import ServerProcess
+from tests.integration.sipp_kit import SippServer, run_sipp, scenario
 
 pytestmark = pytest.mark.external
 
 redis = pytest.importorskip("redis")
 
-
-def _require_redis_server() -> str:
-    """Path of redis-server; skip (or fail under LEANSIP_REQUIRE_EXTERNAL=1) if missing."""
-    try:
-        from tests.conftest import require_program  # shared helper, when present
-    except ImportError:
-        path = shutil.which("redis-server")
-        if path is None:
-            if os.environ.get("LEANSIP_REQUIRE_EXTERNAL") == "1":
-                pytest.fail("redis-server not found and LEANSIP_REQUIRE_EXTERNAL=1")
-            pytest.skip("redis-server not installed")
-        return path
-    return require_program("redis-server")
+NOW = time.time()
+SIPP_REGISTER = Path(__file__).resolve().parents[2] / "bench" / "sipp" / "register.xml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class RedisServer:
+    """A redis-server on a free port, without persistence: killed, it comes back empty."""
 
+    def __init__(self, workdir: Path) -> None:
+        self.exe = require_program("redis-server")
+        self.port = free_tcp_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = workdir / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    exe = _require_redis_server()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
+    def start(self) -> RedisServer:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
-        while True:  # wait for the real server to accept connections (integration test)
+        while True:  # until it accepts connections
             try:
                 client.ping()
                 break
             except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.02)
         client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
 
 
 @pytest.fixture()
-def nodes(
-    redis_url: str, request: pytest.FixtureRequest
-) -> Iterator[tuple[LocationService, LocationService]]:
-    from leansip.server.stores.redis import RedisStore
-
-    prefix = f"t{abs(hash(request.node.nodeid))}:"
-    a = LocationService(RedisStore(redis_url, prefix=prefix))
-    b = LocationService(RedisStore(redis_url, prefix=prefix))
-    yield a, b
-    redis.Redis.from_url(redis_url).flushdb()
-    a.close()
-    b.close()
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
 
 
-def _b(aor: str, contact: str, exp: float, q: float = 1.0, at: float = 0.0) -> Binding:
-    return Binding(
-        aor=aor,
-        contact=contact,
-        q=q,
-        expires_at=exp,
-        call_id="cid",
-        cseq=1,
-        source=("192.0.2.1", 5060),
-        transport="udp",
-        registered_at=at,
-        path=["<sip:edge;lr>"],
-        instance='"<urn:uuid:1>"',
-        reg_id=1,
-    )
+def mk(aor: str, contact: str, *, at: float = NOW, exp: float = NOW + 600) -> Binding:
+    return Binding(aor=aor, contact=contact, expires_at=exp, registered_at=at, call_id="c", cseq=1,
+                   source=("192.0.2.1", 5060), path=["<sip:edge;lr>"])
 
 
-def test_nodes_see_each_other(nodes: tuple[LocationService, LocationService]) -> None:
-    a, b = nodes
-    a.put(_b("alice@example.com", "sip:alice@10.0.0.1", 100.0, q=0.5))
-    b.put(_b("alice@Example.COM", "sip:alice@10.0.0.2", 100.0, q=0.9))
-    for node in (a, b):
-        got = node.lookup("alice@example.com", now=10.0)
-        assert [x.contact for x in got] == ["sip:alice@10.0.0.2", "sip:alice@10.0.0.1"]
-    got = b.get("alice@example.com", "<sip:alice@10.0.0.1>")
-    assert got is not None and got.path == ["<sip:edge;lr>"] and got.source == ("192.0.2.1", 5060)
-    assert got.reg_id == 1 and got.instance == '"<urn:uuid:1>"'
-    assert a.count() == 2 and b.aors() == ["alice@example.com"]
+class Node:
+    """One node's store, location service and link, on the running loop."""
+
+    def __init__(self, url: str, name: str, **link: float) -> None:
+        self.store = RedisStore(url, node=name)
+        self.loc = LocationService(self.store, key=contact_key)
+        self.link = RedisLink(self.store, **link)
+        self.link.start()
+
+    def contacts(self) -> dict[str, list[str]]:
+        return {aor: [b.contact for b in self.loc.lookup(aor, time.time())] for aor in self.loc.aors()}
 
 
-def test_refresh_remove_and_remove_all(nodes: tuple[LocationService, LocationService]) -> None:
-    a, b = nodes
-    a.put(_b("bob@x", "sip:bob@h1", 50.0))
-    b.put(_b("bob@x", "sip:bob@h1", 500.0))  # refresh through the other node
-    assert a.count() == 1
-    assert a.expire(now=100.0) == []  # the refresh moved its expiry
-    assert [x.expires_at for x in a.lookup("bob@x", 100.0)] == [500.0]
-    removed = a.remove("bob@x", "sip:bob@h1")
-    assert removed is not None and removed.expires_at == 500.0
-    assert b.lookup("bob@x", 0.0) == [] and b.count() == 0
-    assert a.remove("bob@x", "sip:bob@h1") is None
-    a.put(_b("bob@x", "sip:bob@h1", 50.0))
-    a.put(_b("bob@x", "sip:bob@h2", 60.0))
-    assert sorted(x.contact for x in b.remove_all("bob@x")) == ["sip:bob@h1", "sip:bob@h2"]
-    assert a.count() == 0 and a.aors() == []
+async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
+    """Wait (polling the loop's state) until ``cond()``; returns the seconds it took."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - t0
 
 
-def test_expire_is_reported_once_across_nodes(nodes: tuple[LocationService, LocationService]) -> None:
-    a, b = nodes
-    for i in range(30):
-        a.put(_b(f"u{i}@x", f"sip:u{i}@h", 10.0 + i))
-    assert a.lookup("u5@x", now=20.0) == []  # lapsed but not reaped: hidden
-    first = a.expire(now=19.5)
-    second = b.expire(now=19.5)
-    assert sorted(x.aor for x in first) == sorted(f"u{i}@x" for i in range(10))
-    assert second == []
-    assert b.count() == 20
-    assert len(b.all_bindings(now=19.5)) == 20
+def in_redis(server: RedisServer) -> dict[str, str]:
+    client = server.client()
+    try:
+        return {k.decode(): json.loads(v)["contact"] for k, v in client.hgetall(RedisKeys().bindings).items()}
+    finally:
+        client.close()
 
 
-def test_expire_runs_in_batches(
-    nodes: tuple[LocationService, LocationService], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from leansip.server.stores import redis as redis_store
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro())  # type: ignore[arg-type]
 
-    monkeypatch.setattr(redis_store, "EXPIRE_BATCH", 4)
-    a, _ = nodes
-    for i in range(10):
-        a.put(_b("many@x", f"sip:m{i}@h", 5.0))
-    a.put(_b("many@x", "sip:keep@h", 50.0))
-    assert len(a.expire(now=5.0)) == 10
-    assert [x.contact for x in a.lookup("many@x", 6.0)] == ["sip:keep@h"]
+
+def test_nodes_see_each_others_changes(redis_server: RedisServer) -> None:
+    async def scenario_() -> None:
+        a, b = Node(redis_server.url, "a"), Node(redis_server.url, "b")
+        await until(lambda: a.link.connected and b.link.connected, "both nodes connected")
+        a.loc.put(mk("alice", "sip:alice@10.0.0.1", at=NOW))
+        b.loc.put(mk("alice", "sip:alice@10.0.0.2", at=NOW + 1))
+        want = {"alice": ["sip:alice@10.0.0.2", "sip:alice@10.0.0.1"]}
+        await until(lambda: a.contacts() == want and b.contacts() == want, "each node sees both contacts")
+        got = b.loc.get("alice", "sip:alice@10.0.0.1")
+        assert got is not None and got.path == ["<sip:edge;lr>"] and got.source == ("192.0.2.1", 5060)
+        # a refresh through B of A's binding, then a remove through A, then Contact: * through B
+        b.loc.put(mk("alice", "sip:alice@10.0.0.1", at=NOW + 2, exp=NOW + 900))
+        await until(lambda: [x.expires_at for x in a.loc.lookup("alice", NOW)] == [NOW + 900, NOW + 600],
+                    "A sees B's refresh")
+        assert a.loc.remove("alice", "sip:alice@10.0.0.2") is not None
+        await until(lambda: b.contacts() == {"alice": ["sip:alice@10.0.0.1"]}, "B sees A's remove")
+        b.loc.remove_all("alice")
+        await until(lambda: a.contacts() == {} and in_redis(redis_server) == {}, "the remove-all everywhere")
+        assert a.link.outages == 0 and a.link.state()["connected"] is True
+        await a.link.close()
+        await b.link.close()
+
+    run(scenario_)
+
+
+def test_a_late_node_loads_the_table_and_redis_is_reaped(redis_server: RedisServer) -> None:
+    async def scenario_() -> None:
+        a = Node(redis_server.url, "a", reap_every=0.05)
+        await until(lambda: a.link.connected, "A connected")
+        for i in range(50):
+            a.loc.put(mk(f"u{i}", f"sip:u{i}@h"))
+        a.loc.put(mk("brief", "sip:brief@h", exp=time.time() + 0.5))
+        await until(lambda: len(in_redis(redis_server)) == 51, "A's bindings in Redis")
+        late = Node(redis_server.url, "late")
+        await until(lambda: late.link.connected, "the late node connected")
+        assert set(late.contacts()) >= {f"u{i}" for i in range(50)}  # from the resync
+        assert late.contacts()["u7"] == ["sip:u7@h"]
+        await until(lambda: len(in_redis(redis_server)) == 50, "the lapsed binding reaped from Redis")
+        await a.link.close()
+        await late.link.close()
+
+    run(scenario_)
+
+
+def test_redis_killed_and_restarted_empty_loses_nothing(redis_server: RedisServer) -> None:
+    async def scenario_() -> None:
+        a, b = Node(redis_server.url, "a"), Node(redis_server.url, "b")
+        await until(lambda: a.link.connected and b.link.connected, "both nodes connected")
+        for i in range(20):
+            (a if i % 2 else b).loc.put(mk(f"u{i}", f"sip:u{i}@h", at=NOW))
+        await until(lambda: a.loc.count() == b.loc.count() == 20, "both replicas full")
+        redis_server.kill()
+        await until(lambda: not a.link.connected and not b.link.connected, "both nodes see the outage")
+        # both keep serving and changing their replicas
+        for i in range(20, 30):
+            a.loc.put(mk(f"u{i}", f"sip:u{i}@h", at=NOW + 1))
+        b.loc.put(mk("u3", "sip:u3@h", at=NOW + 1, exp=NOW + 999))  # a refresh of A's binding through B
+        assert a.loc.lookup("u5", NOW) and b.loc.lookup("u28", NOW) == []
+        assert a.link.state()["pending"] == 10
+        await asyncio.get_running_loop().run_in_executor(None, redis_server.start)
+        t0 = time.monotonic()
+        took = await until(lambda: a.link.connected and b.link.connected and a.contacts() == b.contacts()
+                           and a.loc.count() == 30, "both nodes converge after the restart")
+        assert len(in_redis(redis_server)) == 30  # refilled from the replicas
+        [u3] = a.loc.lookup("u3", NOW)
+        assert u3.expires_at == NOW + 999  # the newest version won
+        print(f"\nredis restarted empty: both nodes converged {took:.3f} s after it was back "
+              f"({time.monotonic() - t0:.3f} s)")
+        assert a.link.outages == b.link.outages == 1
+        await a.link.close()
+        await b.link.close()
+
+    run(scenario_)
+
+
+# ----------------------------------------------------------------------------------- two leansip processes
+def _node(tmp_path: Path, name: str, url: str) -> tuple[ServerProcess, int]:
+    admin = free_tcp_port()
+    args = ["--mode", "proxy", "--stateful", "--no-auth", "--location", "redis", "--redis-url", url,
+            "--db", str(tmp_path / f"{name}.db"), "--admin", f"127.0.0.1:{admin}", "--log-level", "warning"]
+    return ServerProcess(args, tmp_path, name=name), admin
+
+
+def _bindings(admin: int) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/bindings", timeout=5) as resp:
+        return {b["aor"]: b["contact"] for b in json.loads(resp.read())}
+
+
+def _status(admin: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/status", timeout=5) as resp:
+        return dict(json.loads(resp.read())["store"])
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def test_two_nodes_register_on_a_call_through_b_and_survive_a_redis_restart(
+        tmp_path: Path, redis_server: RedisServer, record_property: pytest.RecordProperty) -> None:
+    require_program("sipp")
+    node_a, admin_a = _node(tmp_path, "a", redis_server.url)
+    node_b, admin_b = _node(tmp_path, "b", redis_server.url)
+    with node_a, node_b:
+        _wait(lambda: _status(admin_a)["connected"] and _status(admin_b)["connected"], "both nodes connected")
+        with SippServer(scenario("uas-answer.xml", tmp_path), tmp_path, node_a.port) as uas:
+            reg = run_sipp(node_a.port, scenario("proxy-register.xml", tmp_path), tmp_path,
+                           ["-m", "1", "-s", "callee", "-key", "callee_port", str(uas.port)], name="register",
+                           timeout=20)
+            assert reg.count("SuccessfulCall") == 1, f"{reg}\n{node_a.output()}"
+            _wait(lambda: "callee" in _bindings(admin_b), "node B learns A's registration")
+            calls = run_sipp(node_b.port, scenario("uac-proxy.xml", tmp_path), tmp_path,
+                             ["-m", "20", "-r", "20", "-s", "callee", "-key", "caller", "alice"], name="calls")
+            assert calls.count("SuccessfulCall") == 20 and calls.count("FailedCall") == 0, \
+                f"{calls}\n{node_b.output()}"
+
+        # a REGISTER load on node A; redis-server is killed in the middle and started again, empty
+        total, rate = 3000, 500
+        users = tmp_path / "users.csv"
+        users.write_text("SEQUENTIAL\n" + "".join(f"r{i};x\n" for i in range(total)))
+        stat = tmp_path / "load.csv"
+        load = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{node_a.port}", "-sf", str(SIPP_REGISTER), "-inf", str(users), "-m", str(total),
+             "-r", str(rate), "-i", "127.0.0.1", "-p", str(free_udp_port()), "-nostdin", "-recv_timeout", "5000",
+             "-timeout", "60s", "-trace_stat", "-stf", str(stat), "-fd", "1"],
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait(lambda: len(_bindings(admin_b)) > 500, "the load under way, reaching node B")
+            redis_server.kill()
+            _wait(lambda: not _status(admin_a)["connected"] and not _status(admin_b)["connected"],
+                  "both nodes see the outage")
+            time.sleep(1.0)  # the load goes on against a node whose Redis is gone
+            assert _status(admin_a)["pending"] > 0  # queued, not failed
+            during = set(_bindings(admin_a)) - set(_bindings(admin_b))
+            assert during  # registered on A during the outage: B cannot know them yet
+            redis_server.start()
+            took = _wait(lambda: _status(admin_a)["connected"] and _status(admin_b)["connected"]
+                         and during <= set(_bindings(admin_b)), "B learns what A registered during the outage")
+            load.wait(timeout=60)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        rows = stat.read_text().splitlines()
+        header, last = rows[0].split(";"), rows[-1].split(";")
+        ok = int(last[header.index("SuccessfulCall(C)")])
+        failed = int(last[header.index("FailedCall(C)")])
+        assert (ok, failed) == (total, 0), node_a.output()
+        _wait(lambda: _bindings(admin_a) == _bindings(admin_b) and len(_bindings(admin_a)) == total + 1,
+              "every registration on both nodes")
+        assert len(in_redis(redis_server)) == total + 1  # Redis refilled
+        record_property("converged_after_restart_s", round(took, 3))
+        print(f"\nredis killed under {rate} REGISTER/s and restarted empty: {ok} ok, {failed} failed; nodes in step "
+              f"{took:.2f} s after the restart")
+    for node in (node_a, node_b):
+        log = node.stderr_path.read_text(errors="replace")
+        assert log.count("event=redis_unavailable") == 1, log[-3000:]  # the outage is logged once
+        assert "Traceback" not in log, log[-3000:]

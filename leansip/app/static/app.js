@@ -43,6 +43,17 @@ function kv(dl, pairs) {
   dl.replaceChildren(...nodes);
 }
 
+function storeText(s) {
+  if (s.redis !== undefined) {
+    const link = s.connected ? "connected" : `UNREACHABLE (outages: ${s.outages})`;
+    return ` — Redis ${link}, queue ${s.pending}/${s.queue_limit}` + (s.dropped ? `, dropped ${s.dropped}` : "");
+  }
+  if (s.durability === "durable") {
+    return ` — durable: ${s.batches} commits, ${s.held} replies waiting` + (s.failing ? ", COMMITS FAILING" : "");
+  }
+  return s.durability ? ` — ${s.durability}, ${s.pending} changes pending` : "";
+}
+
 function renderStatus(st) {
   const badges = [st.mode];
   if (st.mode === "proxy") badges.push(st.stateful ? "stateful" : "stateless");
@@ -53,7 +64,7 @@ function renderStatus(st) {
     ["Mode", st.mode + (st.mode === "proxy" ? (st.stateful ? " (stateful)" : " (stateless)") : "")],
     ["Authentication", st.auth ? `digest, realm ${st.realm}` : "off"],
     ["Listening", st.transports.map((t) => `${t.transport} ${t.host}:${t.port}`).join(", ")],
-    ["Location store", st.location],
+    ["Location store", st.location + storeText(st.store || {})],
     ["Users", st.users],
     ["Registrations", st.bindings],
     ["Connections", st.connections],

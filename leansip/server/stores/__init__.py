@@ -57,6 +57,11 @@ class LocationStore(Protocol):
         """AORs having at least one stored binding."""
         ...
 
+    def write_ticket(self) -> int:
+        """What a reply showing the current bindings must wait for: 0 to send it at once, else the number of
+        the latest change, which the shell's committer reports written before it releases the reply."""
+        ...
+
     def flush(self) -> None:
         """Make pending writes durable."""
         ...
@@ -69,7 +74,7 @@ class LocationStore(Protocol):
 def open_store(kind: str = "memory", *, now: float = 0.0, **options: Any) -> LocationStore:
     """Build a store from configuration: ``kind`` is ``memory``, ``sqlite`` or ``redis``.
 
-    ``options`` go to the store's constructor (``path``/``flush_interval`` for
+    ``options`` go to the store's constructor (``path``/``durability``/``flush_interval`` for
     SQLite, ``url``/``prefix`` for Redis).  ``now`` lets SQLite drop bindings that
     expired while the server was down.  Raises ``ValueError`` for an unknown kind.
     """

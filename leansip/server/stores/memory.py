@@ -181,6 +181,10 @@ class MemoryStore:
         timer: bindings in it expire at most a second before it, and lookups hide them until then."""
         return float(self._seconds[0]) if self._seconds else None
 
+    def write_ticket(self) -> int:
+        """Nothing is persisted, so no reply waits."""
+        return 0
+
     def flush(self) -> None:
         """Nothing to persist."""
 

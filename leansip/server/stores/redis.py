@@ -1,182 +1,360 @@
-"""Redis binding store, shared by a cluster of leansip nodes.
+"""Redis binding store: every node keeps a replica of the cluster's bindings; Redis carries the changes.
+
+Theory of operation
+-------------------
+A :class:`~leansip.server.stores.replica.ReplicaStore`: reads never leave the process (a lookup costs what it
+costs with ``--location memory``) and a REGISTER changes the local replica at once and queues the change.  The
+shell (:mod:`leansip.io.redislink`) does everything that talks to Redis, off the event loop:
+
+* the queued changes go to Redis in batches, one Lua call per batch (:func:`write_changes`), which writes them
+  and publishes the batch on the cluster's channel;
+* the other nodes, subscribed to that channel, apply the batch to their replicas (:meth:`RedisStore.apply_remote`);
+* on every (re)connection a node subscribes first, writes what it queued, then reads the whole table
+  (:func:`read_all`) and merges it with its replica (:meth:`RedisStore.merge_snapshot`), pushing back what
+  Redis lacks: a Redis restarted empty is refilled from the nodes' replicas.
+
+While Redis is unreachable the node keeps serving from its replica and keeps queueing.  The queue holds one
+entry per changed binding (a refreshed binding is queued once), bounded by ``max_queue``: past it the queue is
+dropped (counted in ``dropped``) and the next sync pushes the node's whole replica instead.
 
 Data model (``prefix`` defaults to ``leansip:``)
 -----------------------------------------------
-* ``<prefix>loc:<aor>`` -- a hash per AOR: field = contact key, value = the binding
-  as JSON (:func:`~leansip.server.location.binding_to_dict`).
-* ``<prefix>exp`` -- one sorted set for the whole location table: member =
-  ``aor + "\\n" + contact_key`` (neither may contain a newline: they come from
-  SIP URIs), score = ``expires_at``.  It is the expiry index: :meth:`expire` takes
-  the members with score <= now, which costs O(log n + expired).
+* ``<prefix>b`` -- one hash for the location table: field = ``aor + "\\n" + contact_key`` (neither may contain
+  a newline: they come from SIP URIs), value = the binding as JSON (:func:`~leansip.server.location.binding_to_dict`).
+  One hash, so a full resync is a few ``HSCAN`` calls.
+* ``<prefix>exp`` -- a sorted set of the same fields scored by ``expires_at``: :func:`reap` deletes the lapsed
+  entries from Redis (each node expires its own replica by itself; nothing is published for expiry).
+* ``<prefix>epoch`` -- an id set by the first node that finds Redis empty.  A node that finds another epoch
+  than the one it last synced with knows Redis lost its data (restarted empty, flushed) and pushes its replica.
+* ``<prefix>changes`` -- the pub/sub channel: ``node id + "\\n" + JSON`` of a batch.
 
-Every write keeps the hash and the sorted set in step inside one MULTI/EXEC
-transaction or one Lua script, so any node sees either the old or the new state.
-Expiry runs as a Lua script, atomically, so when several nodes call
-:meth:`expire` at the same moment each lapsed binding is reaped (and reported)
-by exactly one of them.  Redis key TTLs are deliberately not used: ``expires_at``
-comes from the SIP server's clock, not Redis's, and the sorted set already drives
-expiry; every node runs :meth:`expire` from its timer.
+Conflicts: two nodes may change the same binding (a UA re-registering through another node).  Every binding
+carries ``registered_at`` (the REGISTER's time on its node); a change is applied only over an older or equal
+version, and a delete carries the version it deletes, so replicas converge on the newest registration whatever
+order the changes arrive in.  A binding deleted through one node while Redis was down and restarted empty can
+come back from another node's replica at the refill (there are no tombstones); it lapses at its expiry.
 
-There is no local read cache, on purpose: a node must see registrations made
-through the other nodes, so every ``lookup`` is one round trip (``HVALS``).
-Scripts touch keys they compute from arguments, so this targets a standalone
-Redis (or a primary with replicas / Sentinel), not Redis Cluster sharding.
-
-Errors: ``redis.RedisError`` (connection refused, timeout) propagates to the
-caller, which answers 500 / 480 rather than pretending the user is offline.
+Scripts touch keys they compute from arguments, so this targets a standalone Redis (or a primary with replicas
+/ Sentinel), not Redis Cluster sharding.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from leansip.server.location import Binding, binding_from_dict, binding_to_dict
+from leansip.server.stores.replica import Batch, ReplicaStore
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisKeys", "RedisStore", "parse_message", "read_all", "reap", "write_changes"]
 
-# KEYS[1] = expiry zset; ARGV = now, batch limit, hash key prefix.
-# Returns a flat list: contact_key, json, contact_key, json, ...
-_EXPIRE_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, m in ipairs(due) do
-  redis.call('ZREM', KEYS[1], m)
-  local p = string.find(m, '\\n', 1, true)
-  if p then
-    local h = ARGV[3] .. string.sub(m, 1, p - 1)
-    local k = string.sub(m, p + 1)
-    local v = redis.call('HGET', h, k)
-    if v then
-      redis.call('HDEL', h, k)
-      out[#out + 1] = k
-      out[#out + 1] = v
-    end
+#: Bindings reaped per script call, so one reap never blocks Redis for long.
+EXPIRE_BATCH = 1000
+#: Fields read per HSCAN call of a full resync.
+SCAN_COUNT = 1000
+#: Changes per Lua call when a resync pushes a whole replica.
+PUSH_CHUNK = 2000
+#: Seconds of clock difference between nodes tolerated when a resync decides that a binding Redis lacks was
+#: deleted elsewhere (older than the sync by more than this) rather than registered while the sync ran.
+CLOCK_SLACK = 2.0
+
+# KEYS[1] = bindings hash, KEYS[2] = expiry zset; ARGV[1] = the batch as JSON: [[field, json|false, score], ...],
+# ARGV[2] = node id, ARGV[3] = channel.  Applies the batch and publishes it.
+_WRITE_LUA = """
+local changes = cjson.decode(ARGV[1])
+for _, c in ipairs(changes) do
+  if c[2] then
+    redis.call('HSET', KEYS[1], c[1], c[2])
+    redis.call('ZADD', KEYS[2], c[3], c[1])
+  else
+    redis.call('HDEL', KEYS[1], c[1])
+    redis.call('ZREM', KEYS[2], c[1])
   end
 end
-out[#out + 1] = #due
-return out
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. '\\n' .. ARGV[1])
+return #changes
 """
 
-# KEYS[1] = the AOR's hash, KEYS[2] = expiry zset; ARGV[1] = aor.
-_REMOVE_ALL_LUA = """
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-for i = 1, #all, 2 do
-  redis.call('ZREM', KEYS[2], ARGV[1] .. '\\n' .. all[i])
+# KEYS[1] = bindings hash, KEYS[2] = expiry zset; ARGV = now, batch limit.  Returns how many were due.
+_REAP_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[1], m)
 end
-return all
+return #due
 """
 
-#: Bindings reaped per script call, so one expire() never blocks Redis for long.
-EXPIRE_BATCH = 1000
+
+class RedisKeys:
+    """The key names of one cluster (``prefix``)."""
+
+    __slots__ = ("bindings", "expiry", "epoch", "channel")
+
+    def __init__(self, prefix: str = "leansip:") -> None:
+        self.bindings = prefix + "b"
+        self.expiry = prefix + "exp"
+        self.epoch = prefix + "epoch"
+        self.channel = prefix + "changes"
 
 
-def _decode(raw: bytes | str) -> Binding:
+def _field(aor: str, key: str) -> str:
+    return aor + "\n" + key
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options builds one per call
+
+
+def encode(b: Binding) -> str:
+    return _JSON.encode(binding_to_dict(b))
+
+
+def decode(raw: bytes | str) -> Binding:
     return binding_from_dict(json.loads(raw))
 
 
-def _encode(b: Binding) -> str:
-    return json.dumps(binding_to_dict(b), separators=(",", ":"))
+# A change on the wire: [field, binding JSON or false, score]; the score is expires_at for a write (the expiry
+# index) and the deleted version (registered_at) for a delete.
+Wire = list[Any]
 
 
-class RedisStore:
-    """Bindings in Redis; see the module docstring for the data model.
+def _wire(batch: Batch, tombs: dict[tuple[str, str], float]) -> list[Wire]:
+    out: list[Wire] = []
+    for (aor, key), b in batch.changes.items():
+        if b is not None:
+            out.append([_field(aor, key), encode(b), b.expires_at])
+        else:
+            out.append([_field(aor, key), False, tombs.get((aor, key), 0.0)])
+    return out
 
-    Pass ``url`` (``redis://host:port/db``) or a ready ``client``.  Writes are
-    synchronous (``flush_interval`` is 0), so ``flush`` has nothing to do.
+
+# -- Redis calls (made by the shell's link thread, never on the event loop) ----------------------------
+def write_changes(client: Any, keys: RedisKeys, node: str, changes: list[Wire]) -> None:
+    """Apply ``changes`` in Redis and publish them, in one script call per :data:`PUSH_CHUNK` changes."""
+    script = client.register_script(_WRITE_LUA)
+    for i in range(0, len(changes), PUSH_CHUNK):
+        payload = _JSON.encode(changes[i:i + PUSH_CHUNK])
+        script(keys=[keys.bindings, keys.expiry], args=[payload, node, keys.channel])
+
+
+def read_all(client: Any, keys: RedisKeys) -> list[tuple[str, Binding]]:
+    """Every binding in Redis with its contact key (HSCAN, :data:`SCAN_COUNT` at a time); corrupt entries are
+    skipped."""
+    out: list[tuple[str, Binding]] = []
+    for field, raw in client.hscan_iter(keys.bindings, count=SCAN_COUNT):
+        name = field.decode() if isinstance(field, bytes) else field
+        _aor, sep, key = name.partition("\n")
+        if not sep:
+            continue
+        try:
+            out.append((key, decode(raw)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def reap(client: Any, keys: RedisKeys, now: float) -> int:
+    """Delete the lapsed bindings from Redis (every node expires its replica itself); returns how many."""
+    script = client.register_script(_REAP_LUA)
+    total = 0
+    while True:
+        n = int(script(keys=[keys.bindings, keys.expiry], args=[repr(float(now)), EXPIRE_BATCH]))
+        total += n
+        if n < EXPIRE_BATCH:
+            return total
+
+
+#: A change from another node, decoded: (aor, contact key, the binding or None for a delete, the deleted version)
+Remote = tuple[str, str, "Binding | None", float]
+
+
+def parse_message(data: bytes | str, node: str) -> list[Remote]:
+    """The changes of a channel message, decoded (in the link's thread, not on the loop); [] for our own
+    messages (already in our replica) and for anything that does not parse (corrupt changes are skipped)."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    sender, sep, payload = text.partition("\n")
+    if not sep or sender == node:
+        return []
+    try:
+        changes = json.loads(payload)
+    except ValueError:
+        return []
+    out: list[Remote] = []
+    for change in changes if isinstance(changes, list) else ():
+        try:
+            name, raw, score = change
+            aor, sep, key = str(name).partition("\n")
+            if sep:
+                out.append((aor, key, decode(raw) if raw else None, float(score)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+class RedisStore(ReplicaStore):
+    """The node's replica of a Redis-shared location table, and its queue of changes for Redis.
+
+    ``url`` and ``prefix`` name the cluster (the shell's link connects); ``node`` is this process's id in the
+    channel (random by default); ``max_queue`` bounds the changes queued while Redis is unreachable.
     """
 
-    __slots__ = ("_r", "_prefix", "_loc", "_exp", "_expire_script", "_remove_all_script", "flush_interval")
+    __slots__ = ("url", "keys", "node", "max_queue", "dropped", "overflowed", "epoch", "remote_changes",
+                 "_tombs", "_inflight_tombs")
 
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        *,
-        prefix: str = "leansip:",
-        client: redis.Redis | None = None,
-        socket_timeout: float = 2.0,
-    ) -> None:
-        self._r: redis.Redis = (
-            client
-            if client is not None
-            else redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-            )
-        )
-        self._prefix = prefix
-        self._loc = prefix + "loc:"
-        self._exp = prefix + "exp"
-        self._expire_script: Any = self._r.register_script(_EXPIRE_LUA)
-        self._remove_all_script: Any = self._r.register_script(_REMOVE_ALL_LUA)
-        self.flush_interval = 0.0
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "leansip:", node: str | None = None,
+                 max_queue: int = 200_000) -> None:
+        super().__init__(durable=False)
+        self.url = url
+        self.keys = RedisKeys(prefix)
+        self.node = node or os.urandom(8).hex()
+        self.max_queue = max_queue
+        #: changes dropped because the queue was full (the next sync pushes the whole replica instead)
+        self.dropped = 0
+        #: the queue overflowed since the last sync: push everything
+        self.overflowed = False
+        #: the Redis epoch this replica last synced with (None: never)
+        self.epoch: str | None = None
+        #: changes applied from other nodes
+        self.remote_changes = 0
+        # (aor, key) -> the version (registered_at) a queued delete removes; those of the batch being written
+        self._tombs: dict[tuple[str, str], float] = {}
+        self._inflight_tombs: dict[tuple[str, str], float] = {}
 
-    def _member(self, aor: str, key: str) -> str:
-        return aor + "\n" + key
-
-    # -- reads ---------------------------------------------------------------
-    def get(self, aor: str, key: str) -> Binding | None:
-        """One ``HGET``."""
-        raw = self._r.hget(self._loc + aor, key)
-        return None if raw is None else _decode(raw)
-
-    def lookup(self, aor: str) -> Iterable[Binding]:
-        """One ``HVALS``: every node's bindings of ``aor``, expired ones included."""
-        return [_decode(v) for v in self._r.hvals(self._loc + aor)]
-
-    def count(self) -> int:
-        """``ZCARD`` of the expiry index (one member per binding)."""
-        return int(self._r.zcard(self._exp))
-
-    def aors(self) -> Iterable[str]:
-        """AORs found by ``SCAN`` (admin view; O(keys), not for the hot path)."""
-        n = len(self._loc)
-        out = []
-        for k in self._r.scan_iter(match=self._loc + "*", count=1000):
-            name = k.decode() if isinstance(k, bytes) else k
-            out.append(name[n:])
-        return out
-
-    # -- writes --------------------------------------------------------------
-    def put(self, binding: Binding, key: str) -> None:
-        """``HSET`` + ``ZADD`` in one transaction; last writer wins across nodes."""
-        if "\n" in binding.aor or "\n" in key:
-            raise ValueError("AOR and contact key must not contain a newline")
-        p = self._r.pipeline(transaction=True)
-        p.hset(self._loc + binding.aor, key, _encode(binding))
-        p.zadd(self._exp, {self._member(binding.aor, key): binding.expires_at})
-        p.execute()
+    # -- local writes --------------------------------------------------------------
+    def _changed(self, aor: str, key: str, binding: Binding | None) -> None:
+        super()._changed(aor, key, binding)
+        if len(self._pending) > self.max_queue:
+            self.dropped += len(self._pending)
+            self._pending.clear()
+            self._tombs.clear()
+            self.overflowed = True
 
     def remove(self, aor: str, key: str) -> Binding | None:
-        """``HGET`` + ``HDEL`` + ``ZREM`` in one transaction; the removed binding."""
-        p = self._r.pipeline(transaction=True)
-        p.hget(self._loc + aor, key)
-        p.hdel(self._loc + aor, key)
-        p.zrem(self._exp, self._member(aor, key))
-        raw, _, _ = p.execute()
-        return None if raw is None else _decode(raw)
+        """Remove from the replica; the delete of that version is queued for Redis."""
+        b = self._mem.remove(aor, key)
+        if b is not None:
+            self._tombs[(aor, key)] = b.registered_at
+            self._changed(aor, key, None)
+        return b
 
     def remove_all(self, aor: str) -> list[Binding]:
-        """Atomically delete the AOR's hash and its expiry members."""
-        flat = self._remove_all_script(keys=[self._loc + aor, self._exp], args=[aor])
-        return [_decode(flat[i + 1]) for i in range(0, len(flat), 2)]
+        """Remove every binding of ``aor``; the deletes are queued."""
+        removed = self._mem.pop_aor(aor)
+        for key, b in removed.items():
+            self._tombs[(aor, key)] = b.registered_at
+            self._changed(aor, key, None)
+        return list(removed.values())
 
     def expire(self, now: float) -> list[Binding]:
-        """Reap bindings due at ``now`` in batches of :data:`EXPIRE_BATCH`."""
-        out: list[Binding] = []
-        while True:
-            flat = self._expire_script(keys=[self._exp], args=[repr(float(now)), EXPIRE_BATCH, self._loc])
-            popped = int(flat[-1])
-            out.extend(_decode(flat[i + 1]) for i in range(0, len(flat) - 1, 2))
-            if popped < EXPIRE_BATCH:
-                return out
+        """Reap the replica; nothing is queued (every node expires its own replica; :func:`reap` cleans Redis)."""
+        return [b for _, b in self._mem.expire_with_keys(now)]
+
+    # -- batches for the link ------------------------------------------------------
+    def take_changes(self) -> tuple[Batch, list[Wire]] | None:
+        """The queued changes as a batch and in wire form (loop thread), or None."""
+        batch = self.take_batch()
+        if batch is None:
+            return None
+        tombs = self._tombs
+        wire = _wire(batch, tombs)
+        inflight = self._inflight_tombs = {}
+        for ak, b in batch.changes.items():
+            if b is None and ak in tombs:
+                inflight[ak] = tombs.pop(ak)
+        return batch, wire
+
+    def batch_done(self, batch: Batch) -> None:
+        """Redis has the batch."""
+        super().batch_done(batch)
+        self._inflight_tombs = {}
+
+    def batch_failed(self, batch: Batch) -> None:
+        """Back in the queue (bounded), newer changes winning, with the versions its deletes remove."""
+        super().batch_failed(batch)
+        for ak, version in self._inflight_tombs.items():
+            self._tombs.setdefault(ak, version)
+        self._inflight_tombs = {}
+        if len(self._pending) > self.max_queue:
+            self.dropped += len(self._pending)
+            self._pending.clear()
+            self._tombs.clear()
+            self.overflowed = True
+
+    def write_batch(self, batch: Batch) -> None:
+        """Not used: the link writes :meth:`take_changes`' wire form with its own client."""
+        raise NotImplementedError("RedisStore batches are written by leansip.io.redislink")
 
     def flush(self) -> None:
-        """Writes are already in Redis."""
+        """Nothing to do here: the link (:mod:`leansip.io.redislink`) writes the queue, and before it closes."""
+
+    # -- changes from Redis (loop thread) ------------------------------------------
+    def apply_remote(self, changes: Iterable[Remote]) -> int:
+        """Apply another node's changes (:func:`parse_message`) to the replica, each only over an older or equal
+        version; a queued change of ours that one supersedes is dropped.  Returns how many changed the replica."""
+        mem = self._mem
+        pending = self._pending
+        applied = 0
+        for aor, key, b, version in changes:
+            local = mem.get(aor, key)
+            if b is not None:
+                if local is not None and local.registered_at > b.registered_at:
+                    continue
+                mem.put(b, key)
+            elif local is not None and local.registered_at <= version:
+                mem.remove(aor, key)
+            else:
+                continue
+            pending.pop((aor, key), None)
+            self._tombs.pop((aor, key), None)
+            applied += 1
+        self.remote_changes += applied
+        return applied
+
+    def merge_snapshot(self, snapshot: list[tuple[str, Binding]], *, refill: bool, since: float,
+                       now: float) -> list[Wire]:
+        """Merge a full read of Redis into the replica (loop thread) and return what Redis must be given.
+
+        Per binding the newest version wins, in both directions.  A binding only Redis has is taken.  A binding
+        only the replica has is pushed when ``refill`` (Redis lost its data, or our queue overflowed); otherwise
+        Redis is right that it is gone (deleted through another node while we were away) unless it is newer
+        than the sync (``since``, less :data:`CLOCK_SLACK`): then it came in while the sync ran.
+        """
+        mem = self._mem
+        pending = self._pending
+        refill = refill or self.overflowed
+        self.overflowed = False
+        seen: set[tuple[str, str]] = set()
+        push: list[Wire] = []
+        for key, rb in snapshot:
+            ak = (rb.aor, key)
+            seen.add(ak)
+            if rb.expires_at <= now:
+                continue
+            local = mem.get(rb.aor, key)
+            if local is None:
+                if ak not in pending:  # not deleted here since: take it
+                    mem.put(rb, key)
+            elif local.registered_at < rb.registered_at:
+                mem.put(rb, key)
+                pending.pop(ak, None)
+                self._tombs.pop(ak, None)
+            elif local.registered_at > rb.registered_at and ak not in pending:
+                push.append([_field(rb.aor, key), encode(local), local.expires_at])
+        stale: list[tuple[str, str]] = []
+        for key, b in list(mem.bindings()):
+            ak = (b.aor, key)
+            if ak in seen or ak in pending or b.expires_at <= now:
+                continue
+            if refill:
+                push.append([_field(b.aor, key), encode(b), b.expires_at])
+            elif b.registered_at < since - CLOCK_SLACK:
+                stale.append(ak)
+        for aor, key in stale:
+            mem.remove(aor, key)
+        return push
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._r.close()
+        """Drop the replica (what Redis should have is written by the link before it closes)."""
+        self._mem.close()

@@ -1,0 +1,156 @@
+"""No acknowledged registration is lost (``--durability durable``, the default): a REGISTER's 200 OK leaves only
+after the SQLite batch holding its binding is committed (group commit, leansip/io/commit.py).
+
+The SIPp test registers distinct users at 2,000/s, SIGKILLs the server in the middle of the load, restarts it on
+the same database and checks that every user whose 200 OK SIPp received (read from SIPp's message log) is
+registered after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from leansip.io.commit import GroupCommitter
+from leansip.server.location import Binding, LocationService
+from leansip.server.registrar import contact_key
+from leansip.server.stores.replica import Batch
+from leansip.server.stores.sqlite import SqliteStore
+from leansip.sip.send import Send
+from tests.conftest import free_tcp_port, free_udp_port, require_program
+from tests.integration.helpers import ServerProcess
+
+SIPP_REGISTER = Path(__file__).resolve().parents[2] / "bench" / "sipp" / "register.xml"
+NOW = 1_000_000.0
+
+
+def _binding(user: str) -> Binding:
+    return Binding(aor=user, contact=f"sip:{user}@192.0.2.1:5060", expires_at=NOW + 600, call_id="c", cseq=1)
+
+
+class _FlakyStore(SqliteStore):
+    """A real SQLite store whose first commit fails (a full disk that is then cleared)."""
+
+    __slots__ = ("fail_next",)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, now=NOW, durability="durable")
+        self.fail_next = True
+
+    def write_batch(self, batch: Batch) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise sqlite3.OperationalError("database or disk is full")
+        super().write_batch(batch)
+
+
+def _stored(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {row[0] for row in conn.execute("SELECT aor FROM bindings")}
+
+
+def test_committer_releases_held_replies_after_their_commit(tmp_path: Path) -> None:
+    db = tmp_path / "loc.db"
+    store = _FlakyStore(db)
+    loc = LocationService(store, key=contact_key)
+
+    async def scenario() -> None:
+        sent: list[Send] = []
+        arrived = asyncio.Event()
+
+        def send(out: list[Send]) -> None:
+            sent.extend(out)
+            arrived.set()
+
+        committer = GroupCommitter(store, send, retry=0.01)
+        loc.put(_binding("alice"))
+        first = Send(b"SIP/2.0 200 OK alice", ("127.0.0.1", 9))
+        first.after_commit = loc.write_ticket()
+        assert committer.hold(first)
+        assert committer.hold(first) and committer.absorbed == 1  # a retransmission's cached answer: absorbed
+        loc.put(_binding("bob"))
+        second = Send(b"SIP/2.0 200 OK bob", ("127.0.0.1", 9))
+        second.after_commit = loc.write_ticket()
+        assert committer.hold(second) and committer.held == 2
+        while len(sent) < 2:  # the first commit fails, the retry commits both
+            await arrived.wait()
+            arrived.clear()
+            assert _stored(db) >= {b.data.decode().rsplit(" ", 1)[1] for b in sent}  # never before the commit
+        assert sent == [first, second] and committer.failures == 1 and committer.held == 0
+        assert not committer.hold(first)  # committed now: a late retransmission is answered at once
+        await committer.close()
+
+    asyncio.run(scenario())
+    assert _stored(db) == {"alice", "bob"}
+    store.close()
+
+
+def _acknowledged(message_log: Path) -> set[str]:
+    """Users whose REGISTER got a 200 OK, from SIPp's ``-trace_msg`` log (the To of each received 200)."""
+    text = message_log.read_text(errors="replace")
+    users = set()
+    for chunk in text.split("message received")[1:]:
+        body = chunk.split("\n\n", 1)[-1].lstrip()
+        if body.startswith("SIP/2.0 200"):
+            match = re.search(r"^To:\s*<sip:([^@>]+)@", body, re.MULTILINE | re.IGNORECASE)
+            assert match is not None, body[:400]
+            users.add(match.group(1))
+    return users
+
+
+def _admin_bindings(admin_port: int) -> set[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/api/bindings", timeout=10) as resp:
+        return {b["aor"] for b in json.loads(resp.read())}
+
+
+def test_no_acknowledged_registration_is_lost_on_sigkill(tmp_path: Path,
+                                                         record_property: pytest.RecordProperty) -> None:
+    sipp = require_program("sipp")
+    total, rate, kill_after = 12000, 2000, 3000
+    users = tmp_path / "users.csv"
+    users.write_text("SEQUENTIAL\n" + "".join(f"d{i};x\n" for i in range(total)))
+    db = tmp_path / "var" / "leansip.db"
+    args = ["--no-auth", "--mode", "registrar", "--stateless", "--location", "sqlite", "--db", str(db)]
+    messages = tmp_path / "sipp.messages"
+    server = ServerProcess(args, tmp_path, name="first").start()
+    cmd = [sipp, f"127.0.0.1:{server.port}", "-sf", str(SIPP_REGISTER), "-inf", str(users), "-m", str(total),
+           "-r", str(rate), "-l", "5000", "-i", "127.0.0.1", "-p", str(free_udp_port()), "-nostdin",
+           "-recv_timeout", "2000", "-timeout", "40s", "-trace_msg", "-message_file", str(messages)]
+    load = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and load.poll() is None:  # until the load is well under way
+            if messages.exists() and messages.read_text(errors="replace").count("\nSIP/2.0 200") >= kill_after:
+                break
+            time.sleep(0.05)
+        server.kill()  # SIGKILL, in the middle of the load
+        load.send_signal(signal.SIGUSR1)  # SIPp: stop making calls, let the open ones time out, write the log
+        load.wait(timeout=40)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+        server.stop()
+    acked = _acknowledged(messages)
+    assert len(acked) >= kill_after // 2, (len(acked), server.output())  # the kill came mid-load, not before
+
+    admin = free_tcp_port()
+    with ServerProcess([*args, "--admin", f"127.0.0.1:{admin}"], tmp_path, name="second") as again:
+        present = _admin_bindings(admin)
+        assert again.alive()
+    lost = acked - present
+    record_property("acknowledged", len(acked))
+    record_property("lost", len(lost))
+    print(f"\ndurable: {len(acked)} registrations acknowledged before SIGKILL, {len(lost)} lost, "
+          f"{len(present)} present after restart")
+    assert not lost, sorted(lost)[:20]
