@@ -388,6 +388,10 @@ def _openapi() -> dict[str, Any]:
                     "stateful": {"type": "boolean", "nullable": True},
                     "auth": {"type": "boolean"}, "realm": {"type": "string"},
                     "record_route": {"type": "boolean"}, "location": {"type": "string"},
+                    "store": {"type": "object", "description": "the location store's writer: durable SQLite "
+                              "(pending, batches, held, absorbed, failing) or the Redis link (redis, connected, "
+                              "pending, queue_limit, dropped, outages, syncs, remote_changes, last_error)",
+                              "additionalProperties": True},
                     "transports": {"type": "array", "items": {"type": "object", "properties": {
                         "transport": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"}}}},
                     "users": {"type": "integer"}, "bindings": {"type": "integer"},

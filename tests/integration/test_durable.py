@@ -147,6 +147,9 @@ def test_no_acknowledged_registration_is_lost_on_sigkill(tmp_path: Path,
     admin = free_tcp_port()
     with ServerProcess([*args, "--admin", f"127.0.0.1:{admin}"], tmp_path, name="second") as again:
         present = _admin_bindings(admin)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/status", timeout=10) as resp:
+            store = json.loads(resp.read())["store"]
+        assert store["durability"] == "durable" and store["held"] == 0, store
         assert again.alive()
     lost = acked - present
     record_property("acknowledged", len(acked))

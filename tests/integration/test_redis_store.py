@@ -273,6 +273,10 @@ def test_two_nodes_register_on_a_call_through_b_and_survive_a_redis_restart(
         _wait(lambda: _bindings(admin_a) == _bindings(admin_b) and len(_bindings(admin_a)) == total + 1,
               "every registration on both nodes")
         assert len(in_redis(redis_server)) == total + 1  # Redis refilled
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_a}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        for line in ("leansip_redis_connected 1.0", "leansip_redis_outages_total 1.0", "leansip_location_queue 0.0"):
+            assert line in metrics.splitlines(), metrics
         record_property("converged_after_restart_s", round(took, 3))
         print(f"\nredis killed under {rate} REGISTER/s and restarted empty: {ok} ok, {failed} failed; nodes in step "
               f"{took:.2f} s after the restart")
