@@ -62,7 +62,7 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
   else
     (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
       --callgrind-out-file="$out.main" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
-      "${flags[@]}" --users "$users" "${store[@]}" --db "$work/cg.$count.db" --workers 1 --fail-slow-after 0 \
+      "${flags[@]}" --users "$users" "${store[@]}" --db "$work/store.$count.db" --workers 1 --fail-slow-after 0 \
       --fail-block-after 0 --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
   fi
   local server=$!

@@ -38,7 +38,16 @@ from typing import Any, TypeVar
 import redis
 
 from leansip.io.commit import BatchPump, Job
-from leansip.server.stores.redis import RedisStore, parse_message, read_all, reap, write_changes
+from leansip.server.stores.redis import (
+    RedisStore,
+    Tombs,
+    parse_message,
+    plan_merge,
+    read_all,
+    reap,
+    wire,
+    write_changes,
+)
 from leansip.server.stores.replica import Batch
 
 log = logging.getLogger("leansip.io.redis")
@@ -49,6 +58,8 @@ T = TypeVar("T")
 
 #: errors that mean "Redis is not there" (anything else is a bug and is logged with its traceback)
 LINK_ERRORS = (redis.RedisError, OSError)
+#: bindings merged per turn of the loop during a resync, so a large table never stalls the straight path
+MERGE_CHUNK = 2000
 #: seconds a batch gathers changes before it is written (see BatchPump): what another node waits, at most, to
 #: see a registration, for one write (a Lua call: its socket send costs the node ~90 us of CPU on loopback, and
 #: receiving our own published batch back about as much) per batch instead of per REGISTER: at 1,000 REGISTER/s,
@@ -91,12 +102,16 @@ class RedisLink(BatchPump):
 
     # -- writes (loop thread) ----------------------------------------------------------
     def _take(self) -> tuple[Batch, Job] | None:
-        store = self.redis_store
-        taken = store.take_changes()
+        taken = self.redis_store.take_changes()
         if taken is None:
             return None
-        batch, wire = taken
-        return batch, partial(write_changes, self._client, store.keys, store.node, wire)
+        batch, tombs = taken
+        return batch, partial(self._write, batch, tombs)
+
+    def _write(self, batch: Batch, tombs: Tombs) -> None:
+        """In the writer thread: encode the batch and write it."""
+        store = self.redis_store
+        write_changes(self._client, store.keys, store.node, wire(batch, tombs))
 
     def _failed(self, batch: Batch, exc: BaseException) -> None:
         self._went_down(exc)
@@ -186,6 +201,10 @@ class RedisLink(BatchPump):
                 delay = min(delay * 2, self.backoff_max)
             except RuntimeError:  # the loop is closed (or the pool shut down): the server is stopping
                 return
+            except Exception as exc:  # noqa: BLE001 - a bug: say it with its traceback, keep the link alive
+                log.exception("event=redis_link_error error=%r", exc)
+                self._call_soon(self._went_down, exc)
+                self._stop.wait(self.backoff_max)
             finally:
                 if pubsub is not None:
                     try:
@@ -208,9 +227,9 @@ class RedisLink(BatchPump):
         since = time.time()
         taken = self._on_loop(store.take_changes)
         if taken is not None:
-            batch, wire = taken
+            batch, tombs = taken
             try:
-                write_changes(client, keys, store.node, wire)
+                self._write(batch, tombs)
             except BaseException:
                 self._on_loop(store.batch_failed, batch)
                 raise
@@ -224,7 +243,10 @@ class RedisLink(BatchPump):
         if store.epoch is not None and store.epoch != epoch:
             refill = True  # Redis lost its data since our last sync (another node set the new epoch first)
         snapshot = read_all(client, keys)
-        push = self._on_loop(partial(store.merge_snapshot, snapshot, refill=refill, since=since, now=time.time()))
+        local, overflowed = self._on_loop(store.begin_sync)
+        take, stale, push = plan_merge(snapshot, local, refill=refill or overflowed, since=since, now=time.time())
+        for i in range(0, max(len(take), len(stale)), MERGE_CHUNK):
+            self._on_loop(store.apply_merge, take[i:i + MERGE_CHUNK], stale[i:i + MERGE_CHUNK])
         if push:
             write_changes(client, keys, store.node, push)
         self._on_loop(self._synced, epoch, len(push))
@@ -246,12 +268,12 @@ class RedisLink(BatchPump):
         store = self.redis_store
         taken = store.take_changes() if self.connected else None
         if taken is not None:
-            batch, wire = taken
-            job = self._pool.submit(write_changes, self._client, store.keys, store.node, wire)
+            batch, tombs = taken
+            job = self._pool.submit(self._write, batch, tombs)
             try:
                 await asyncio.wait_for(asyncio.wrap_future(job), timeout)
             except (TimeoutError, *LINK_ERRORS) as exc:
                 log.error("event=redis_unavailable at=shutdown lost=%d error=%r", len(batch), exc)
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._supervisor.join, 2.0)
         self._client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
@@ -189,6 +190,43 @@ def test_redis_killed_and_restarted_empty_loses_nothing(redis_server: RedisServe
         assert a.link.outages == b.link.outages == 1
         await a.link.close()
         await b.link.close()
+
+    run(scenario_)
+
+
+def test_a_stalled_redis_blocks_nothing(redis_server: RedisServer) -> None:
+    """redis-server stopped (SIGSTOP): the node keeps serving and its loop keeps turning while the link's write
+    times out in its own thread; the node notices, queues, and catches up when Redis runs again."""
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+
+    async def scenario_() -> None:
+        a = Node(redis_server.url, "a", socket_timeout=0.3)
+        await until(lambda: a.link.connected, "A connected")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i in range(10):
+                a.loc.put(mk(f"u{i}", f"sip:u{i}@h"))
+            assert a.loc.expire(time.time()) == [] and len(a.loc.lookup("u3", time.time())) == 1  # all local
+            start = ticks
+            await until(lambda: not a.link.connected, "A sees the stall")
+            assert ticks > start  # the loop turned while the write was stuck (a blocked loop would not)
+            assert a.loc.count() == 10 and a.link.state()["pending"] == 10
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await until(lambda: a.link.connected and len(in_redis(redis_server)) == 10, "A catches up")
+        assert a.link.outages == 1
+        task.cancel()
+        await a.link.close()
 
     run(scenario_)
 

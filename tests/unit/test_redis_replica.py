@@ -7,7 +7,7 @@ import json
 
 from leansip.server.location import Binding, LocationService
 from leansip.server.registrar import contact_key
-from leansip.server.stores.redis import RedisStore, parse_message
+from leansip.server.stores.redis import RedisStore, parse_message, plan_merge, wire
 
 NOW = 1_000_000.0
 
@@ -35,18 +35,19 @@ def test_changes_are_queued_once_per_binding_and_published_with_the_version_they
     assert woken == [1] and store.pending == 2  # the writer is woken once, by the first change
     taken = store.take_changes()
     assert taken is not None
-    batch, wire = taken
+    batch, tombs = taken
     assert len(batch) == 2 and store.pending == 0
-    assert [(w[0], json.loads(w[1])["registered_at"], w[2]) for w in wire] == [
+    assert [(w[0], json.loads(w[1])["registered_at"], w[2]) for w in wire(batch, tombs)] == [
         ("alice\nsip:alice@10.0.0.1", NOW + 1, NOW + 600), ("bob\nsip:bob@10.0.0.2", NOW + 2, NOW + 600)]
     store.batch_done(batch)
     loc.remove("alice", "sip:alice@10.0.0.1")
     taken = store.take_changes()
     assert taken is not None
-    assert taken[1] == [["alice\nsip:alice@10.0.0.1", False, NOW + 1]]  # deletes the version it saw
+    deleted = [["alice\nsip:alice@10.0.0.1", False, NOW + 1]]  # deletes the version it saw
+    assert wire(*taken) == deleted
     store.batch_failed(taken[0])  # Redis down: back in the queue, with its version
     again = store.take_changes()
-    assert again is not None and again[1] == taken[1]
+    assert again is not None and wire(*again) == deleted
     assert loc.expire(NOW + 601) and store.pending == 0  # expiry is not queued: every node reaps by itself
 
 
@@ -101,15 +102,22 @@ def test_merge_with_redis_that_kept_its_data() -> None:
     loc.put(mk("stale", "sip:stale@h", at=NOW - 100))  # Redis has a newer copy: taken
     store.take_changes()
     loc.put(mk("queued", "sip:queued@h", at=NOW - 100))  # still in our queue: kept, written by the next batch
+    loc.put(mk("changed", "sip:changed@h", at=NOW - 100))  # Redis has a newer copy, but ours changes meanwhile
     snapshot = [("sip:kept@h", mk("kept", "sip:kept@h", at=NOW - 200)),
                 ("sip:stale@h", mk("stale", "sip:stale@h", at=NOW - 50, exp=NOW + 999)),
                 ("sip:other@h", mk("other", "sip:other@h", at=NOW - 10)),
+                ("sip:changed@h", mk("changed", "sip:changed@h", at=NOW - 50)),
                 ("sip:lapsed@h", mk("lapsed", "sip:lapsed@h", exp=NOW - 1))]
-    push = store.merge_snapshot(snapshot, refill=False, since=NOW, now=NOW)
+    local, overflowed = store.begin_sync()  # the link copies the replica, plans in its thread...
+    take, stale, push = plan_merge(snapshot, local, refill=overflowed, since=NOW, now=NOW)
     assert [w[0] for w in push] == ["kept\nsip:kept@h"]
-    assert sorted(loc.aors()) == ["fresh", "kept", "other", "queued", "stale"]
-    [stale] = loc.lookup("stale", NOW)
-    assert stale.expires_at == NOW + 999
+    loc.put(mk("changed", "sip:changed@h", at=NOW + 1))  # ...while the loop goes on
+    store.apply_merge(take, stale)  # ...and applies it in chunks: what changed since the copy is left alone
+    assert sorted(loc.aors()) == ["changed", "fresh", "kept", "other", "queued", "stale"]
+    [stale_b] = loc.lookup("stale", NOW)
+    assert stale_b.expires_at == NOW + 999
+    [changed] = loc.lookup("changed", NOW)
+    assert changed.registered_at == NOW + 1
 
 
 def test_merge_refills_a_redis_that_came_back_empty() -> None:

@@ -48,7 +48,7 @@ from typing import Any
 from leansip.server.location import Binding, binding_from_dict, binding_to_dict
 from leansip.server.stores.replica import Batch, ReplicaStore
 
-__all__ = ["RedisKeys", "RedisStore", "parse_message", "read_all", "reap", "write_changes"]
+__all__ = ["RedisKeys", "RedisStore", "parse_message", "plan_merge", "read_all", "reap", "wire", "write_changes"]
 
 #: Bindings reaped per script call, so one reap never blocks Redis for long.
 EXPIRE_BATCH = 1000
@@ -120,16 +120,6 @@ def decode(raw: bytes | str) -> Binding:
 Wire = list[Any]
 
 
-def _wire(batch: Batch, tombs: dict[tuple[str, str], float]) -> list[Wire]:
-    out: list[Wire] = []
-    for (aor, key), b in batch.changes.items():
-        if b is not None:
-            out.append([_field(aor, key), encode(b), b.expires_at])
-        else:
-            out.append([_field(aor, key), False, tombs.get((aor, key), 0.0)])
-    return out
-
-
 # -- Redis calls (made by the shell's link thread, never on the event loop) ----------------------------
 def write_changes(client: Any, keys: RedisKeys, node: str, changes: list[Wire]) -> None:
     """Apply ``changes`` in Redis and publish them, in one script call per :data:`PUSH_CHUNK` changes."""
@@ -193,6 +183,59 @@ def parse_message(data: bytes | str, node: str) -> list[Remote]:
     return out
 
 
+#: (aor, key) -> the version (registered_at) a queued delete removes
+Tombs = dict[tuple[str, str], float]
+#: a step of a merge plan: (contact key, binding, the replica's binding the plan saw, or None)
+Planned = tuple[str, Binding, "Binding | None"]
+
+
+def wire(batch: Batch, tombs: Tombs) -> list[Wire]:
+    """A batch in wire form, for :func:`write_changes` (the writer thread: bindings are immutable once stored)."""
+    out: list[Wire] = []
+    for (aor, key), b in batch.changes.items():
+        if b is not None:
+            out.append([_field(aor, key), encode(b), b.expires_at])
+        else:
+            out.append([_field(aor, key), False, tombs.get((aor, key), 0.0)])
+    return out
+
+
+def plan_merge(snapshot: list[tuple[str, Binding]], local: list[tuple[str, Binding]], *, refill: bool, since: float,
+               now: float) -> tuple[list[Planned], list[Planned], list[Wire]]:
+    """What a resync changes (pure; the link's thread): ``snapshot`` is Redis's table, ``local`` the replica's
+    copy from :meth:`RedisStore.begin_sync`.  Returns (take, stale, push).
+
+    Per binding the newest version (``registered_at``) wins, in both directions: Redis's is taken, ours is
+    pushed.  A binding only Redis has is taken.  A binding only the replica has is pushed when ``refill`` (Redis
+    lost its data, or our queue overflowed); otherwise Redis is right that it is gone (deleted through another
+    node while we were away: stale) unless it is newer than the sync (``since``, less :data:`CLOCK_SLACK`): then
+    it came in while the sync ran.  Lapsed bindings are left to expiry on both sides.
+    """
+    mine = {(b.aor, key): b for key, b in local}
+    take: list[Planned] = []
+    push: list[Wire] = []
+    seen: set[tuple[str, str]] = set()
+    for key, rb in snapshot:
+        ak = (rb.aor, key)
+        seen.add(ak)
+        if rb.expires_at <= now:
+            continue
+        lb = mine.get(ak)
+        if lb is None or lb.registered_at < rb.registered_at:
+            take.append((key, rb, lb))
+        elif lb.registered_at > rb.registered_at:
+            push.append([_field(rb.aor, key), encode(lb), lb.expires_at])
+    stale: list[Planned] = []
+    for key, b in local:
+        if (b.aor, key) in seen or b.expires_at <= now:
+            continue
+        if refill:
+            push.append([_field(b.aor, key), encode(b), b.expires_at])
+        elif b.registered_at < since - CLOCK_SLACK:
+            stale.append((key, b, b))
+    return take, stale, push
+
+
 class RedisStore(ReplicaStore):
     """The node's replica of a Redis-shared location table, and its queue of changes for Redis.
 
@@ -219,17 +262,14 @@ class RedisStore(ReplicaStore):
         #: changes applied from other nodes
         self.remote_changes = 0
         # (aor, key) -> the version (registered_at) a queued delete removes; those of the batch being written
-        self._tombs: dict[tuple[str, str], float] = {}
-        self._inflight_tombs: dict[tuple[str, str], float] = {}
+        self._tombs: Tombs = {}
+        self._inflight_tombs: Tombs = {}
 
     # -- local writes --------------------------------------------------------------
     def _changed(self, aor: str, key: str, binding: Binding | None) -> None:
         super()._changed(aor, key, binding)
         if len(self._pending) > self.max_queue:
-            self.dropped += len(self._pending)
-            self._pending.clear()
-            self._tombs.clear()
-            self.overflowed = True
+            self._overflow()
 
     def remove(self, aor: str, key: str) -> Binding | None:
         """Remove from the replica; the delete of that version is queued for Redis."""
@@ -252,18 +292,15 @@ class RedisStore(ReplicaStore):
         return [b for _, b in self._mem.expire_with_keys(now)]
 
     # -- batches for the link ------------------------------------------------------
-    def take_changes(self) -> tuple[Batch, list[Wire]] | None:
-        """The queued changes as a batch and in wire form (loop thread), or None."""
+    def take_changes(self) -> tuple[Batch, Tombs] | None:
+        """The queued changes as a batch, with the versions its deletes remove (loop thread, O(1): the wire
+        form, :func:`wire`, is made by the writer thread), or None."""
         batch = self.take_batch()
         if batch is None:
             return None
-        tombs = self._tombs
-        wire = _wire(batch, tombs)
-        inflight = self._inflight_tombs = {}
-        for ak, b in batch.changes.items():
-            if b is None and ak in tombs:
-                inflight[ak] = tombs.pop(ak)
-        return batch, wire
+        tombs, self._tombs = self._tombs, {}
+        self._inflight_tombs = tombs
+        return batch, tombs
 
     def batch_done(self, batch: Batch) -> None:
         """Redis has the batch."""
@@ -273,14 +310,18 @@ class RedisStore(ReplicaStore):
     def batch_failed(self, batch: Batch) -> None:
         """Back in the queue (bounded), newer changes winning, with the versions its deletes remove."""
         super().batch_failed(batch)
-        for ak, version in self._inflight_tombs.items():
-            self._tombs.setdefault(ak, version)
+        tombs = self._inflight_tombs
+        tombs.update(self._tombs)
+        self._tombs = tombs
         self._inflight_tombs = {}
         if len(self._pending) > self.max_queue:
-            self.dropped += len(self._pending)
-            self._pending.clear()
-            self._tombs.clear()
-            self.overflowed = True
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self.dropped += len(self._pending)
+        self._pending.clear()
+        self._tombs.clear()
+        self.overflowed = True
 
     def write_batch(self, batch: Batch) -> None:
         """Not used: the link writes :meth:`take_changes`' wire form with its own client."""
@@ -294,7 +335,6 @@ class RedisStore(ReplicaStore):
         """Apply another node's changes (:func:`parse_message`) to the replica, each only over an older or equal
         version; a queued change of ours that one supersedes is dropped.  Returns how many changed the replica."""
         mem = self._mem
-        pending = self._pending
         applied = 0
         for aor, key, b, version in changes:
             local = mem.get(aor, key)
@@ -306,53 +346,43 @@ class RedisStore(ReplicaStore):
                 mem.remove(aor, key)
             else:
                 continue
-            pending.pop((aor, key), None)
-            self._tombs.pop((aor, key), None)
+            self._superseded(aor, key)
             applied += 1
         self.remote_changes += applied
         return applied
 
-    def merge_snapshot(self, snapshot: list[tuple[str, Binding]], *, refill: bool, since: float,
-                       now: float) -> list[Wire]:
-        """Merge a full read of Redis into the replica (loop thread) and return what Redis must be given.
+    def _superseded(self, aor: str, key: str) -> None:
+        """Our queued change of this binding is older than what Redis has: it must not overwrite it."""
+        self._pending.pop((aor, key), None)
+        self._tombs.pop((aor, key), None)
 
-        Per binding the newest version wins, in both directions.  A binding only Redis has is taken.  A binding
-        only the replica has is pushed when ``refill`` (Redis lost its data, or our queue overflowed); otherwise
-        Redis is right that it is gone (deleted through another node while we were away) unless it is newer
-        than the sync (``since``, less :data:`CLOCK_SLACK`): then it came in while the sync ran.
-        """
+    # -- resync: the plan is made in the link's thread, applied on the loop in chunks ----------------------
+    def begin_sync(self) -> tuple[list[tuple[str, Binding]], bool]:
+        """A copy of the replica for :func:`plan_merge` (loop thread; a list of references, no encoding), and
+        whether the queue overflowed since the last sync (the plan must then push everything)."""
+        overflowed, self.overflowed = self.overflowed, False
+        return list(self._mem.bindings()), overflowed
+
+    def apply_merge(self, take: list[Planned], stale: list[Planned]) -> None:
+        """One chunk of a plan (loop thread): take Redis's version of a binding, or drop a binding Redis no
+        longer has, each only if the replica still holds what the plan saw (no change since, none queued)."""
         mem = self._mem
         pending = self._pending
-        refill = refill or self.overflowed
-        self.overflowed = False
-        seen: set[tuple[str, str]] = set()
-        push: list[Wire] = []
-        for key, rb in snapshot:
-            ak = (rb.aor, key)
-            seen.add(ak)
-            if rb.expires_at <= now:
-                continue
-            local = mem.get(rb.aor, key)
-            if local is None:
-                if ak not in pending:  # not deleted here since: take it
-                    mem.put(rb, key)
-            elif local.registered_at < rb.registered_at:
-                mem.put(rb, key)
-                pending.pop(ak, None)
-                self._tombs.pop(ak, None)
-            elif local.registered_at > rb.registered_at and ak not in pending:
-                push.append([_field(rb.aor, key), encode(local), local.expires_at])
-        stale: list[tuple[str, str]] = []
-        for key, b in list(mem.bindings()):
-            ak = (b.aor, key)
-            if ak in seen or ak in pending or b.expires_at <= now:
-                continue
-            if refill:
-                push.append([_field(b.aor, key), encode(b), b.expires_at])
-            elif b.registered_at < since - CLOCK_SLACK:
-                stale.append(ak)
-        for aor, key in stale:
-            mem.remove(aor, key)
+        for key, b, seen in take:
+            if mem.get(b.aor, key) is seen and (b.aor, key) not in pending:
+                mem.put(b, key)
+                self._superseded(b.aor, key)
+        for key, b, seen in stale:
+            if mem.get(b.aor, key) is seen and (b.aor, key) not in pending:
+                mem.remove(b.aor, key)
+
+    def merge_snapshot(self, snapshot: list[tuple[str, Binding]], *, refill: bool, since: float,
+                       now: float) -> list[Wire]:
+        """:meth:`begin_sync`, :func:`plan_merge` and :meth:`apply_merge` at once (tests; the link runs the
+        plan in its thread and applies it in chunks); returns what Redis must be given."""
+        local, overflowed = self.begin_sync()
+        take, stale, push = plan_merge(snapshot, local, refill=refill or overflowed, since=since, now=now)
+        self.apply_merge(take, stale)
         return push
 
     def close(self) -> None:
