@@ -8,11 +8,13 @@ and its queue of changes; see that module for the data model and the merge rules
 * **writes** -- a :class:`~leansip.io.commit.BatchPump`: :data:`GATHER` seconds after a change is queued, the
   queue is taken as one batch and written by the writer thread in one Lua call (applied and published to the
   other nodes); one batch at a time, the next one gathering what came meanwhile;
-* **changes of the other nodes** -- the supervisor thread holds a pub/sub subscription to the cluster's channel,
-  decodes each batch there and hands it to the loop (``call_soon_threadsafe``), which applies it to the replica;
+* **changes of the other nodes** -- the supervisor thread holds a pub/sub subscription to the node's own
+  channel (the other nodes' scripts publish there), decodes each batch and hands it to the loop
+  (``call_soon_threadsafe``), which applies it to the replica;
 * **(re)connection** -- the supervisor subscribes first, then runs a sync in the writer thread (so it is ordered
-  with the batches): write the queue, read the epoch and the whole table, merge it into the replica on the
-  loop, push back what Redis lacks (all of the replica when Redis came back empty);
+  with the batches): write the queue, read the epoch, join the node set (the others publish to us from then
+  on), read the whole table, plan the merge in the thread and apply it on the loop in chunks, push back what
+  Redis lacks (all of the replica when Redis came back empty);
 * **housekeeping** -- every ``reap_every`` seconds the writer thread deletes the lapsed bindings from Redis.
 
 A Redis that is down or stops answering (``socket_timeout``): a batch that fails goes back to the queue, writes
@@ -81,6 +83,10 @@ class RedisLink(BatchPump):
         self.reap_every = reap_every
         self._client: Any = redis.Redis.from_url(store.url, socket_timeout=socket_timeout,
                                                  socket_connect_timeout=socket_timeout)
+        # the writer thread's own connection (batches, resync pushes, reaps): scripts over it skip redis-py's
+        # per-command machinery (see LuaScript); it reconnects by itself at its next use after an error
+        pool = self._client.connection_pool
+        self._conn: Any = pool.connection_class(**pool.connection_kwargs)
         self._stop = threading.Event()
         self._resync = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="leansip-redis-sub", daemon=True)
@@ -111,7 +117,7 @@ class RedisLink(BatchPump):
     def _write(self, batch: Batch, tombs: Tombs) -> None:
         """In the writer thread: encode the batch and write it."""
         store = self.redis_store
-        write_changes(self._client, store.keys, store.node, wire(batch, tombs))
+        write_changes(self._conn, store.keys, store.node, wire(batch, tombs))
 
     def _failed(self, batch: Batch, exc: BaseException) -> None:
         self._went_down(exc)
@@ -147,7 +153,7 @@ class RedisLink(BatchPump):
         if self._closed:
             return
         if self.connected:
-            self._pool.submit(reap, self._client, self.redis_store.keys, time.time())
+            self._pool.submit(reap, self._conn, self.redis_store.keys, time.time())
         self._reaper = self._loop.call_later(self.reap_every, self._reap)
 
     # -- the supervisor thread -----------------------------------------------------------
@@ -170,7 +176,7 @@ class RedisLink(BatchPump):
             pubsub = None
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=False)
-                pubsub.subscribe(self.redis_store.keys.channel)
+                pubsub.subscribe(self.redis_store.keys.inbox(self.redis_store.node))
                 deadline = time.monotonic() + self.socket_timeout
                 while True:  # the subscription is confirmed before the sync reads the table
                     msg = pubsub.get_message(timeout=0.1)
@@ -242,13 +248,14 @@ class RedisLink(BatchPump):
         epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
         if store.epoch is not None and store.epoch != epoch:
             refill = True  # Redis lost its data since our last sync (another node set the new epoch first)
+        client.sadd(keys.nodes, store.node)  # subscribed: the other nodes may publish to us from now on
         snapshot = read_all(client, keys)
         local, overflowed = self._on_loop(store.begin_sync)
         take, stale, push = plan_merge(snapshot, local, refill=refill or overflowed, since=since, now=time.time())
         for i in range(0, max(len(take), len(stale)), MERGE_CHUNK):
             self._on_loop(store.apply_merge, take[i:i + MERGE_CHUNK], stale[i:i + MERGE_CHUNK])
         if push:
-            write_changes(client, keys, store.node, push)
+            write_changes(self._conn, keys, store.node, push)
         self._on_loop(self._synced, epoch, len(push))
 
     # -- state and shutdown (loop thread) ------------------------------------------------
@@ -260,20 +267,28 @@ class RedisLink(BatchPump):
                 "remote_changes": store.remote_changes, "last_error": self.last_error}
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Write what is queued if Redis is there (bounded by ``timeout``), then stop both threads."""
+        """Write what is queued if Redis is there (bounded by ``timeout``), leave the cluster's node set, then
+        stop both threads."""
         if self._reaper is not None:
             self._reaper.cancel()
         await self._drain()
         self._stop.set()
         store = self.redis_store
-        taken = store.take_changes() if self.connected else None
-        if taken is not None:
-            batch, tombs = taken
-            job = self._pool.submit(self._write, batch, tombs)
+        if self.connected:
+            taken = store.take_changes()
+            job = self._pool.submit(self._leave, taken)
             try:
                 await asyncio.wait_for(asyncio.wrap_future(job), timeout)
             except (TimeoutError, *LINK_ERRORS) as exc:
-                log.error("event=redis_unavailable at=shutdown lost=%d error=%r", len(batch), exc)
+                lost = len(taken[0]) if taken is not None else 0
+                log.error("event=redis_unavailable at=shutdown lost=%d error=%r", lost, exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._supervisor.join, 2.0)
+        self._conn.disconnect()
         self._client.close()
+
+    def _leave(self, taken: tuple[Batch, Tombs] | None) -> None:
+        """In the writer thread, at shutdown: the last batch, and no more messages for us."""
+        if taken is not None:
+            self._write(*taken)
+        self._client.srem(self.redis_store.keys.nodes, self.redis_store.node)

@@ -138,8 +138,15 @@ def test_nodes_see_each_others_changes(redis_server: RedisServer) -> None:
         b.loc.remove_all("alice")
         await until(lambda: a.contacts() == {} and in_redis(redis_server) == {}, "the remove-all everywhere")
         assert a.link.outages == 0 and a.link.state()["connected"] is True
-        await a.link.close()
+        # the nodes that listen: a node that leaves says so; one that vanished is dropped by the next batch
+        client = redis_server.client()
+        assert client.smembers(RedisKeys().nodes) == {b"a", b"b"}
         await b.link.close()
+        client.sadd(RedisKeys().nodes, "vanished")
+        a.loc.put(mk("carol", "sip:carol@10.0.0.3"))
+        await until(lambda: client.smembers(RedisKeys().nodes) == {b"a"}, "the node set cleaned up")
+        client.close()
+        await a.link.close()
 
     run(scenario_)
 
