@@ -63,10 +63,11 @@ LINK_ERRORS = (redis.RedisError, OSError)
 #: bindings merged per turn of the loop during a resync, so a large table never stalls the straight path
 MERGE_CHUNK = 2000
 #: seconds a batch gathers changes before it is written (see BatchPump): what another node waits, at most, to
-#: see a registration, for one write (a Lua call: its socket send costs the node ~90 us of CPU on loopback, and
-#: receiving our own published batch back about as much) per batch instead of per REGISTER: at 1,000 REGISTER/s,
-#: 100 batches a second instead of 1,000
-GATHER = 0.01
+#: see a registration, for one write per batch instead of per REGISTER.  A batch's fixed price (the hand-off to
+#: the writer thread and back, the script call and its socket send and reply: 100-250 us of the process's CPU
+#: on the development VM) against ~9 us for each change it holds (its JSON): at 1,000 REGISTER/s, 50 batches a
+#: second of 20 instead of 1,000 of one
+GATHER = 0.02
 
 
 class RedisLink(BatchPump):

@@ -94,6 +94,40 @@ def test_committer_releases_held_replies_after_their_commit(tmp_path: Path) -> N
     store.close()
 
 
+def test_held_replies_are_bounded(tmp_path: Path) -> None:
+    """Past ``max_held`` the oldest held reply is dropped (its client's retransmission gets it from the reply
+    cache once committed); the others still go out after their commit."""
+    store = SqliteStore(tmp_path / "loc.db", now=NOW, durability="durable")
+    loc = LocationService(store, key=contact_key)
+
+    async def scenario() -> None:
+        sent: list[Send] = []
+        done = asyncio.Event()
+
+        def send(out: list[Send]) -> None:
+            sent.extend(out)
+            done.set()
+
+        committer = GroupCommitter(store, send, max_held=2)
+        replies = []
+        for user in ("a", "b", "c"):
+            loc.put(_binding(user))
+            reply = Send(user.encode(), ("127.0.0.1", 9))
+            reply.after_commit = loc.write_ticket()
+            assert committer.hold(reply)
+            replies.append(reply)
+        assert committer.held == 2 and committer.dropped == 1
+        while len(sent) < 2:
+            await done.wait()
+            done.clear()
+        assert sent == replies[1:] and committer.state()["dropped"] == 1
+        await committer.close()
+
+    asyncio.run(scenario())
+    assert _stored(tmp_path / "loc.db") == {"a", "b", "c"}  # dropping a reply drops no binding
+    store.close()
+
+
 def _acknowledged(message_log: Path) -> set[str]:
     """Users whose REGISTER got a 200 OK, from SIPp's ``-trace_msg`` log (the To of each received 200)."""
     text = message_log.read_text(errors="replace")
