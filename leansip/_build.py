@@ -46,6 +46,7 @@ COMPILED: tuple[str, ...] = (
     "leansip.sip.uri",
     "leansip.server.calls",
     "leansip.server.core",
+    "leansip.server.flows",
     "leansip.server.gateways",
     "leansip.server.location",
     "leansip.server.proxy",

@@ -380,7 +380,8 @@ def _openapi() -> dict[str, Any]:
                     "requests": counters, "responses": counters, "drops": counters,
                     "retransmissions": {"type": "integer"}, "auth_failures": {"type": "integer"},
                     "blocked": {"type": "integer"}, "delayed": {"type": "integer"},
-                    "expired_bindings": {"type": "integer"}, "forwarded_requests": {"type": "integer"},
+                    "expired_bindings": {"type": "integer"}, "lost_bindings": {"type": "integer"},
+                    "forwarded_requests": {"type": "integer"},
                     "forwarded_responses": {"type": "integer"}}},
                 "Status": {"type": "object", "properties": {
                     "server": {"type": "string"},

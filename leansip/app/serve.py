@@ -23,11 +23,13 @@ from pathlib import Path
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
 from leansip.io.commit import GroupCommitter
+from leansip.io.netif import interface_addresses
 from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.server.core import CoreSettings, ServerCore
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
+from leansip.server.routing import WILDCARD_HOSTS
 from leansip.server.stores import LocationStore, open_store
 from leansip.server.stores.redis import RedisStore
 from leansip.server.stores.replica import ReplicaStore
@@ -173,6 +175,8 @@ class Runtime:
             if item.after_commit and committer is not None and committer.hold(item):
                 continue  # sent by the committer once its binding is committed
             if item.transport == "udp" and udp is not None:
+                if len(self.udp) > 1:
+                    udp = self._udp_for(item.dest)
                 # RFC 3261 18.1.1: a forwarded request over the MTU goes over TCP when streams are configured
                 if len(item.data) > 1300:
                     large = getattr(self, "stream_send_large", None)
@@ -185,11 +189,27 @@ class Runtime:
                     sender(item)
         self._arm()
 
+    def _udp_for(self, dest: tuple[str, int]) -> UdpServerSocket:
+        """The UDP socket of ``dest``'s address family (an IPv4 socket cannot send to an IPv6 address)."""
+        family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+        for ep in self.udp:
+            if ep.sock.family == family:
+                return ep
+        return self.udp[0]
+
     def send_failed(self, data: bytes, dest: tuple[str, int], reason: str) -> None:
         """A stream transport could not deliver ``data``: let the core react (RFC 3261 16.9, 17.1.4)."""
         out = self.core.transport_error(data, time.time(), reason)
         if out:
             self.dispatch(out)
+
+    def connection_opened(self, conn_id: str, transport: str, peer: tuple[str, int]) -> None:
+        self.core.connection_opened(conn_id, transport, peer)
+
+    def connection_closed(self, conn_id: str) -> None:
+        """A connection closed: the bindings only it reached go now (RFC 5626; Kamailio's handle_lost_tcp)."""
+        for b in self.core.connection_closed(conn_id):
+            log_event(log, "binding_lost", aor=b.aor, contact=b.contact, conn=conn_id)
 
     def handle(self, data: bytes, source: tuple[str, int], transport: str, now: float,
                conn_id: str | None) -> list[Send]:
@@ -252,6 +272,10 @@ class Runtime:
                 addresses.extend(await self._listen(spec))
             except OSError as exc:
                 raise ListenError(spec, exc) from None
+        for ep in self.udp:
+            ep.siblings = [other for other in self.udp if other is not ep]
+        if any(spec.host in WILDCARD_HOSTS for spec in self.config.listen):
+            self.core.local_ips |= interface_addresses()  # what a wildcard listener answers on (is_local)
         if self.core.proxy is not None and hasattr(self.core.proxy, "set_local"):
             self.core.proxy.set_local(self.core.local_addresses)
         return addresses
@@ -271,7 +295,7 @@ class Runtime:
         self.core.local_addresses = [a for a in self.core.local_addresses
                                      if not (a[0] == "udp" and a[1] == spec.host and a[2] == spec.port)]
         self.core.local_addresses.append(("udp", host, port))
-        return [f"udp:{host}:{port}"]
+        return [f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"]
 
     async def run(self) -> int:
         started = time.monotonic()

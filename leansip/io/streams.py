@@ -224,6 +224,10 @@ class StreamTable:
         #: told about messages that could not be sent (no connection could be opened), so a stateful proxy
         #: answers at once instead of waiting for its timers (RFC 3261 16.9)
         self.on_send_error: Callable[[bytes, tuple[str, int], str], None] | None = None
+        #: told of every connection admitted and of every one gone (conn_id, transport, peer) / (conn_id), so the
+        #: core routes requests over open flows and drops the bindings of closed ones (RFC 5626, RFC 7118)
+        self.on_open: Callable[[str, str, tuple[str, int]], None] | None = None
+        self.on_close: Callable[[str], None] | None = None
         self.conns: dict[str, Connection] = {}
         self.by_addr: dict[tuple[str, str, int], str] = {}
         self.per_ip: Counter[str] = Counter()
@@ -265,6 +269,8 @@ class StreamTable:
         if not conn.outgoing:
             self.per_ip[ip] += 1
         self.count("opened")
+        if self.on_open is not None:
+            self.on_open(conn.conn_id, conn.transport, conn.peer)
         self._flush_pending(conn)
         return True
 
@@ -280,6 +286,11 @@ class StreamTable:
             if self.per_ip[conn.peer[0]] <= 0:
                 del self.per_ip[conn.peer[0]]
         self.count("closed")
+        if self.on_close is not None:
+            try:
+                self.on_close(conn.conn_id)
+            except Exception:  # noqa: BLE001 - e.g. the Redis store unreachable: the bindings then expire
+                log.exception("event=close_hook_error conn=%s", conn.conn_id)
 
     def deliver(self, data: bytes, peer: tuple[str, int], transport: str, now: float, conn_id: str) -> None:
         """One complete message from a connection: into the core, its output out (the UDP path's shape)."""
@@ -313,6 +324,8 @@ class StreamTable:
         # RFC 7118 5: a WebSocket client is reachable only over the connection it opened
         self.count("unreachable")
         log_event(log, "drop", reason="no_connection", transport=item.transport, dest=f"{item.dest[0]}:{item.dest[1]}")
+        if self.on_send_error is not None and not item.data.startswith(b"SIP/2.0 "):
+            self.on_send_error(item.data, item.dest, "no connection")  # a stateful proxy answers at once
 
     def send_large_udp(self, data: bytes, dest: tuple[str, int]) -> bool:
         """RFC 3261 18.1.1: take a forwarded request over the MTU off UDP and send it over TCP instead.
@@ -528,6 +541,8 @@ async def start(runtime: Runtime, spec: ListenSpec) -> list[str]:
                             client_ssl=client_ssl, udp_send=udp_send)
         runtime.streams = table  # type: ignore[attr-defined]
         table.on_send_error = runtime.send_failed
+        table.on_open = runtime.connection_opened
+        table.on_close = runtime.connection_closed
     runtime.stream_send = table.send  # type: ignore[attr-defined]
     runtime.stream_send_large = table.send_large_udp  # type: ignore[attr-defined]
     ctx: ssl.SSLContext | None = None

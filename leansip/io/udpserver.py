@@ -104,6 +104,8 @@ class UdpServerSocket:
         #: re-armed after the replies to each datagram are written (the Runtime's grid); None in tests
         self.timers: TimerGrid | None = None
         self._backlog: list[tuple[bytes, tuple[str, int]]] = []
+        #: the server's other UDP sockets: a destination of the other address family goes out on one of them
+        self.siblings: list[UdpServerSocket] = []
         self._last_wake = 0.0
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
@@ -168,6 +170,12 @@ class UdpServerSocket:
             self._queue(data, dest)
             self._loop.add_writer(self.sock.fileno(), self._writable)
         except OSError as exc:  # e.g. an unroutable address taken from a peer's Via
+            family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+            if family != self.sock.family:  # an IPv6 destination on an IPv4 socket, or the other way round
+                for other in self.siblings:
+                    if other.sock.family == family:
+                        other.sendto(data, dest)
+                        return
             log_event(log, "send_failed", level=logging.DEBUG, dest=f"{dest[0]}:{dest[1]}", error=repr(exc))
 
     def _queue(self, data: bytes, dest: tuple[str, int]) -> None:

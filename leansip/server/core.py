@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from leansip.logevent import log_event
-from leansip.server.location import LocationService
+from leansip.server.flows import Flows, drop_flow_bindings
+from leansip.server.location import Binding, LocationService
 from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
+from leansip.server.routing import WILDCARD_HOSTS
 from leansip.server.stats import Stats
 from leansip.server.timing import STEP_AUTH, STEP_BUILD, STEP_LOCATION, StepTimer
 from leansip.sip.digest import AuthKind, DigestAuthenticator, DigestError, parse_digest
@@ -132,10 +134,12 @@ class ServerCore:
     ) -> None:
         self.settings = settings
         self.location = location
-        self.registrar = Registrar(location, settings.policy)
+        self.secret = secret or os.urandom(32)
+        #: connections clients opened to us (RFC 5626 flows): the shell reports them (connection_opened/closed)
+        self.flows = Flows(self.secret)
+        self.registrar = Registrar(location, settings.policy, self.flows)
         self.ha1_lookup = ha1_lookup or (lambda user, realm, alg: None)
         self.user_exists = user_exists or (lambda user: False)
-        self.secret = secret or os.urandom(32)
         if settings.auth and authenticator is None:
             authenticator = DigestAuthenticator(self.secret, settings.realm)
         self.authenticator = authenticator
@@ -150,6 +154,9 @@ class ServerCore:
         self.timing: StepTimer | None = None
         #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
         self.local_names: set[str] = {"localhost", settings.realm.lower()}
+        #: the machine's addresses, which a wildcard listener (0.0.0.0, ::) answers on; the shell adds the
+        #: interfaces' addresses at start-up
+        self.local_ips: set[str] = {"127.0.0.1", "::1"}
         #: datagram -> (expiry, source, what we sent): a retransmission is answered before parsing (see receive)
         self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
         self._tag_salt = self.secret[:8]
@@ -187,12 +194,23 @@ class ServerCore:
         return Send(resp.to_bytes(), dest, transport, conn_id)
 
     def is_local(self, uri: SipURI) -> bool:
-        host = uri.host.lower()
-        port = uri.port
+        """Does ``uri`` name this server (RFC 3261 16.4 Route checks, 16.5 targets, OPTIONS to us)?"""
+        return self.is_local_host(uri.host, uri.port)
+
+    def is_local_host(self, host: str, port: int | None) -> bool:
+        """Is ``host``:``port`` one of our listeners? The host is a listening address (an IPv6 one with or without
+        brackets), any address of this machine for a wildcard listener (``0.0.0.0``, ``[::]``), ``localhost`` or
+        the realm; the port is one we listen on, or absent: a URI naming our host without a port is us, as
+        Kamailio's ``myself`` (the client did not say which of our ports, and no other server is meant)."""
+        host = host.lower()
+        if host.startswith("["):
+            host = host[1:-1]
+        named = host in self.local_names
         for _t, lhost, lport in self.local_addresses:
-            if (host == lhost or host in self.local_names) and (port == lport or port is None and lport in (5060, 5061)):
-                return True
-        return port is None and (host == self.settings.realm.lower() or host in self.local_names)
+            if port is None or port == lport:
+                if named or host == lhost or (lhost in WILDCARD_HOSTS and host in self.local_ips):
+                    return True
+        return port is None and named
 
     def targets_self(self, req: Request) -> bool:
         """A request for the server itself, not for a user: R-URI without a user part (e.g. ``sip:host``).
@@ -421,6 +439,19 @@ class ServerCore:
             return []
         out: list[Send] = handler(data, now, reason)
         return out
+
+    # ------------------------------------------------------------------ connections
+    def connection_opened(self, conn_id: str, transport: str, peer: tuple[str, int]) -> None:
+        """The shell accepted or opened a connection (TCP, TLS, WS, WSS): a flow requests can go out on."""
+        self.flows.opened(conn_id, transport, peer)
+
+    def connection_closed(self, conn_id: str) -> list[Binding]:
+        """A connection is gone: in-dialog requests for it get 430 from now on, and the bindings only it could
+        reach are removed at once rather than at expiry (returned, for the log)."""
+        dropped = drop_flow_bindings(self.flows, self.location, conn_id)
+        if dropped:
+            self.stats.lost_bindings += len(dropped)
+        return dropped
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:

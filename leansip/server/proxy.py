@@ -84,7 +84,7 @@ class StatelessProxy:
             # (RFC 3261 17.2.1) and must not reach the callee, who never saw that INVITE (as Kamailio's sl)
             core.stats.dropped("ACK for our reply")
             return []
-        routed = router.preprocess_routes(req)
+        routed = router.preprocess_routes(req, conn_id)
         if core.authenticator is not None and needs_auth(req, routed):
             user, challenge = core.authenticate(req, source, transport, now, conn_id, proxy=True)
             if user is None:
@@ -107,7 +107,8 @@ class StatelessProxy:
         fwd = req.copy()
         if target.ruri is not None:
             fwd.uri = target.ruri
-        router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport)
+        router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport,
+                                  in_conn=conn_id, out_conn=target.conn_id)
         fwd.add_header("via", router.via(branch, target.transport), first=True)
         core.stats.forwarded_requests += 1
         data = fwd.to_bytes()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from leansip.server.flows import FLOW_TRANSPORTS, Flows
 from leansip.server.location import Binding, LocationService
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
@@ -91,9 +92,12 @@ class RegistrarError(Exception):
 class Registrar:
     """Binds contacts to addresses-of-record. One instance per server."""
 
-    def __init__(self, location: LocationService, policy: RegistrarPolicy | None = None) -> None:
+    def __init__(self, location: LocationService, policy: RegistrarPolicy | None = None,
+                 flows: Flows | None = None) -> None:
         self.location = location
         self.policy = policy or RegistrarPolicy()
+        #: told which contacts were registered over which connection (bindings die with their connection)
+        self.flows = flows
 
     def aor_for(self, req: Request) -> str:
         """The AOR of a REGISTER (from To, RFC 3261 10.3 step 5), or 400 when To is not a SIP URI."""
@@ -176,8 +180,12 @@ class Registrar:
             received = None
             if isinstance(uri, SipURI) and needs_source_routing(uri, source):
                 received = f"sip:{source[0]}:{source[1]}"
-            reg_id = contact.params.get("reg-id")
-            instance = contact.params.get("+sip.instance")
+            reg_id_text = contact.params.get("reg-id")
+            reg_id = int(reg_id_text) if reg_id_text and is_digits(reg_id_text) and len(reg_id_text) < 10 else None
+            instance_text = contact.params.get("+sip.instance")
+            instance = unquote(instance_text) if instance_text else None
+            if instance is not None and reg_id is not None:
+                self._replace_flow(aor, uri_text, instance, reg_id, now)
             self.location.put(
                 Binding(
                     aor=aor,
@@ -190,14 +198,26 @@ class Registrar:
                     transport=transport,
                     user_agent=user_agent,
                     registered_at=now,
-                    instance=unquote(instance) if instance else None,
-                    reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
+                    instance=instance,
+                    reg_id=reg_id,
                     path=list(path),
                     received=received,
                     conn_id=conn_id,
                 )
             )
+            flows = self.flows
+            if flows is not None and conn_id is not None and transport in FLOW_TRANSPORTS and isinstance(uri, SipURI):
+                flows.bound(conn_id, aor, uri_text, uri)
         return self._ok(req, aor, now, to_tag)
+
+    def _replace_flow(self, aor: str, contact: str, instance: str, reg_id: int, now: float) -> None:
+        """RFC 5626 6: a REGISTER with the ``+sip.instance`` and ``reg-id`` of a stored binding replaces that
+        binding even when its Contact URI differs (a browser phone reconnecting: a new random contact, a new
+        connection, the same device and flow)."""
+        key = self.location.key(contact)
+        for b in self.location.lookup(aor, now):
+            if b.instance == instance and b.reg_id == reg_id and self.location.key(b.contact) != key:
+                self.location.remove(aor, b.contact)
 
     # ------------------------------------------------------------------ responses
     def _ok(self, req: Request, aor: str, now: float, to_tag: str) -> Response:

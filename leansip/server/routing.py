@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from leansip.server.flows import FLOW_FAILED, FLOW_TRANSPORTS, WS_TRANSPORTS, Flows, is_invalid_host
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import KIND_CALL_ID, KIND_ROUTE, Request
 from leansip.sip.uri import (
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from leansip.server.location import Binding
 
 MAGIC: Final = "z9hG4bK"
+#: listening hosts that mean every address of the machine
+WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 #: empty BLAKE2s states of the two branch hashes, copied per request: a copy is a memcpy, where the constructor
 #: parses its dozen keyword arguments and sets the state up again (~30 % of the hash's time)
 _UNIQUE_HASH: Final = hashlib.blake2s(digest_size=10)
@@ -100,9 +103,12 @@ def uri_destination(uri: SipURI) -> tuple[tuple[str, int], str] | None:
     return (addr, uri.effective_port), uri.transport
 
 
-def binding_target(b: Binding) -> Target | None:
+def binding_target(b: Binding, flows: Flows | None = None) -> Target | None:
     """Where to reach a registered contact: at the REGISTER's source when it came from behind a NAT
-    (``received``) or over a connection, else at the Contact's own address."""
+    (``received``) or over a connection, else at the Contact's own address. None for a WebSocket binding whose
+    connection is gone (``flows`` knows): nothing else reaches a browser (RFC 7118 5)."""
+    if flows is not None and b.transport in WS_TRANSPORTS and not (b.conn_id and flows.is_open(b.conn_id)):
+        return None
     try:
         uri = parse_uri(b.contact)
     except SipParseError:
@@ -137,31 +143,47 @@ class Router:
         #: the unique part of a stateful proxy's branches (:meth:`stateful_branch`): random per process, then a count
         self._branch_prefix = os.urandom(6).hex()
         self._branch_count = 0
+        #: connections clients opened to us (RFC 5626 flows), shared with the core
+        self.flows: Flows = core.flows
+        #: what a flow token in the Route entries :meth:`preprocess_routes` just removed decided (a target on that
+        #: connection, or 430): read once by the :meth:`decide` that follows for the same request
+        self._flow_decision: Decision | None = None
 
     def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
         """Our own address for Via and Record-Route: the first UDP listener, and one per stream transport."""
         self.by_transport = {}
         for transport, host, port in addresses:
-            self.by_transport.setdefault(transport, (host, port))
+            self.by_transport.setdefault(transport, (self._advertised(host), port))
         if "udp" in self.by_transport:
             self.via_host, self.via_port = self.by_transport["udp"]
         host = f"[{self.via_host}]" if ":" in self.via_host else self.via_host
         self.rr_uri = f"sip:{host}:{self.via_port};lr"
 
-    def rr_uri_for(self, transport: str) -> str:
-        """Our Record-Route URI as reached over ``transport`` (the UDP one carries no transport parameter)."""
+    def _advertised(self, host: str) -> str:
+        """The address to put in Via and Record-Route for a listener on ``host``: itself, or for a wildcard
+        listener one of the machine's addresses of that family (a global one before loopback and link-local)."""
+        if host not in WILDCARD_HOSTS:
+            return host
+        v6 = ":" in host
+        ips = sorted(ip for ip in self.core.local_ips if (":" in ip) == v6)
+        usable = [ip for ip in ips if not (ip.startswith("127.") or ip == "::1" or ip.startswith("fe80:"))]
+        return (usable or ips or [host])[0]
+
+    def rr_uri_for(self, transport: str, token: str = "") -> str:
+        """Our Record-Route URI as reached over ``transport`` (the UDP one carries no transport parameter), with
+        a flow token as its user part when the entry faces a client reached over its own connection."""
         transport = transport.lower()
         addr = self.by_transport.get(transport)
         if transport == "udp" or addr is None:
-            return self.rr_uri
-        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-        return f"sip:{host}:{addr[1]};transport={transport};lr"
+            uri = self.rr_uri
+        else:
+            host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+            uri = f"sip:{host}:{addr[1]};transport={transport};lr"
+        return f"sip:{token}@{uri[4:]}" if token else uri
 
     # ------------------------------------------------------------------ checks
     def is_us(self, uri: SipURI) -> bool:
-        if uri.port is not None and uri.port != self.via_port and not self.core.is_local(uri):
-            return False
-        return self.core.is_local(uri) or (uri.host == self.via_host and (uri.port or 5060) == self.via_port)
+        return self.core.is_local(uri)
 
     def branch_for(self, req: Request) -> str:
         """RFC 3261 16.11: a stateless branch that is the same for retransmissions, for the CANCEL and the
@@ -227,11 +249,14 @@ class Router:
         return False
 
     # ------------------------------------------------------------------ decisions
-    def preprocess_routes(self, req: Request) -> bool:
+    def preprocess_routes(self, req: Request, conn_id: str | None = None) -> bool:
         """RFC 3261 16.4: strict-router compatibility, then drop a top Route that names us.
 
         Returns True when the request was routed through us by a Route (or strict-routed Request-URI) that
-        names us: an in-dialog request on a dialog we record-routed, which needs no new authentication."""
+        names us: an in-dialog request on a dialog we record-routed, which needs no new authentication.
+        ``conn_id`` is the connection the request came on: a flow token in a removed entry that names another
+        connection decides where the request goes (RFC 5626 5.3; see :meth:`_flow_hop`)."""
+        self._flow_decision = None
         ruri = req.ruri
         ours = False
         if isinstance(ruri, SipURI) and self.is_us(ruri) and "lr" in ruri.params and req.first_value(KIND_ROUTE):
@@ -253,6 +278,8 @@ class Router:
             if isinstance(uri, SipURI) and self.is_us(uri):
                 ours = True
                 req.pop_first_value("route")
+                if uri.user is not None:
+                    self._flow_hop(uri.user, conn_id, req.ruri)
                 # double record-routing leaves two of our entries (transport change): drop the second too
                 top = req.first_value(KIND_ROUTE)
                 if top is not None:
@@ -262,10 +289,31 @@ class Router:
                         return ours
                     if isinstance(uri2, SipURI) and self.is_us(uri2):
                         req.pop_first_value("route")
+                        if uri2.user is not None:
+                            self._flow_hop(uri2.user, conn_id, req.ruri)
         return ours
+
+    def _flow_hop(self, token: str, conn_id: str | None, ruri: object) -> None:
+        """A user part in one of our Route entries is a flow token (RFC 5626 5.3): when it names the connection
+        the request came on, it is the sender's own and the request goes on by the rest of the route set or the
+        Request-URI; when it names another open one, the request goes out on it. When that one has closed: 430
+        Flow Failed if nothing else reaches the client (a ``.invalid`` or WebSocket Request-URI: a browser),
+        else on as without the token (a TCP/TLS phone with an address of its own gets a new connection)."""
+        flow = self.flows.conn_of(token)
+        if flow is None or flow == conn_id:
+            return
+        hop = self.flows.address(flow)
+        if hop is not None:
+            self._flow_decision = Decision((Target(None, hop[1], hop[0], flow),))
+        elif isinstance(ruri, SipURI) and (is_invalid_host(ruri.host) or ruri.transport in WS_TRANSPORTS):
+            self._flow_decision = Decision(status=FLOW_FAILED, reason="Flow Failed")
 
     def decide(self, req: Request, now: float) -> Decision:
         """Targets for a request, after :meth:`preprocess_routes`."""
+        flow = self._flow_decision
+        if flow is not None:
+            self._flow_decision = None
+            return flow
         top = req.first_value(KIND_ROUTE)
         if top is not None:
             try:
@@ -285,6 +333,13 @@ class Router:
             # in-dialog, or a URI that is not one of our users: route by the Request-URI itself. An in-dialog
             # request for user@us (the ACK of our own 404/480, a UA that used the AOR as remote target) is
             # looked up like an initial one instead of being sent back to ourselves (RFC 3261 16.5).
+            conn = self.flows.contact_flow(ruri)
+            if conn is not None:  # a contact registered over a connection: over that connection (RFC 5626)
+                flow_hop = self.flows.address(conn)
+                if flow_hop is not None:
+                    return Decision((Target(None, flow_hop[1], flow_hop[0], conn),))
+            if is_invalid_host(ruri.host):  # a browser's contact whose connection is gone: never a DNS lookup
+                return Decision(status=480)
             hop = uri_destination(ruri)
             if hop is None:
                 return Decision(status=404, reason="Not Found")
@@ -309,19 +364,26 @@ class Router:
             if self.core.user_exists(user):
                 return Decision(status=480)
             return Decision(status=404)
-        targets = [t for t in (binding_target(b) for b in bindings) if t is not None]
+        flows = self.flows
+        if len(bindings) > 1 and any(b.reg_id is not None for b in bindings):
+            bindings = _one_flow_per_instance(bindings)
+        targets = [t for t in (binding_target(b, flows) for b in bindings) if t is not None]
         if not targets:
             return Decision(status=480)
         return Decision(tuple(targets))
 
     # ------------------------------------------------------------------ building
-    def prepare_forward(self, req: Request, *, record_route: bool, out_transport: str | None = None) -> None:
+    def prepare_forward(self, req: Request, *, record_route: bool, out_transport: str | None = None,
+                        in_conn: str | None = None, out_conn: str | None = None) -> None:
         """Edits every forwarded copy shares (RFC 3261 16.6 steps 3-5): Max-Forwards, Record-Route.
 
         With ``out_transport`` (the transport of the outgoing leg) different from the one the request came
         on (its top Via, stamped before we add ours), record-route twice, once per interface, so each side
         reaches us over its own transport (RFC 3261 16.6 step 4, RFC 5658); the upper entry faces the callee.
-        :meth:`preprocess_routes` removes both again."""
+        ``in_conn``/``out_conn`` are the connections of a side reached over a connection it opened (the request
+        came on one; the target registered over one): the entry facing that side carries its flow token, and
+        when both sides have one, two entries, so each direction of the dialog finds its connection (RFC 5626
+        5.3, RFC 7118 5). :meth:`preprocess_routes` removes both again."""
         mf = req.max_forwards
         req.set_header("max-forwards", str(70 if mf is None else mf - 1))
         if record_route and req.to_tag is None and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"):
@@ -329,8 +391,17 @@ class Router:
                 req.add_header("record-route", f"<{self.rr_uri}>", first=True)
                 return
             in_transport = req.top_via.transport.lower()
-            out_uri = self.rr_uri_for(out_transport)
-            in_uri = self.rr_uri_for(in_transport)
+            flows = self.flows
+            in_token = flows.token(in_conn) if in_conn and in_transport in FLOW_TRANSPORTS and flows.is_open(
+                in_conn) else ""
+            out_token = flows.token(out_conn) if out_conn and out_transport in FLOW_TRANSPORTS and flows.is_open(
+                out_conn) else ""
+            out_uri = self.rr_uri_for(out_transport, out_token)
+            in_uri = self.rr_uri_for(in_transport, in_token)
+            if in_token and not out_token and in_transport == out_transport.lower():
+                out_uri = in_uri  # one entry: the token names the caller's flow (RFC 5626 5.3 tells the sides apart)
+            elif out_token and not in_token and in_transport == out_transport.lower():
+                in_uri = out_uri
             if in_uri != out_uri:
                 req.add_header("record-route", f"<{in_uri}>", first=True)
             req.add_header("record-route", f"<{out_uri}>", first=True)
@@ -346,11 +417,28 @@ class Router:
         return text
 
     def is_our_via(self, via: Via) -> bool:
-        if via.host == self.via_host and (via.port or 5060) == self.via_port:
+        port = via.port or 5060
+        if via.host == self.via_host and port == self.via_port:
             return True
         host = via.host[1:-1] if via.host.startswith("[") else via.host
         addr = self.by_transport.get(via.transport.lower())
-        return addr is not None and host == addr[0] and (via.port or 5060) == addr[1]
+        if addr is not None and host == addr[0] and port == addr[1]:
+            return True
+        return self.core.is_local_host(host, port)
+
+
+def _one_flow_per_instance(bindings: list[Binding]) -> list[Binding]:
+    """RFC 5626 5.3: several flows of one UA instance (``+sip.instance`` with ``reg-id``) are ways to reach the
+    same device, not devices to fork to: keep the best (first) of each instance."""
+    seen: set[str] = set()
+    out: list[Binding] = []
+    for b in bindings:
+        if b.instance is not None and b.reg_id is not None:
+            if b.instance in seen:
+                continue
+            seen.add(b.instance)
+        out.append(b)
+    return out
 
 
 #: the transports a response can go back over by its Via (RFC 3261 18.2.2; WS/WSS: RFC 7118)

@@ -207,7 +207,7 @@ class StatefulProxy(StatelessProxy):
         method = req.method
         if method == "CANCEL":
             return self._cancel(req, stx, now, conn_id)
-        routed = router.preprocess_routes(req)
+        routed = router.preprocess_routes(req, conn_id)
         if core.authenticator is not None and needs_auth(req, routed):
             user, challenge = core.check_credentials(req, source, now, proxy=True)
             if user is None:
@@ -232,7 +232,8 @@ class StatefulProxy(StatelessProxy):
             fwd = req.copy()
             if target.ruri is not None:
                 fwd.uri = target.ruri
-            router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport)
+            router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport,
+                                  in_conn=conn_id, out_conn=target.conn_id)
             branch = f"{base}.{i}"
             fwd.add_header("via", router.via(branch, target.transport), first=True)
             data = fwd.to_bytes()

@@ -39,6 +39,8 @@ class Stats:
     blocked: int = 0
     delayed: int = 0
     expired_bindings: int = 0
+    #: bindings removed because the connection they were reachable over closed (RFC 5626 flows)
+    lost_bindings: int = 0
     forwarded_requests: int = 0
     forwarded_responses: int = 0
 
@@ -85,6 +87,7 @@ class Stats:
             "blocked": self.blocked,
             "delayed": self.delayed,
             "expired_bindings": self.expired_bindings,
+            "lost_bindings": self.lost_bindings,
             "forwarded_requests": self.forwarded_requests,
             "forwarded_responses": self.forwarded_responses,
         }
