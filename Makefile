@@ -2,6 +2,7 @@
 #   make run    demo server: stateful proxy + registrar on udp:127.0.0.1:5060 (or a free port it prints)
 #   make test   ruff and mypy, a check that the core runs compiled, then the whole pytest suite
 #   make lint | make bench | make clean
+#   make browser-deps   JsSIP for the browser-phone tests (npm ci + esbuild, tests/browser/dist/jssip.js)
 # Everything runs from ./.venv, created on first use; `pip install -e` is redone only when
 # pyproject.toml is newer than the stamp file, so repeated runs start immediately.
 
@@ -17,7 +18,7 @@ CORE_SOURCES := $(wildcard leansip/sip/*.py leansip/server/*.py leansip/server/s
   setup.py leansip/_build.py
 VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
 
-.PHONY: run test lint bench build clean venv
+.PHONY: run test lint bench build clean venv browser-deps
 
 run: $(STAMP) $(BUILD_STAMP)
 	$(VENV)/bin/leansip serve --demo $(ARGS)
@@ -70,8 +71,18 @@ $(TEST_STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[test]'
 	@touch $@ $(STAMP) $(BUILD_STAMP)
 
+# The browser phones' JsSIP (tests/integration/browser_kit.py): the npm packages pinned in package-lock.json,
+# bundled into one script the test page loads from disk (no network when the tests run).
+BROWSER := tests/browser
+browser-deps: $(BROWSER)/dist/jssip.js
+
+$(BROWSER)/dist/jssip.js: $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(BROWSER) && node_modules/.bin/esbuild node_modules/jssip/lib/JsSIP.js --bundle --format=iife \
+	  --global-name=JsSIP --platform=browser --target=chrome100 --outfile=dist/jssip.js --log-level=warning
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output \
-	  leansip/_compiled.json leansip_core__mypyc*.so
+	  leansip/_compiled.json leansip_core__mypyc*.so $(BROWSER)/node_modules $(BROWSER)/dist
 	find leansip -name '*.so' -delete
 	find leansip tests -name __pycache__ -type d -prune -exec rm -rf {} +

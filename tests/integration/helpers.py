@@ -33,10 +33,12 @@ class ServerProcess:
     """
 
     def __init__(self, args: list[str], workdir: Path, *, port: int | None = None,
-                 start_timeout: float = 10.0, name: str = "server") -> None:
+                 start_timeout: float = 10.0, name: str = "server", host: str = "127.0.0.1") -> None:
         self.args = list(args)
         self.workdir = Path(workdir)
-        self.port = port or free_udp_port()
+        #: the UDP listener's address: ``::1`` runs the server on IPv6 loopback
+        self.host = host
+        self.port = port or free_udp_port(host)
         self.start_timeout = start_timeout
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,7 +46,7 @@ class ServerProcess:
         self.stderr_path = self.workdir / f"{name}.stderr"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "leansip", "serve", "--listen", f"udp:127.0.0.1:{self.port}"]
+        cmd = [sys.executable, "-m", "leansip", "serve", "--listen", f"udp:{self.hostport}"]
         if "--admin" not in self.args:
             cmd += ["--admin", "off"]
         return cmd + self.args
@@ -66,6 +68,32 @@ class ServerProcess:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.name} did not start (exit {self.proc.returncode}): {self.output()}")
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` of the UDP listener as a SIP URI or SIPp writes it (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def listening(self) -> dict[str, tuple[str, int]]:
+        """transport -> (host, port) of every listener, read from the start-up line (ports picked by the
+        kernel for ``:0`` included); the first listener of each transport."""
+        text = self.stdout_path.read_text(errors="replace")
+        line = next((ln for ln in text.splitlines() if BANNER in ln), "")
+        out: dict[str, tuple[str, int]] = {}
+        for item in line.split(BANNER, 1)[-1].split(","):
+            transport, _, rest = item.strip().partition(":")
+            host, _, port = rest.rpartition(":")
+            if transport and port.isdigit():
+                out.setdefault(transport, (host.strip("[]"), int(port)))
+        return out
+
+    def admin_url(self) -> str | None:
+        """The admin endpoint's base URL from the start-up lines, when ``--admin`` was given."""
+        for line in self.stdout_path.read_text(errors="replace").splitlines():
+            if line.strip().startswith("admin: "):
+                return line.strip()[len("admin: "):].rstrip("/")
+        return None
 
     def output(self) -> str:
         text = ""
@@ -109,8 +137,9 @@ def send_recv(port: int, data: bytes, *, timeout: float = 2.0, linger: float = 0
     """Send ``data`` to ``host:port`` from a fresh UDP socket; return every datagram received until
     ``timeout`` passes without any, or ``linger`` after the last final response (status >= 200)."""
     replies: list[bytes] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+    family, local = (socket.AF_INET6, "::1") if ":" in host else (socket.AF_INET, "127.0.0.1")
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((local, 0))
         sock.sendto(data, (host, port))
         wait = timeout
         while True:
