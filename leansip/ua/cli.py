@@ -208,7 +208,8 @@ def _target_uri(target: str, args: argparse.Namespace) -> str:
     domain = args.realm or host
     if "@" in target:
         return f"sip:{target}"
-    return f"sip:{target}@{domain}" + (f":{port}" if domain == host and port and port != 5060 else "")
+    uri_host = f"[{domain}]" if ":" in domain else domain  # an IPv6 address in a URI is bracketed
+    return f"sip:{target}@{uri_host}" + (f":{port}" if domain == host and port and port != 5060 else "")
 
 
 def _no_credentials(status: int | None, password: str | None) -> bool:

@@ -363,7 +363,8 @@ class UaConfig:
     def aor_domain(self) -> str:
         if self.domain:
             return self.domain
-        return (self.server or self.local)[0]
+        host = (self.server or self.local)[0]
+        return f"[{host}]" if ":" in host else host  # an IPv6 address in a URI is bracketed (RFC 3261 25.1)
 
     @property
     def aor(self) -> str:
@@ -677,7 +678,7 @@ class UserAgent:
         reg.cseq += 1
         host, port = cfg.server
         ruri = f"sip:{cfg.aor_domain}"
-        if cfg.aor_domain == host and port != 5060:
+        if cfg.aor_domain.strip("[]") == host and port != 5060:
             ruri += f":{port}"
         headers = [
             ("Via", self._via()),

@@ -46,13 +46,18 @@ class SippResult:
                 f"\n{self.errors[-3000:]}\n{self.output[-1500:]}")
 
 
+def _target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run_sipp(server_port: int, scenario_path: Path, workdir: Path, args: list[str], *, name: str,
-             timeout: float = 60.0) -> SippResult:
-    """Run a client scenario against 127.0.0.1:``server_port`` until it ends (``-m`` in ``args``)."""
+             timeout: float = 60.0, host: str = "127.0.0.1") -> SippResult:
+    """Run a client scenario against ``host``:``server_port`` until it ends (``-m`` in ``args``); ``host``
+    ``::1`` runs it over IPv6 loopback (SIPp writes ``[local_ip]`` in brackets then)."""
     stat = workdir / f"{name}.csv"
     errors = workdir / f"{name}.errors"
-    cmd = ["sipp", f"127.0.0.1:{server_port}", "-sf", str(scenario_path), "-i", "127.0.0.1",
-           "-p", str(free_udp_port()), "-nostdin", "-recv_timeout", "5000", "-timeout", str(int(timeout) - 5),
+    cmd = ["sipp", _target(host, server_port), "-sf", str(scenario_path), "-i", host,
+           "-p", str(free_udp_port(host)), "-nostdin", "-recv_timeout", "5000", "-timeout", str(int(timeout) - 5),
            "-trace_stat", "-stf", str(stat), "-trace_err", "-error_file", str(errors), *args]
     proc = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     stats: dict[str, str] = {}
@@ -64,11 +69,11 @@ def run_sipp(server_port: int, scenario_path: Path, workdir: Path, args: list[st
                       errors.read_text(errors="replace") if errors.exists() else "")
 
 
-def _udp_port_bound(port: int) -> bool | None:
-    """Whether some socket is bound to UDP ``port`` (from /proc/net/udp; None where there is none). Looked up
-    instead of probed with a bind, which could itself take the port from a SIPp starting at that moment."""
+def _udp_port_bound(port: int, host: str = "127.0.0.1") -> bool | None:
+    """Whether some socket is bound to UDP ``port`` (from /proc/net/udp or udp6; None where there is none).
+    Looked up instead of probed with a bind, which could itself take the port from a SIPp starting then."""
     try:
-        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+        lines = Path("/proc/net/udp6" if ":" in host else "/proc/net/udp").read_text().splitlines()[1:]
     except OSError:
         return None
     return any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines if line.strip())
@@ -77,10 +82,12 @@ def _udp_port_bound(port: int) -> bool | None:
 class SippServer:
     """A UAS scenario listening on a free port, e.g. the callee of a call: ``with SippServer(...) as uas``."""
 
-    def __init__(self, scenario_path: Path, workdir: Path, server_port: int, *, name: str = "uas") -> None:
-        self.port = free_udp_port()
+    def __init__(self, scenario_path: Path, workdir: Path, server_port: int, *, name: str = "uas",
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = free_udp_port(host)
         self.messages = workdir / f"{name}.messages"
-        self.cmd = ["sipp", f"127.0.0.1:{server_port}", "-sf", str(scenario_path), "-i", "127.0.0.1",
+        self.cmd = ["sipp", _target(host, server_port), "-sf", str(scenario_path), "-i", host,
                     "-p", str(self.port), "-nostdin", "-trace_msg", "-message_file", str(self.messages)]
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,14 +110,14 @@ class SippServer:
             if self.proc.poll() is not None:
                 err = self.stderr.read_text(errors="replace")[-1500:]
                 raise RuntimeError(f"sipp UAS exited at start (rc={self.proc.returncode}): {err}")
-            bound = _udp_port_bound(self.port)
+            bound = _udp_port_bound(self.port, self.host)
             if bound is None:  # no /proc/net/udp to look at: give SIPp a moment, as before this check
                 time.sleep(0.5)
                 return
             if bound:
                 return
             time.sleep(0.02)
-        raise RuntimeError(f"sipp UAS did not bind 127.0.0.1:{self.port} within {timeout} s")
+        raise RuntimeError(f"sipp UAS did not bind {_target(self.host, self.port)} within {timeout} s")
 
     def received(self, start_line: str) -> int:
         """How many received messages began with ``start_line`` (from the -trace_msg log)."""

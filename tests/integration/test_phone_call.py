@@ -37,8 +37,9 @@ def call_setup(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run_call(tmp: Path, port: int, extra: list[str], *, bob_rtp: int | None = None) -> tuple[Path, Path]:
-    server = ["--server", f"127.0.0.1:{port}"]
+def _run_call(tmp: Path, port: int, extra: list[str], *, bob_rtp: int | None = None,
+              host: str = "127.0.0.1") -> tuple[Path, Path]:
+    server = ["--server", f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "--local-host", host]
     bob_args = [*server, "--user", "bob", "--password", "bobpw", *extra]
     if bob_rtp is not None:
         bob_args += ["--rtp-port", str(bob_rtp)]
@@ -72,12 +73,13 @@ def _check_recording(path: Path) -> None:
     assert active >= 0.8 * HANGUP_AFTER, (active, len(samples) / rate)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("mode", _modes())
-def test_call_through_server_records_tone(call_setup: Path, mode: str) -> None:
+def test_call_through_server_records_tone(call_setup: Path, mode: str, host: str) -> None:
     tmp = call_setup
     with ServerProcess(["--auth", "--users", str(tmp / "users.txt"), "--location", "memory", "--realm", "test",
-                        mode], tmp) as srv:
-        alice_log, bob_log = _run_call(tmp, srv.port, [])
+                        mode], tmp, host=host) as srv:
+        alice_log, bob_log = _run_call(tmp, srv.port, [], host=host)
     _check_recording(tmp / "bob.wav")
     assert "srtp=False" in bob_log.read_text()
 
