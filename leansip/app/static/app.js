@@ -79,6 +79,7 @@ function renderStatus(st) {
   replaceRows($("security"), [
     ["auth failures", s.auth_failures], ["blocked", s.blocked], ["slowed", s.delayed],
     ["retransmissions", s.retransmissions], ["expired bindings", s.expired_bindings],
+    ["bindings lost with their connection", s.lost_bindings ?? 0],
     ...sorted(s.drops).map(([k, v]) => [`dropped: ${k}`, v]),
   ]);
   $("transactions").textContent = st.transactions;
