@@ -14,6 +14,7 @@ proxy or redirect logic, depending on the mode.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections import OrderedDict
@@ -45,7 +46,7 @@ from leansip.sip.message import (
 )
 from leansip.sip.ratelimit import DecisionKind, FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comma
+from leansip.sip.uri import SipURI, Via, cache_put, format_params, remember_via, split_comma
 
 log = logging.getLogger("leansip.server")
 
@@ -205,6 +206,8 @@ class ServerCore:
         host = host.lower()
         if host.startswith("["):
             host = host[1:-1]
+        if ":" in host:
+            host = canonical_ipv6(host)
         named = host in self.local_names
         for _t, lhost, lport in self.local_addresses:
             if port is None or port == lport:
@@ -477,6 +480,22 @@ class ServerCore:
             if deadline > now:
                 break
             del cache[key]
+
+
+def canonical_ipv6(host: str) -> str:
+    """An IPv6 address in its one compressed form (``0:0:0:0:0:0:0:1`` is ``::1``), as the listeners' addresses
+    are written; anything else unchanged. Remembered (bounded): the host comes from a peer."""
+    known = _IPV6_FORMS.get(host)
+    if known is None:
+        try:
+            known = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            known = host
+        cache_put(_IPV6_FORMS, host, known, 1024)
+    return known
+
+
+_IPV6_FORMS: Final[dict[str, str]] = {}
 
 
 def _cacheable(data: bytes) -> bool:

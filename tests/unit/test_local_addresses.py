@@ -92,3 +92,10 @@ def test_wildcard_listener_advertises_a_concrete_address() -> None:
                                  ("192.0.2.9", 5060), "udp", 1.0))
     fwd = requests(out, "OPTIONS")[0].msg
     assert fwd.header_values("via")[0].startswith(f"SIP/2.0/UDP 192.0.2.5:{PORT};")
+
+
+def test_ipv6_address_in_another_spelling_is_still_us() -> None:
+    core = _core([("udp", "::1", PORT)])
+    for ruri in (f"sip:[0:0:0:0:0:0:0:1]:{PORT}", f"sip:[0::1]:{PORT}", "sip:[::0001]"):
+        out = parse_out(core.receive(_options(ruri, CLIENT6), CLIENT6, "udp", 1.0))
+        assert responses(out) == [200], (ruri, out)
