@@ -459,7 +459,7 @@ def next_hop_of_response(via: Via) -> tuple[str, int] | None:
     host = params.get("maddr") or params.get("received")
     if host is None:
         host = via.host
-    elif not valid_host(host):
+    elif not (valid_host(host) or is_ip_literal(host)):  # received takes an IPv6 address unbracketed (25.1)
         return None
     host = host[1:-1] if host.startswith("[") else host
     rport = params.get("rport")
