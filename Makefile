@@ -15,6 +15,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # The core modules mypyc compiles (leansip/_build.py); editing one makes `make` recompile them.
 BUILD_STAMP := $(VENV)/.compiled
 CORE_SOURCES := $(wildcard leansip/sip/*.py leansip/server/*.py leansip/server/stores/*.py) leansip/io/udpserver.py \
+  leansip/io/bareloop.py \
   setup.py leansip/_build.py
 VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """leansip vs Kamailio, side by side: the one command behind `make bench` and `leansip bench`.
 
-    python3 bench/bench.py [--quick] [--servers kamailio,leansip]
+    python3 bench/bench.py [--quick] [--servers kamailio,leansip,bare]
                            [--scenarios register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis]
                            [--no-memory] [--no-profile] [--out DIR] [--no-report]
 
 For each scenario and each server: start the server pinned to core 1 (Kamailio: one UDP worker, `-n 1 -m 2048 -M 16
--x tlsf` as in bench/ANCHOR.md; leansip: one worker, --location memory, --log-level error), run bench/harness.sh
+-x tlsf` as in bench/ANCHOR.md; leansip: one worker, --location memory, --log-level error; `bare`: the same leansip
+with --bare, its UDP served by a polling loop that never sleeps), run bench/harness.sh
 (SIPp on core 0: latency at LAT_RATE, CPU per call at a fixed rate, rate ladder + bisection), stop the server.
 The store-* scenarios are leansip only: the REGISTER scenario again with registrations in SQLite under
 --durability durable (group commit: each 200 OK after its commit) and relaxed (written behind every 50 ms), and in
@@ -19,12 +20,14 @@ Environment knobs (defaults for the full run in brackets):
   QUICK=1          smoke test in ~2-3 min: few rates, 2 s steps, no bisection, small memory test
   RATES_KAMAILIO   ladder for Kamailio [1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000]
   RATES_LEANSIP    ladder for leansip [100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000
-                   24000 32000]
+                   24000 32000 48000 64000]
+  RATES_BARE       ladder for leansip --bare [same as RATES_LEANSIP]
   STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]  FIXED_DRAIN [34, calls only]
   FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
   FIXED_ROUNDS [3]   fixed-rate steps per scenario; the report takes the median
   MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
-  PORT_BASE [38260]  the servers listen on PORT_BASE (Kamailio) / PORT_BASE+1 (leansip); sipp uses PORT_BASE+40..+52
+  PORT_BASE [38260]  the servers listen on PORT_BASE (Kamailio) / PORT_BASE+1 (leansip, bare); sipp uses
+                     PORT_BASE+40..+52
 Every load is bounded (sipp -m, -timeout, coreutils timeout) and only touches 127.0.0.1.
 """
 
@@ -61,6 +64,8 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str]] = {
 }
 DEFAULT_SCENARIOS = "register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis"
 QUICK = os.environ.get("QUICK", "0") == "1"
+#: the server kinds that are leansip (`bare` is `leansip serve --bare`)
+LEANSIP_KINDS = ("leansip", "bare")
 
 
 def env(name: str, full: str, quick: str | None = None) -> str:
@@ -188,6 +193,8 @@ class Server:
             return ["taskset", "-c", "1", KAMAILIO, "-DD", "-E", "-f", str(HERE / "kamailio" / f"{cfg}.cfg"),
                     "-l", f"udp:127.0.0.1:{self.port}", "-n", "1", "-m", "2048", "-M", "16", "-x", "tlsf"]
         admin = f"127.0.0.1:{self.admin_port}" if self.admin_port else "off"
+        if self.kind == "bare":
+            flags = [*flags, "--bare"]  # no spin limit: the polling loop never sleeps
         return ["taskset", "-c", "1", sys.executable, "-m", "leansip", "serve",
                 "--listen", f"udp:127.0.0.1:{self.port}", "--auth-algorithms", "MD5",
                 "--users", str(self.users), "--location", "memory", "--workers", "1",
@@ -223,7 +230,7 @@ class Server:
         """A leansip whose compiled core is older than a source file runs as pure Python (leansip._build warns
         and falls back): a core file edited while the bench runs would quietly give the rest of the run pure
         Python figures, 2-3x the compiled ones. Stop instead."""
-        if self.kind != "leansip" or os.environ.get("LEANSIP_PURE") == "1":
+        if self.kind not in LEANSIP_KINDS or os.environ.get("LEANSIP_PURE") == "1":
             return
         log = (self.out / "server.log").read_text(errors="replace")
         if "running pure Python" in log:
@@ -257,6 +264,8 @@ def harness(server: Server, pid: int, out: Path, rates: str, fixed: int, extra_e
     e = dict(os.environ, TARGET=f"127.0.0.1:{server.port}", SERVER_PID=str(pid), OUT=str(out),
              LABEL=f"{server.kind}", RATES=rates, FIXED_RATE=str(fixed), SIPP_PORT=str(PORT_BASE + 40),
              CALLEE="callee", **extra_env)
+    if server.admin_port:  # the server's own figures per step (handler time; --bare: its busy fraction)
+        e["ADMIN_URL"] = f"http://127.0.0.1:{server.admin_port}"
     with open(out / "harness.log", "w") as log:
         subprocess.run(["bash", str(HERE / "harness.sh"), scenario], env=e, stdout=log, stderr=subprocess.STDOUT,
                        check=False, timeout=1800)
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="leansip bench", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="same as QUICK=1 (smoke test, ~2-3 min)")
-    ap.add_argument("--servers", default="kamailio,leansip")
+    ap.add_argument("--servers", default="kamailio,leansip,bare")
     ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
@@ -485,13 +494,15 @@ def main(argv: list[str] | None = None) -> int:
         "RATES_KAMAILIO": env("RATES_KAMAILIO", "1000 2000 3000 4000 6000 8000 12000 16000 24000 32000 48000 64000",
                               "1000 4000 16000"),
         "RATES_LEANSIP": env("RATES_LEANSIP", "100 200 300 400 600 800 1000 1500 2000 3000 4000 6000 8000 12000 16000 "
-                                                 "24000 32000",
+                                                 "24000 32000 48000 64000",
                              "200 500 1000"),
+        "RATES_BARE": "",
         "STEP_SECS": env("STEP_SECS", "5", "2"), "LAT_RATE": env("LAT_RATE", "500"),
         "LAT_SECS": env("LAT_SECS", "10", "2"), "REFINE": env("REFINE", "2", "0"), "SETTLE": env("SETTLE", "5", "2"),
         "FIXED_REGISTER": env("FIXED_REGISTER", "1000"), "FIXED_CALL": env("FIXED_CALL", "200"),
         "FIXED_DRAIN": env("FIXED_DRAIN", "34", "4"), "FIXED_ROUNDS": env("FIXED_ROUNDS", "3", "1"),
     }
+    knobs["RATES_BARE"] = env("RATES_BARE", knobs["RATES_LEANSIP"])
     meta["knobs"] = json.dumps(knobs)
     say("results in", outdir)
     use_admin = admin_available()
@@ -499,21 +510,22 @@ def main(argv: list[str] | None = None) -> int:
         and "leansip" in servers else None
     for scen in scenarios:
         for kind in servers:
-            if kind == "kamailio" and SCENARIOS[scen][0] is None:
-                continue  # a leansip-only scenario (its location stores)
+            if kind != "leansip" and SCENARIOS[scen][0] is None:
+                continue  # a leansip-only scenario (its location stores; not run again with --bare)
             if scen == "store-redis":
                 if redis_server is None or not redis_server.start():
                     say("store-redis: no redis-server, skipped")
                     continue
             sub = outdir / f"{kind}-{scen}"
-            admin_port = free_port() if (kind == "leansip" and use_admin) else None
+            admin_port = free_port() if (kind in LEANSIP_KINDS and use_admin) else None
             srv = Server(kind, scen, sub, PORT_BASE + (0 if kind == "kamailio" else 1), admin_port,
                          outdir / "users.txt")
             say(f"{kind} {scen}: starting")
             pid = srv.start()
             try:
                 fixed = int(knobs["FIXED_CALL"] if SCENARIOS[scen][2] == "call" else knobs["FIXED_REGISTER"])
-                rates = knobs["RATES_KAMAILIO"] if kind == "kamailio" else knobs["RATES_LEANSIP"]
+                rates = {"kamailio": knobs["RATES_KAMAILIO"], "bare": knobs["RATES_BARE"]}.get(
+                    kind, knobs["RATES_LEANSIP"])
                 call = SCENARIOS[scen][2] == "call"
                 harness(srv, pid, sub, rates, fixed,
                         {**{k: knobs[k] for k in ("STEP_SECS", "LAT_RATE", "LAT_SECS", "REFINE", "SETTLE",
@@ -521,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                          # calls leave transactions that end up to 32 s later: their CPU counts for the calls
                          "FIXED_DRAIN": knobs["FIXED_DRAIN"] if call else "0"},
                         SCENARIOS[scen][2])
-                if kind == "leansip":
+                if kind in LEANSIP_KINDS:
                     tm = srv.timings() if use_admin else None
                     (sub / "timings.json").write_text(json.dumps(
                         tm if tm is not None else {"unavailable": "no start_admin() in leansip/app/admin.py yet: serve cannot start the admin endpoint"}, indent=1))

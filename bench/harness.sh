@@ -29,6 +29,9 @@
 #   MIN_CALLS   min -m per ladder step [500]   LADDER_RTT  sipp RTT on ladder steps [1]
 #   FIXED_RATE  rate of the fixed-rate CPU step [1000]   FIXED_SECS [STEP_SECS]   FIXED_ROUNDS [1]
 #   FIXED_DRAIN seconds after the fixed step whose server CPU counts for it (work the calls leave behind) [0]
+#   ADMIN_URL   leansip's admin endpoint (http://127.0.0.1:PORT): each step's RESULT line then also carries the
+#               server's own figures for the step (tools/loopstat.py: handler_us, and with --bare busy_frac and
+#               busy_us_per_call) [none]      FLOW  the step-timing flow of the scenario (register|invite) [auto]
 #   OUT         results directory [results/<date>-<label>]     LABEL  free text tag [server]
 # Every sipp is bounded by -m, sipp -timeout and coreutils timeout. Output: lines starting with RESULT
 # (key=value), also appended to $OUT/results.txt.
@@ -63,6 +66,7 @@ mkdir -p "$OUT"
 TCK=$(getconf CLK_TCK)
 COMMON=(-i 127.0.0.1 -nostdin -buff_size 4194304 -recv_timeout 5000 -trace_stat -fd 1)
 UAS_PID=""
+case " $* " in *" register"*) FLOW="${FLOW:-register}" ;; *) FLOW="${FLOW:-invite}" ;; esac
 
 log() { echo "$*" | tee -a "$OUT/results.txt"; }
 
@@ -111,6 +115,8 @@ run_step() {
   local dir="$OUT/$tag"; mkdir -p "$dir"
   local tmax=$(( m / rate + 20 ))
   local s0 u0 w0 w1 s1 u1
+  STEP_SNAP=""
+  [ -n "${ADMIN_URL:-}" ] && STEP_SNAP=$(python3 "$HERE/tools/loopstat.py" snap "$ADMIN_URL" "$FLOW")
   s0=$(tree_ticks "$SERVER_PID"); u0=$(pid_ticks "$UAS_SIPP_PID"); local n0; n0=$(tree_ns "$SERVER_PID")
   w0=$(date +%s.%N); local h0; h0=$(host_idle)
   ( cd "$dir" && TIMEFORMAT='%R %U %S' && { time taskset -c "$SIPP_CPU" timeout $((tmax + 10)) \
@@ -128,6 +134,8 @@ run_step() {
   STEP_US_PER_CALL=$(python3 -c "print(f'{$STEP_SRV_NS/1000/max($STEP_OK,1):.1f}')")
   read -r _r su ss < "$dir/time.txt"
   STEP_SIPP_CPU=$(python3 -c "print(f'{100*($su+$ss)/$wall:.0f}')")
+  STEP_OWN=""
+  [ -n "$STEP_SNAP" ] && STEP_OWN=$(python3 "$HERE/tools/loopstat.py" diff "$ADMIN_URL" "$FLOW" "$STEP_SNAP" "$STEP_OK")
   STEP_SRV_CPU=$(pct_of $((s1 - s0)) "$wall")
   STEP_UAS_CPU=$(pct_of $((u1 - u0)) "$wall")
 }
@@ -146,7 +154,7 @@ ladder() { # SCENARIO TAGPREFIX [extra sipp args]
     [ "$STEP_FAILED" != 0 ] && pass=0
     [ "$STEP_RETR" != 0 ] && pass=0
     [ "$STEP_ACH" -lt $(( $1 * 95 / 100 )) ] && pass=0
-    log "RESULT label=$LABEL scenario=$pfx kind=step rate=$1 m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass $rt"
+    log "RESULT label=$LABEL scenario=$pfx kind=step rate=$1 m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass $STEP_OWN $rt"
   }
   for r in $RATES; do
     try_rate "$r" ""
@@ -170,7 +178,7 @@ latency() { # SCENARIO TAGPREFIX [extra sipp args]
   local m=$(( LAT_RATE * LAT_SECS ))
   run_step "$sc" "$LAT_RATE" "$m" "$pfx-lat$LAT_RATE" -trace_rtt -rtt_freq 1 "$@"
   local rt; rt=$(python3 "$HERE/tools/sippstat.py" rtt "$OUT/$pfx-lat$LAT_RATE"/*_rtt.csv | tr '\n' ' ')
-  log "RESULT label=$LABEL scenario=$pfx kind=latency_sipp rate=$LAT_RATE n=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR sipp_cpu=$STEP_SIPP_CPU server_cpu=$STEP_SRV_CPU srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY $rt"
+  log "RESULT label=$LABEL scenario=$pfx kind=latency_sipp rate=$LAT_RATE n=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR sipp_cpu=$STEP_SIPP_CPU server_cpu=$STEP_SRV_CPU srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY $STEP_OWN $rt"
 }
 
 fixed() { # SCENARIO TAGPREFIX [extra sipp args]: one step at FIXED_RATE for a like-for-like CPU cost per call
@@ -196,11 +204,13 @@ fixed_round() { # SCENARIO TAGPREFIX ROUND [extra sipp args]
     STEP_SRV_NS=$((STEP_SRV_NS + d1 - d0))
     STEP_WALL=$(python3 -c "print(f'{$STEP_WALL + $FIXED_DRAIN:.3f}')")
     STEP_US_PER_CALL=$(python3 -c "print(f'{$STEP_SRV_NS/1000/max($STEP_OK,1):.1f}')")
+    # the server's own figures over the step and its drain, as the CPU figure
+    [ -n "$STEP_SNAP" ] && STEP_OWN=$(python3 "$HERE/tools/loopstat.py" diff "$ADMIN_URL" "$FLOW" "$STEP_SNAP" "$STEP_OK")
   fi
   local pass=1
   [ "$STEP_RC" != 0 ] && pass=0; [ "$STEP_FAILED" != 0 ] && pass=0; [ "$STEP_RETR" != 0 ] && pass=0
   [ "$STEP_ACH" -lt $(( FIXED_RATE * 95 / 100 )) ] && pass=0
-  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL srv_us_in_step=$step_us drain_s=${FIXED_DRAIN:-0} host_busy=$STEP_HOST_BUSY pass=$pass round=$round"
+  log "RESULT label=$LABEL scenario=$pfx kind=fixed rate=$FIXED_RATE m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL srv_us_in_step=$step_us drain_s=${FIXED_DRAIN:-0} host_busy=$STEP_HOST_BUSY pass=$pass round=$round $STEP_OWN"
 }
 
 probe() { # MODE TAGPREFIX: PROBE_ROUNDS rounds, each with its own seed (other Call-IDs and branches, so a

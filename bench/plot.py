@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""PNG plots of a bench run: throughput and latency against offered load, leansip vs Kamailio.
+"""PNG plots of a bench run: throughput and latency against offered load, leansip (and leansip --bare) vs
+Kamailio, and leansip's own handler time against the latency its clients saw.
 
-    python3 bench/plot.py bench/results/<date>      -> <dir>/throughput.png, <dir>/latency.png
+    python3 bench/plot.py bench/results/<date>      -> <dir>/throughput.png, latency.png, handler.png
 
 Reads the RESULT lines of every <server>-<scenario>/results.txt (bench/harness.sh output).  matplotlib is needed
 (bench/bench.py pip-installs it when missing; it is not a leansip dependency).
@@ -12,11 +13,15 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 SCENS = ["register", "register-auth", "stateless", "stateful"]
 TITLES = {"register": "REGISTER (no auth)", "register-auth": "REGISTER + digest (MD5)",
           "stateless": "stateless proxy call", "stateful": "stateful proxy call"}
-COLORS = {"kamailio": "tab:blue", "leansip": "tab:orange"}
+COLORS = {"kamailio": "tab:blue", "leansip": "tab:orange", "bare": "tab:green"}
+#: the servers of a run, in the order of the tables (`bare` is `leansip serve --bare`)
+SERVERS = ("kamailio", "leansip", "bare")
+SERVER_NAMES = {"kamailio": "Kamailio", "leansip": "leansip", "bare": "leansip --bare"}
 
 
 def results(outdir: Path) -> dict[tuple[str, str], list[dict[str, str]]]:
@@ -47,7 +52,7 @@ def make_plots(outdir: Path) -> list[Path]:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for ax, scen in zip(axes.flat, SCENS, strict=True):
         top = 100.0
-        for server in ("kamailio", "leansip"):
+        for server in SERVERS:
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
                            key=lambda r: int(r["rate"]))
             if not steps:
@@ -58,7 +63,7 @@ def make_plots(outdir: Path) -> list[Path]:
             ax.plot(x, y, "-", color=COLORS[server], alpha=0.6)
             for xi, yi, r in zip(x, y, steps, strict=True):
                 ax.plot(xi, yi, "o", color=COLORS[server], mfc=COLORS[server] if r["pass"] == "1" else "none")
-            ax.plot([], [], "o-", color=COLORS[server], label=server)
+            ax.plot([], [], "o-", color=COLORS[server], label=SERVER_NAMES[server])
             mx = next((int(r["max_rate"]) for r in rows[(server, scen)] if r.get("kind") == "max"), 0)
             if mx:
                 ax.axvline(mx, color=COLORS[server], ls=":", lw=1)
@@ -80,7 +85,7 @@ def make_plots(outdir: Path) -> list[Path]:
     # latency: sipp RTT (ms, coarse clock) per ladder step + latprobe p50/p99 at LAT_RATE (us resolution)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for ax, scen in zip(axes.flat, SCENS, strict=True):
-        for server in ("kamailio", "leansip"):
+        for server in SERVERS:
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step" and "rtt1_p50" in r),
                            key=lambda r: int(r["rate"]))
             c = COLORS[server]
@@ -112,7 +117,56 @@ def make_plots(outdir: Path) -> list[Path]:
     fig.savefig(p, dpi=90)
     plt.close(fig)
     made.append(p)
+    p = handler_plot(outdir, rows, plt)
+    if p is not None:
+        made.append(p)
     return made
+
+
+def handler_plot(outdir: Path, rows: dict[tuple[str, str], list[dict[str, str]]], plt: Any) -> Path | None:
+    """The seed paper's figure: handler time against total processing time as the offered load rises. Handler
+    time = leansip's own mean per step of the scenario's timed request (datagram in -> reply sent, the `total`
+    step timing: `handler_us` of each ladder step); total = what SIPp measured from outside for the same step
+    (RTT p50, on SIPp's millisecond clock, so 0 below 1 ms: drawn at 0.5 ms there), for leansip and --bare."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    drawn = False
+    for ax, scen in zip(axes.flat, SCENS, strict=True):
+        for server in ("leansip", "bare"):
+            steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
+                           key=lambda r: int(r["rate"]))
+            own = [r for r in steps if "handler_us" in r]
+            c = COLORS[server]
+            if own:
+                drawn = True
+                ax.plot([int(r["rate"]) for r in own], [float(r["handler_us"]) for r in own], "o-", color=c,
+                        label=f"{SERVER_NAMES[server]}: handler (inside)")
+            outside = [r for r in steps if "rtt1_p50" in r]
+            if outside:
+                ax.plot([int(r["rate"]) for r in outside],
+                        [max(500.0, 1000 * float(r["rtt1_p50"])) for r in outside], "s--", color=c, alpha=0.6,
+                        label=f"{SERVER_NAMES[server]}: total (SIPp RTT p50)")
+            probe = [r for r in rows.get((server, scen), []) if r.get("kind") == "latency_probe"]
+            key = next((k[:-7] for k in (probe[0] if probe else {}) if k.endswith("_p50_us")), None)
+            if key:
+                ax.plot([float(probe[0].get("rate", 500))], [float(probe[0][f"{key}_p50_us"])], "*", ms=12,
+                        color=c, label=f"{SERVER_NAMES[server]}: total (µs probe p50)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(TITLES[scen])
+        ax.set_xlabel("offered rate (/s)")
+        ax.set_ylabel("µs")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.suptitle("Handler time (leansip's own step timing, mean per ladder step) against total time seen by "
+                 "the client, as the offered load rises", fontsize=10)
+    fig.tight_layout()
+    p = outdir / "handler.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    return p
 
 
 if __name__ == "__main__":

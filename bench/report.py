@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plot import SCENS, TITLES, results  # noqa: E402
+from plot import SCENS, SERVER_NAMES, SERVERS, TITLES, results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,7 +61,7 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
     """The headline figures of one server in one scenario."""
     out: dict[str, float | None] = dict.fromkeys(
         ("max", "fixed_us", "fixed_net_us", "idle_ms", "fixed_rate", "fixed_pass", "max_us", "p50", "p99", "p50b", "p99b", "probe_rounds", "busy_min",
-         "busy_max"))
+         "busy_max", "work_frac", "work_us", "max_work_frac", "max_work_us"))
     mx = pick(rows, "max")
     steps = of_kind(rows, "step")
     if mx:
@@ -86,6 +86,14 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
             out[p50] = probe_median(probes, f"{key}_p50_us")
             out[p99] = probe_median(probes, f"{key}_p99_us")
         out["probe_rounds"] = float(len(probes))
+    if fixed and all("busy_frac" in fx for fx in fixed):  # serve --bare: the polling loop's request work
+        out["work_frac"] = statistics.median(float(fx["busy_frac"]) for fx in fixed)
+        out["work_us"] = statistics.median(float(fx["busy_us_per_call"]) for fx in fixed)
+    if mx:
+        at = [r for r in steps if r["pass"] == "1" and r["rate"] == mx["max_rate"] and "busy_frac" in r]
+        if at:
+            out["max_work_frac"] = float(at[-1]["busy_frac"])
+            out["max_work_us"] = float(at[-1]["busy_us_per_call"])
     busy = [float(r["host_busy"]) for r in rows if "host_busy" in r]
     if busy:
         out["busy_min"], out["busy_max"] = min(busy), max(busy)
@@ -96,16 +104,103 @@ def _rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]], title: str,
                   cell: Callable[[list[dict[str, str]]], tuple[str, bool]]) -> list[str]:
     """A scenario x server table of the rounds behind a median; ``cell`` gives a server's text for one scenario
     and whether it is worth listing. Empty when no cell is."""
-    md = [f"{title} (each round, in order; the table above takes the median):", "",
-          "| scenario | Kamailio | leansip |", "|---|---|---|"]
+    servers = [s for s in SERVERS if any((s, scen) in rows for scen in SCENS)]
+    md = [f"{title} (each round, in order; the tables above take the median):", "",
+          "| scenario | " + " | ".join(SERVER_NAMES[s] for s in servers) + " |", "|---" * (len(servers) + 1) + "|"]
     found = False
     for scen in SCENS:
         cells = []
-        for server in ("kamailio", "leansip"):
+        for server in servers:
             text, worth = cell(rows.get((server, scen), []))
             cells.append(text or "–")
             found = found or worth
-        md.append(f"| {TITLES[scen]} | {cells[0]} | {cells[1]} |")
+        md.append(f"| {TITLES[scen]} | " + " | ".join(cells) + " |")
+    return md + [""] if found else []
+
+
+def bare_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """leansip --bare beside leansip and Kamailio (issue 25): latency, max rate, and the request work of a
+    polling core (its CPU is 100 % by design, so CPU per call says nothing)."""
+    if not any(("bare", scen) in rows for scen in SCENS):
+        return []
+    md = ["## leansip --bare", "",
+          "`leansip serve --bare`: the UDP socket served by a loop that polls it and never sleeps (one core at "
+          "100 %, by design; README, \"Bare mode\"). Same harness, same pinning. Latency as above (median of "
+          "the probe rounds, each round listed below); goal: at or below Kamailio in every scenario. Max rate as "
+          "above; goal: at least 1.5× leansip's. In place of CPU per call: the polling loop's own account of "
+          "the time it spent serving datagrams and timers (`GET /api/timings` → `loop`, read before and after "
+          "each step), as µs per call and as the share of the wall time (the rest is the spin).", "",
+          "| scenario | figure | Kamailio | leansip | leansip --bare | bare/Kamailio | bare/leansip |",
+          "|---|---|---:|---:|---:|---:|---:|"]
+    for scen in SCENS:
+        if ("bare", scen) not in rows:
+            continue
+        k, lq, b = (figures(rows.get((server, scen), [])) for server in ("kamailio", "leansip", "bare"))
+        t = TITLES[scen]
+        probes = of_kind(rows[("bare", scen)], "latency_probe")
+        rate = probes[0].get("rate", "?") if probes else "?"
+        md += [
+            f"| {t} | latency p50 / p99 (µs) at {rate}/s | {f0(k['p50'])} / {f0(k['p99'])} | "
+            f"{f0(lq['p50'])} / {f0(lq['p99'])} | {f0(b['p50'])} / {f0(b['p99'])} | "
+            f"{ratio(b['p50'], k['p50'])} / {ratio(b['p99'], k['p99'])} | "
+            f"{ratio(b['p50'], lq['p50'])} / {ratio(b['p99'], lq['p99'])} |",
+        ]
+        if b["p50b"] is not None:
+            second = "BYE→200" if scen in ("stateless", "stateful") else "auth leg"
+            md.append(f"| | {second} p50 / p99 (µs) | {f0(k['p50b'])} / {f0(k['p99b'])} | {f0(lq['p50b'])} / "
+                      f"{f0(lq['p99b'])} | {f0(b['p50b'])} / {f0(b['p99b'])} | {ratio(b['p50b'], k['p50b'])} / "
+                      f"{ratio(b['p99b'], k['p99b'])} | {ratio(b['p50b'], lq['p50b'])} / "
+                      f"{ratio(b['p99b'], lq['p99b'])} |")
+        pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+        md += [
+            f"| | max zero-failure rate (/s) | {f0(k['max'])} | {f0(lq['max'])} | {f0(b['max'])} | "
+            f"{ratio(b['max'], k['max'])} | {ratio(b['max'], lq['max'])} |",
+            f"| | request work µs/call at {f0(b['fixed_rate'])}/s (share of wall) | | | {f0(b['work_us'])} "
+            f"({pct(b['work_frac'])}) | | |",
+            f"| | request work µs/call at own max step (share of wall) | | | {f0(b['max_work_us'])} "
+            f"({pct(b['max_work_frac'])}) | | |",
+            f"| | host_busy range during the runs | {f0(k['busy_min'])}–{f0(k['busy_max'])} | "
+            f"{f0(lq['busy_min'])}–{f0(lq['busy_max'])} | {f0(b['busy_min'])}–{f0(b['busy_max'])} | | |",
+        ]
+    return md + [""]
+
+
+#: the ladder rates whose CPU per call the rates table lists (with each server's own max step)
+TABLE_RATES = (1000, 2000, 4000)
+
+
+def rates_table(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """Server CPU µs per call of the ladder steps at a few fixed rates and at each server's max step: the
+    ratio at 1,000/s is not the ratio under load (an outside run at 2,000/s read 3.0x for REGISTER where the
+    1,000/s row read 1.8x)."""
+    def at(server: str, scen: str, rate: int) -> tuple[float | None, str]:
+        steps = [r for r in of_kind(rows.get((server, scen), []), "step") if int(r["rate"]) == rate]
+        if not steps:
+            return None, ""
+        r = steps[0]
+        return float(r["srv_us_per_call"]), ("" if r["pass"] == "1" else "*")
+
+    md = ["### CPU per call under load (normal mode)", "",
+          "Server CPU µs per call of the ladder step at each rate (5 s, right after the step before it: a stateful "
+          "proxy's transaction ends from earlier steps fall into it, so it is close to the steady state), and at "
+          "each server's own max step; `*` = the step failed. leansip --bare is not listed: its core is busy "
+          "polling whatever the rate.", "",
+          "| scenario | rate | Kamailio | leansip | leansip/Kamailio |", "|---|---:|---:|---:|---:|"]
+    found = False
+    for scen in SCENS:
+        first = True
+        for rate in TABLE_RATES:
+            (kv, kf), (lv, lf) = at("kamailio", scen, rate), at("leansip", scen, rate)
+            if kv is None and lv is None:
+                continue
+            found = True
+            md.append(f"| {TITLES[scen] if first else ''} | {rate}/s | {f0(kv)}{kf} | {f0(lv)}{lf} | "
+                      f"{ratio(lv, kv)} |")
+            first = False
+        k, lq = figures(rows.get(("kamailio", scen), [])), figures(rows.get(("leansip", scen), []))
+        if k["max_us"] is not None or lq["max_us"] is not None:
+            md.append(f"| {TITLES[scen] if first else ''} | own max ({f0(k['max'])} / {f0(lq['max'])}/s) | "
+                      f"{f0(k['max_us'])} | {f0(lq['max_us'])} | {ratio(lq['max_us'], k['max_us'])} |")
     return md + [""] if found else []
 
 
@@ -288,21 +383,24 @@ def main(outdir: Path, write_md: bool = True) -> int:
                   f"{f0(lq['busy_min'])}–{f0(lq['busy_max'])} | |")
     md.append("")
     md += store_table(rows)
+    md += bare_table(rows)
+    md += rates_table(rows)
     md += fixed_rounds_table(rows)
     md += probe_rounds_table(rows)
     # ladder detail
     md += ["### Ladder steps", "",
-           "rate: completed/failed/retransmissions, achieved/s, server CPU %, server µs/call, host_busy; "
-           "`*` = failed step.", ""]
+           "rate: completed/failed/retransmissions, achieved/s, server CPU %, server µs/call, host_busy "
+           "(`--bare`: and the share of the polling core that went into request work); `*` = failed step.", ""]
     for scen in SCENS:
-        for server in ("kamailio", "leansip"):
+        for server in SERVERS:
             steps = of_kind(rows.get((server, scen), []), "step")
             if not steps:
                 continue
             cells = [f"{r['rate']}{'' if r['pass'] == '1' else '*'}: {r['ok']}/{r['failed']}/{r['retrans']}, "
                      f"{r['achieved']}/s, {r['server_cpu']} %, {r.get('srv_us_per_call', '?')} µs, "
-                     f"{r.get('host_busy', '?')}" for r in steps]
-            md.append(f"* **{server} {scen}**: " + "; ".join(cells))
+                     f"{r.get('host_busy', '?')}"
+                     + (f", work {100 * float(r['busy_frac']):.0f} %" if "busy_frac" in r else "") for r in steps]
+            md.append(f"* **{SERVER_NAMES[server]} {scen}**: " + "; ".join(cells))
     md.append("")
     if pngs:
         md += ["## Plots", ""] + [f"![{p.stem}](bench/plots/{p.name})" for p in pngs] + [""]

@@ -36,6 +36,7 @@ from types import ModuleType
 #: Modules compiled by mypyc: those on the path from a datagram to its reply. ``errors`` stays interpreted
 #: because the phone subclasses its exception (mypyc classes cannot be subclassed from interpreted code).
 COMPILED: tuple[str, ...] = (
+    "leansip.io.bareloop",
     "leansip.io.udpserver",
     "leansip.sip.digest",
     "leansip.sip.framing",

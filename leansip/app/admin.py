@@ -254,9 +254,10 @@ class AdminView:
 
     def timings(self) -> dict[str, Any]:
         timing = getattr(self.core, "timing", None)
+        loop = self.runtime.loop_snapshot()
         if timing is None:
-            return {"enabled": False}
-        return {"enabled": True, "unit": "microseconds", "flows": timing.snapshot()}
+            return {"enabled": False, "loop": loop}
+        return {"enabled": True, "unit": "microseconds", "flows": timing.snapshot(), "loop": loop}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows, in one document (one server-sent event)."""
@@ -417,7 +418,11 @@ def _openapi() -> dict[str, Any]:
                     "flows": {"type": "object", "description": "flow (register, invite) -> step (parse, auth, "
                               "location, build, send, total) -> summary",
                               "additionalProperties": {"type": "object",
-                                                       "additionalProperties": ref("StepSummary")}}}},
+                                                       "additionalProperties": ref("StepSummary")}},
+                    "loop": {"type": "object", "description": "how UDP is served: mode `event loop`, or `bare` "
+                             "(serve --bare) with the polling loop's wall_seconds, busy_seconds (serving datagrams "
+                             "and timers), busy_fraction, datagrams, passes, turns given to the event loop, sleeps",
+                             "properties": {"mode": {"type": "string"}}}}},
             },
         },
         "security": [{}, {"bearer": []}, {"query": []}],

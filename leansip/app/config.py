@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import socket
 import tomllib
@@ -170,6 +171,9 @@ class Config:
     max_connections: int = 10000
     max_connections_per_ip: int = 100
     workers: int = 1
+    bare: bool = False
+    bare_spin: float = math.inf
+    cpu: int | None = None
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
@@ -241,6 +245,13 @@ class Config:
             # transaction, which needs per-worker sockets; scale out with several nodes on --location redis.
             raise ConfigError(f"only 1 worker per node is supported, got {self.workers} (run several nodes "
                               "with location = \"redis\" to use more cores)", key="workers")
+        if math.isnan(self.bare_spin) or self.bare_spin < 0:
+            raise ConfigError(f"must be >= 0 seconds (or inf: never sleep), got {self.bare_spin}", key="bare_spin")
+        if self.bare and not any(spec.transport == "udp" for spec in self.listen):
+            raise ConfigError("bare mode polls the UDP listeners, and none is configured (listen udp:HOST:PORT)",
+                              key="bare")
+        if self.cpu is not None and self.cpu < 0:
+            raise ConfigError(f"must be a CPU number >= 0, got {self.cpu}", key="cpu")
         for name in ("fail_slow_after", "fail_block_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be >= 0 (0 disables it), got {getattr(self, name)}", key=name)
@@ -298,7 +309,7 @@ def _split_hostport(text: str) -> tuple[str, int]:
 class FieldInfo:
     """How one Config field is typed in TOML and on the command line, and what it means."""
 
-    kind: str  # bool int float str optstr path optpath listen strlist admin
+    kind: str  # bool int optint float str optstr path optpath listen strlist admin
     help: str
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
@@ -345,6 +356,11 @@ FIELDS: dict[str, FieldInfo] = {
     "max_connections": FieldInfo("int", "open stream connections in total", "N"),
     "max_connections_per_ip": FieldInfo("int", "open stream connections per source address", "N"),
     "workers": FieldInfo("int", "worker processes per node (only 1 is supported; scale out with redis)", "N"),
+    "bare": FieldInfo("bool", "serve UDP from a loop that polls its sockets instead of sleeping until a datagram "
+                      "comes: lower latency, and one core kept fully busy (see bare_spin)"),
+    "bare_spin": FieldInfo("float", "with bare: seconds the loop keeps polling after its last datagram before it "
+                           "sleeps until the next one (inf: never sleeps)", "SECONDS"),
+    "cpu": FieldInfo("optint", "pin the server's thread (with bare: the polling loop) to this CPU core", "N"),
     "t1": FieldInfo("float", "RFC 3261 timer T1 (RTT estimate), seconds", "SECONDS"),
     "t2": FieldInfo("float", "RFC 3261 timer T2 (max non-INVITE retransmit interval), seconds", "SECONDS"),
     "t4": FieldInfo("float", "RFC 3261 timer T4 (max message lifetime in the network), seconds", "SECONDS"),
@@ -354,6 +370,7 @@ FIELDS: dict[str, FieldInfo] = {
 _TOML_TYPE_NAMES = {
     "bool": "a boolean (true/false)",
     "int": "an integer",
+    "optint": "an integer",
     "float": "a number",
     "str": "a string",
     "optstr": "a string",
@@ -380,7 +397,7 @@ def convert_toml(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise wrong()
         return value
-    if kind == "int":
+    if kind in ("int", "optint"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise wrong()
         return value
@@ -428,6 +445,7 @@ def _check_type(name: str, value: Any) -> None:
     expected: dict[str, Callable[[Any], bool]] = {
         "bool": lambda v: isinstance(v, bool),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "optint": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "optstr": lambda v: v is None or isinstance(v, str),
@@ -449,7 +467,7 @@ def convert_cli(name: str, text: str) -> Any:
     Raises ValueError with a readable reason; argparse turns it into ``leansip: error: ...``.
     """
     kind = FIELDS[name].kind
-    if kind == "int":
+    if kind in ("int", "optint"):
         try:
             return int(text)
         except ValueError:

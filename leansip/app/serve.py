@@ -5,6 +5,11 @@ earliest deadline the core reports (transactions), plus a 1 s housekeeping tick 
 and the location store's flush tick (SQLite write-behind under ``--durability relaxed``). Under the default
 ``--durability durable`` the SQLite store's batches go through the group committer
 (:mod:`leansip.io.commit`), which holds each REGISTER's 200 OK until its binding is committed.
+
+With ``bare = true`` (``--bare``) the UDP sockets and that timer are served by a polling loop instead
+(:mod:`leansip.io.bareloop`), on the same thread as everything else: the event loop gets a turn between its
+slices of polling, so streams, the admin endpoint, housekeeping, the flushers and the group committer run as
+they always do.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import errno
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -22,6 +28,7 @@ from pathlib import Path
 
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
+from leansip.io.bareloop import BareLoop
 from leansip.io.commit import GroupCommitter
 from leansip.io.netif import interface_addresses
 from leansip.io.redislink import RedisLink
@@ -158,6 +165,8 @@ class Runtime:
         self.committer: GroupCommitter | None = None
         #: keeps a Redis store's replica in step with Redis (made by start())
         self.redis: RedisLink | None = None
+        #: the polling loop over the UDP sockets with ``bare = true`` (started by :meth:`start`)
+        self.bare: BareLoop | None = None
         self._stop = asyncio.Event()
         #: the signal that asked us to stop (for the shutdown line)
         self.stop_reason = "stopped"
@@ -278,6 +287,9 @@ class Runtime:
             self.core.local_ips |= interface_addresses()  # what a wildcard listener answers on (is_local)
         if self.core.proxy is not None and hasattr(self.core.proxy, "set_local"):
             self.core.proxy.set_local(self.core.local_addresses)
+        if self.config.bare and self.udp:
+            self.bare = BareLoop(self.udp, self.timers, self.config.bare_spin)
+            self.bare.start()
         return addresses
 
     async def _listen(self, spec: ListenSpec) -> list[str]:
@@ -296,6 +308,13 @@ class Runtime:
                                      if not (a[0] == "udp" and a[1] == spec.host and a[2] == spec.port)]
         self.core.local_addresses.append(("udp", host, port))
         return [f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"]
+
+    def loop_snapshot(self) -> dict[str, object]:
+        """How the UDP sockets are served, for the admin endpoint: the polling loop's counters with ``bare``
+        (busy seconds against wall seconds: the share of its core that went into request work)."""
+        if self.bare is None:
+            return {"mode": "event loop"}
+        return dict(self.bare.snapshot())
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -329,6 +348,8 @@ class Runtime:
             await self.committer.close()  # the last batch, and the replies that waited for it
         if self.redis is not None:
             await self.redis.close()
+        if self.bare is not None:
+            self.bare.close()
         for ep in self.udp:
             ep.close()
         self.core.location.close()
@@ -362,6 +383,18 @@ def _listen_reason(spec: ListenSpec, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"permission denied ({detail}); ports below 1024 need root or CAP_NET_BIND_SERVICE"
     return detail
+
+def pin_to_cpu(cpu: int) -> None:
+    """Pin the calling thread (the one that serves: with ``bare``, the polling loop) to one CPU; threads started
+    later (the event loop's resolver) inherit it. OSError when the CPU does not exist or is not allowed."""
+    allowed = os.sched_getaffinity(0)
+    if cpu not in allowed:
+        raise OSError(f"no such CPU here (this process may use {_cpu_list(allowed)})")
+    os.sched_setaffinity(0, {cpu})
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ", ".join(str(c) for c in sorted(cpus))
 
 
 def tune_gc() -> None:
@@ -403,6 +436,12 @@ def _announce(config: Config, addresses: list[str], admin: object) -> None:
     url = getattr(admin, "url", None)
     if url:
         lines.append(f"  admin: {url}")
+    if config.bare:
+        spin = "never sleeps" if math.isinf(config.bare_spin) else f"sleeps after {config.bare_spin:g} s idle"
+        lines.append(f"  bare: UDP served by a polling loop ({spin})"
+                     + (f", pinned to CPU {config.cpu}" if config.cpu is not None else ""))
+    elif config.cpu is not None:
+        lines.append(f"  pinned to CPU {config.cpu}")
     if config.users is not None and Path(config.users).name == "users.txt" and "data" in str(config.users):
         lines.append("  demo users: alice/alice, bob/bob, carol/carol")
     print("\n".join(lines), flush=True)
@@ -417,6 +456,12 @@ def run(config: Config) -> int:
     except (OSError, ValueError) as exc:
         print(f"leansip: error: {exc}", file=sys.stderr)
         return 2
+    if config.cpu is not None:
+        try:
+            pin_to_cpu(config.cpu)
+        except OSError as exc:
+            print(f"leansip: error: --cpu {config.cpu}: {exc}", file=sys.stderr)
+            return 2
     try:
         import uvloop  # type: ignore[import-not-found]
 

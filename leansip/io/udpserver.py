@@ -45,6 +45,10 @@ class TimerGrid:
     to end, one wake-up each when spread out; on the grid all timers due within a step share one. RFC 3261
     timers are waits, not deadlines, and none fires early (Kamailio's tm ticks at 62.5 ms; our step is T1/25,
     at most 20 ms). ``fire`` is called at the deadline; it must call :meth:`fired` first, then the core.
+
+    A polling loop that never sleeps (``serve --bare``, :mod:`leansip.io.bareloop`) sets :attr:`polled`: then
+    :meth:`arm` only records the deadline in :attr:`at` and the polling loop calls ``fire`` when it is due; no
+    event-loop timer is made per change of the earliest deadline.
     """
 
     def __init__(self, core: Deadlines, fire: Callable[[], None], step: float,
@@ -54,7 +58,10 @@ class TimerGrid:
         self.step = step
         self.clock = clock
         self._timer: asyncio.TimerHandle | None = None
-        self._at = -1.0  # the armed deadline; -1: none armed
+        #: the armed deadline (on the grid); -1: none armed
+        self.at = -1.0
+        #: True while a polling loop reads :attr:`at` itself (no event-loop timer is armed then)
+        self.polled = False
 
     def arm(self) -> None:
         """Make sure the timer fires by the core's next deadline (called after every output)."""
@@ -62,17 +69,31 @@ class TimerGrid:
         if deadline is None:
             return
         deadline = on_grid(deadline, self.step)  # every timer due by then fires in the same wake-up
-        if self._at >= 0.0 and self._at <= deadline:
+        if self.at >= 0.0 and self.at <= deadline:
             return
+        self.at = deadline
+        if not self.polled:
+            self._schedule()
+
+    def _schedule(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._at = deadline
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - self.clock()), self.fire)
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, self.at - self.clock()), self.fire)
+
+    def set_polled(self, polled: bool) -> None:
+        """A polling loop takes over the deadline (True), or hands it back to the event loop's timer (False)."""
+        self.polled = polled
+        if polled:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self.at >= 0.0:
+            self._schedule()
 
     def fired(self) -> None:
         """The timer went off: nothing is armed any more."""
         self._timer = None
-        self._at = -1.0
+        self.at = -1.0
 
 
 class UdpServerSocket:
@@ -108,28 +129,39 @@ class UdpServerSocket:
         self.siblings: list[UdpServerSocket] = []
         self._last_wake = 0.0
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self._readable)
+        self.watch()
 
     def _readable(self) -> None:
         # The loop's poll is level-triggered: a datagram left unread makes it call again at once. So under light
         # load one datagram is read per wake-up, and the read that would fail (a BlockingIOError: an exception
         # object and a strerror text, ~2 us on this machine, for every request) is never made. Under load (the
         # previous wake-up under BUSY_GAP ago) the socket is drained, up to BATCH, and one failing read ends it.
+        now = self.clock()
+        batch = self.BATCH if now - self._last_wake < self.BUSY_GAP else 1
+        self._last_wake = now
+        self.serve(batch, now)
+
+    def serve(self, limit: int, now: float) -> int:
+        """Read up to ``limit`` datagrams, each handled to its written replies before the next is read; stop
+        early when none is left. ``now`` is the first one's arrival time (later ones read the clock).
+
+        Returns how many datagrams were read: the event loop's reader callback and the polling loop of
+        ``serve --bare`` (:mod:`leansip.io.bareloop`) both serve through here."""
         sock = self.sock
         handler = self.handler
         timing = self.timing
-        clock = self.clock
-        now = clock()
-        batch = self.BATCH if now - self._last_wake < self.BUSY_GAP else 1
-        self._last_wake = now
-        for _ in range(batch):
+        read = 0
+        for i in range(limit):
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                return read
             except OSError as exc:  # ICMP errors surface here on some kernels: nothing to do for a server
                 log_event(log, "udp_error", level=logging.DEBUG, error=repr(exc))
                 continue
+            read += 1
+            if i:  # the next datagram's time (one read per call is the usual case: no clock read)
+                now = self.clock()
             if timing is not None:
                 timing.datagram_in()
             try:
@@ -141,8 +173,15 @@ class UdpServerSocket:
                 self._write(out)
             if timing is not None:
                 timing.sent()
-            if batch > 1:  # the next datagram's time (one read per wake-up is the usual case: no clock read)
-                now = clock()
+        return read
+
+    def watch(self, callback: Callable[[], None] | None = None) -> None:
+        """Have the event loop call ``callback`` (default: read and serve) when a datagram waits."""
+        self._loop.add_reader(self.sock.fileno(), callback if callback is not None else self._readable)
+
+    def unwatch(self) -> None:
+        """The event loop stops watching the socket: a polling loop reads it (``serve --bare``)."""
+        self._loop.remove_reader(self.sock.fileno())
 
     def _write(self, out: list[Send]) -> None:
         """Send the core's output: small UDP datagrams here, anything else (and a reply held until its

@@ -23,6 +23,11 @@ from tests.conftest import REPO_ROOT, free_udp_port
 
 BANNER = "leansip listening on"
 
+#: How the server's UDP sockets are served, for the tests that run in both modes (issue 25): by the event loop
+#: (``loop``), by the polling loop of ``--bare`` that never sleeps (``bare``), or by one with a short spin limit
+#: (``bare-spin``), which sleeps between messages and so also takes the hand-over to the event loop and back.
+SERVING: dict[str, list[str]] = {"loop": [], "bare": ["--bare"], "bare-spin": ["--bare", "--bare-spin", "0.002"]}
+
 
 class ServerProcess:
     """``with ServerProcess(["--no-auth", ...], workdir=tmp_path) as srv: srv.port``.

@@ -334,10 +334,11 @@ def _drain(sock: socket.socket, into: Counter[int]) -> None:
         return
 
 
-@pytest.mark.parametrize("mode", ["--stateful", "--stateless"])
+@pytest.mark.parametrize("mode", ["--stateful", "--stateless", "--stateful --bare"])
 def test_udp_fuzz_leaves_the_server_serving(mode: str, tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    args = ["--auth", "--users", str(_users_file(tmp_path)), "--realm", "leansip", "--location", "memory", mode]
+    args = ["--auth", "--users", str(_users_file(tmp_path)), "--realm", "leansip", "--location", "memory",
+            *mode.split()]
     with ServerProcess(args, tmp_path) as server, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

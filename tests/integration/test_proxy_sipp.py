@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_program
-from tests.integration.helpers import ServerProcess
+from tests.integration.helpers import SERVING, ServerProcess
 from tests.integration.sipp_kit import SippServer, run_sipp, scenario
 
 CALLS = 200
@@ -55,14 +55,28 @@ def _register_callee(srv: ServerProcess, uas: SippServer, workdir: Path, auth: b
     assert reg.returncode == 0 and reg.count("SuccessfulCall") == 1, f"{reg}\n{srv.output()}"
 
 
-@pytest.mark.parametrize(("auth", "host"), [(False, "127.0.0.1"), (True, "127.0.0.1"), (True, "::1")],
-                         ids=["noauth", "auth", "auth-ipv6"])
-@pytest.mark.parametrize(("mode_args", "kind"), COMBOS)
-def test_calls_through_leansip(tmp_path: Path, mode_args: list[str], kind: str, auth: bool, host: str) -> None:
+#: every mode and auth through the event loop (with auth over IPv6 too), and each mode once more through
+#: --bare's polling loop (the stateful proxy with auth through one that also sleeps: its timers cross the
+#: hand-over)
+CALL_RUNS = [
+    *[pytest.param(*combo.values, auth, host, "loop", id=f"{combo.id}-{name}")
+      for auth, host, name in ((False, "127.0.0.1", "noauth"), (True, "127.0.0.1", "auth"), (True, "::1", "auth-ipv6"))
+      for combo in COMBOS],
+    pytest.param(*COMBOS[0].values, False, "127.0.0.1", "bare", id="stateless-noauth-bare"),
+    pytest.param(*COMBOS[1].values, False, "127.0.0.1", "bare", id="stateful-noauth-bare"),
+    pytest.param(*COMBOS[1].values, True, "127.0.0.1", "bare-spin", id="stateful-auth-bare-spin"),
+    pytest.param(*COMBOS[2].values, False, "127.0.0.1", "bare", id="redirect-noauth-bare"),
+]
+
+
+@pytest.mark.parametrize(("mode_args", "kind", "auth", "host", "serving"), CALL_RUNS)
+def test_calls_through_leansip(tmp_path: Path, mode_args: list[str], kind: str, auth: bool, host: str,
+                               serving: str) -> None:
     """``host`` ``::1``: everything over IPv6 loopback (the server knows ``[::1]:P`` as itself in the
     Request-URI, our Route and our Via)."""
     require_program("sipp")
-    with ServerProcess(_server_args(tmp_path, mode_args, auth), workdir=tmp_path, host=host) as srv:
+    args = [*_server_args(tmp_path, mode_args, auth), *SERVING[serving]]
+    with ServerProcess(args, workdir=tmp_path, host=host) as srv:
         with SippServer(scenario("uas-answer.xml", tmp_path), tmp_path, srv.port, host=host) as uas:
             _register_callee(srv, uas, tmp_path, auth)
             creds = _caller_auth(srv, "alice") if auth else []

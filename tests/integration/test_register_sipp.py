@@ -13,8 +13,18 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_udp_port, require_program
-from tests.integration.helpers import ServerProcess, contacts_in, register, send_recv, sip_request, status_of
+from tests.integration.helpers import (
+    SERVING,
+    ServerProcess,
+    contacts_in,
+    register,
+    send_recv,
+    sip_request,
+    status_of,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sipp"
 USERS = 1000
@@ -59,10 +69,12 @@ def _diagnose(workdir: Path, srv: ServerProcess) -> str:
            f"{srv.output()}"
 
 
-def test_sipp_registers_1000_users_then_query_and_remove(tmp_path: Path) -> None:
+@pytest.mark.parametrize("serving", ["loop", "bare"])
+def test_sipp_registers_1000_users_then_query_and_remove(tmp_path: Path, serving: str) -> None:
     require_program("sipp")
     db = tmp_path / "loc.db"
-    srv = ServerProcess(["--no-auth", "--location", "sqlite", "--db", str(db), "--stateless"], tmp_path)
+    srv = ServerProcess(["--no-auth", "--location", "sqlite", "--db", str(db), "--stateless", *SERVING[serving]],
+                        tmp_path)
     with srv:
         rc, ok, failed, sipp_port = run_sipp(srv.port, "register.xml", tmp_path)
         assert (rc, ok, failed) == (0, USERS, 0), _diagnose(tmp_path, srv)
@@ -106,12 +118,13 @@ def test_default_challenge_offers_sha256_then_md5(tmp_path: Path) -> None:
         assert "algorithm=SHA-256" in challenges[0] and "algorithm=MD5" in challenges[1]
 
 
-def test_sipp_registers_1000_users_with_digest_md5(tmp_path: Path) -> None:
+@pytest.mark.parametrize("serving", ["loop", "bare-spin"])
+def test_sipp_registers_1000_users_with_digest_md5(tmp_path: Path, serving: str) -> None:
     require_program("sipp")
     users = _users_file(tmp_path / "users.txt")
     db = tmp_path / "loc.db"
     srv = ServerProcess(["--auth", "--users", str(users), "--realm", "leansip", "--auth-algorithms", "MD5",
-                         "--location", "sqlite", "--db", str(db), "--stateless"], tmp_path)
+                         "--location", "sqlite", "--db", str(db), "--stateless", *SERVING[serving]], tmp_path)
     with srv:
         rc, ok, failed, sipp_port = run_sipp(srv.port, "register-auth.xml", tmp_path)
         assert (rc, ok, failed) == (0, USERS, 0), _diagnose(tmp_path, srv)

@@ -55,7 +55,10 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
-MODES = {"stateful": ["--stateful"], "stateless": ["--stateless"]}
+#: the stateful run once more through --bare's polling loop, with a spin limit short enough that it sleeps
+#: between two messages of the corpus and is woken by the next (both of its paths)
+MODES = {"stateful": ["--stateful"], "stateless": ["--stateless"],
+         "stateful-bare": ["--stateful", "--bare", "--bare-spin", "0.002"]}
 
 # ------------------------------------------------------------------ the top Via, on the wire
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import socket
 from pathlib import Path
 
@@ -194,6 +195,8 @@ def test_key_line_ignores_same_name_inside_a_table(tmp_path: Path) -> None:
     ('realm = ["a"]\n', 1, "realm", "must be a string, got array"),
     ("users = 3\n", 1, "users", "must be a path string"),
     ('admin = 8080\n', 1, "admin", 'must be a "HOST:PORT" string or false'),
+    ("cpu = true\n", 1, "cpu", "must be an integer"),
+    ('bare_spin = "forever"\n', 1, "bare_spin", "must be a number"),
 ])
 def test_bad_type_names_file_key_and_line(tmp_path: Path, body: str, line: int, key: str, reason: str) -> None:
     path = write(tmp_path, body)
@@ -218,6 +221,10 @@ def test_bad_type_names_file_key_and_line(tmp_path: Path, body: str, line: int, 
      "listen tls:127.0.0.1:5061 needs both tls_cert and tls_key"),
     ('admin = "localhost"\n', 1, "admin", "expected HOST:PORT"),
     ('log_level = "loud"\n', 1, "log_level", "must be one of debug"),
+    ("bare_spin = -0.5\n", 1, "bare_spin", "must be >= 0 seconds (or inf: never sleep)"),
+    ("bare_spin = nan\n", 1, "bare_spin", "must be >= 0 seconds"),
+    ('bare = true\nlisten = ["tcp:127.0.0.1"]\n', 1, "bare", "bare mode polls the UDP listeners"),
+    ("cpu = -1\n", 1, "cpu", "must be a CPU number >= 0"),
 ])
 def test_invalid_values_name_the_key(tmp_path: Path, body: str, line: int | None, key: str, reason: str) -> None:
     path = write(tmp_path, body)
@@ -240,6 +247,17 @@ def test_toml_round_trip(tmp_path: Path) -> None:
     c.tls_cert, c.tls_key = Path("cert.pem"), Path('odd "name".pem')
     c.admin, c.admin_token, c.realm = None, "s3cret", "réalm"
     assert load_config(write(tmp_path, config_to_toml(c))) == c
+    c.bare, c.bare_spin, c.cpu = True, 0.25, 1
+    assert load_config(write(tmp_path, config_to_toml(c))) == c
+
+
+def test_bare_mode_spins_forever_unless_limited(tmp_path: Path) -> None:
+    """`bare = true` alone is the full bare-PC behaviour (never sleeps); TOML's inf says so explicitly."""
+    c = load_config(write(tmp_path, "bare = true\n"))
+    assert c.bare and c.bare_spin == math.inf and c.cpu is None
+    c = load_config(write(tmp_path, "bare = true\nbare_spin = 0.002\ncpu = 1\n"))
+    assert (c.bare, c.bare_spin, c.cpu) == (True, 0.002, 1)
+    assert load_config(write(tmp_path, "bare_spin = inf\n")).bare_spin == math.inf
 
 
 # --- overrides ----------------------------------------------------------------------------------------
@@ -272,6 +290,9 @@ def test_validate_catches_wrong_python_types() -> None:
     ("admin", "127.0.0.1:0", "127.0.0.1:0"),
     ("auth_algorithms", "SHA-256, MD5", ["SHA-256", "MD5"]),
     ("listen", "udp:[::1]", ListenSpec("udp", "::1", 5060)),
+    ("bare_spin", "inf", math.inf),
+    ("bare_spin", "0.002", 0.002),
+    ("cpu", "1", 1),
 ])
 def test_convert_cli(name: str, text: str, expected: object) -> None:
     assert convert_cli(name, text) == expected
