@@ -32,6 +32,8 @@
 #   ADMIN_URL   leansip's admin endpoint (http://127.0.0.1:PORT): each step's RESULT line then also carries the
 #               server's own figures for the step (tools/loopstat.py: handler_us, and with --bare busy_frac and
 #               busy_us_per_call) [none]      FLOW  the step-timing flow of the scenario (register|invite) [auto]
+#   LOAD_PROBE_RATE  rate of a tools/latprobe.py run beside each ladder step (its p50/p99 in us under the step's
+#               load: lp_p50_us, lp_p99_us; SIPp's RTT has a ~4 ms clock), on SIPP_PORT+5/+6; 0 = none [100]
 #   OUT         results directory [results/<date>-<label>]     LABEL  free text tag [server]
 # Every sipp is bounded by -m, sipp -timeout and coreutils timeout. Output: lines starting with RESULT
 # (key=value), also appended to $OUT/results.txt.
@@ -140,13 +142,34 @@ run_step() {
   STEP_UAS_CPU=$(pct_of $((u1 - u0)) "$wall")
 }
 
+LOAD_PROBE_RATE="${LOAD_PROBE_RATE:-100}"
+load_probe_start() { # PROBE-MODE SECS: a low-rate latency probe beside a ladder step (its us latency under the load)
+  LP_PID=""
+  [ "$LOAD_PROBE_RATE" -gt 0 ] || return 0
+  taskset -c "$SIPP_CPU" timeout $(($2 + 30)) python3 "$HERE/tools/latprobe.py" --mode "$1" --seed $((RANDOM + 100)) \
+    --target "$TARGET" --rate "$LOAD_PROBE_RATE" --secs "$2" --port $((SIPP_PORT + 5)) --callee "$CALLEE-load" \
+    > "$OUT/load-probe.txt" 2>&1 &
+  LP_PID=$!
+}
+load_probe_end() { # -> LP_FIGS: the probe's first figure as lp_p50_us= lp_p99_us=
+  LP_FIGS=""
+  [ -n "$LP_PID" ] || return 0
+  wait "$LP_PID"
+  LP_FIGS=$(tail -1 "$OUT/load-probe.txt" | python3 -c "import re, sys
+m = re.search(r'(\w+)_p50_us=(\S+) \1_p90_us=\S+ \1_p99_us=(\S+)', sys.stdin.read())
+print(f'lp_p50_us={m[2]} lp_p99_us={m[3]}' if m else '')")
+}
+
 ladder() { # SCENARIO TAGPREFIX [extra sipp args]
   local sc=$1 pfx=$2; shift 2
-  local best=0 best_ach=0 fail=0 r m pass i
+  local best=0 best_ach=0 fail=0 r m pass i pm=$1
+  [ "$sc" = uac-call ] && pm=call
   local -a extra=("$@")
   try_rate() { # RATE TAG-SUFFIX -> sets pass
     m=$(( $1 * STEP_SECS )); [ $m -lt "$MIN_CALLS" ] && m=$MIN_CALLS
+    load_probe_start "$pm" $(( m / $1 ))
     run_step "$sc" "$1" "$m" "$pfx-r$1$2" "${extra[@]}" $LADDER_RTT_ARGS
+    load_probe_end
     local rt=""; [ -n "$LADDER_RTT_ARGS" ] && rt=$(python3 "$HERE/tools/sippstat.py" rtt "$OUT/$pfx-r$1$2"/*_rtt.csv 2>/dev/null | tr '\n' ' ')
     rm -f "$OUT/$pfx-r$1$2"/*_rtt.csv
     pass=1
@@ -154,7 +177,7 @@ ladder() { # SCENARIO TAGPREFIX [extra sipp args]
     [ "$STEP_FAILED" != 0 ] && pass=0
     [ "$STEP_RETR" != 0 ] && pass=0
     [ "$STEP_ACH" -lt $(( $1 * 95 / 100 )) ] && pass=0
-    log "RESULT label=$LABEL scenario=$pfx kind=step rate=$1 m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass $STEP_OWN $rt"
+    log "RESULT label=$LABEL scenario=$pfx kind=step rate=$1 m=$m ok=$STEP_OK failed=$STEP_FAILED retrans=$STEP_RETR elapsed_s=$STEP_ELAPSED achieved=$STEP_ACH rc=$STEP_RC sipp_cpu=$STEP_SIPP_CPU uas_cpu=$STEP_UAS_CPU server_cpu=$STEP_SRV_CPU server_ns=$STEP_SRV_NS wall_s=$STEP_WALL srv_us_per_call=$STEP_US_PER_CALL host_busy=$STEP_HOST_BUSY pass=$pass $STEP_OWN $LP_FIGS $rt"
   }
   for r in $RATES; do
     try_rate "$r" ""

@@ -125,31 +125,28 @@ def make_plots(outdir: Path) -> list[Path]:
 
 def handler_plot(outdir: Path, rows: dict[tuple[str, str], list[dict[str, str]]], plt: Any) -> Path | None:
     """The seed paper's figure: handler time against total processing time as the offered load rises. Handler
-    time = leansip's own mean per step of the scenario's timed request (datagram in -> reply sent, the `total`
-    step timing: `handler_us` of each ladder step); total = what SIPp measured from outside for the same step
-    (RTT p50, on SIPp's millisecond clock, so 0 below 1 ms: drawn at 0.5 ms there), for leansip and --bare."""
+    time = leansip's own mean, per ladder step, of the scenario's timed request (datagram in -> reply sent: the
+    `total` step timing, `handler_us`); total = the latency a client saw in the same step: the low-rate
+    latency probe run beside each step (`lp_p50_us`, `lp_p99_us`), for leansip and --bare."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     drawn = False
     for ax, scen in zip(axes.flat, SCENS, strict=True):
         for server in ("leansip", "bare"):
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
                            key=lambda r: int(r["rate"]))
-            own = [r for r in steps if "handler_us" in r]
             c = COLORS[server]
+            own = [r for r in steps if "handler_us" in r]
             if own:
                 drawn = True
                 ax.plot([int(r["rate"]) for r in own], [float(r["handler_us"]) for r in own], "o-", color=c,
-                        label=f"{SERVER_NAMES[server]}: handler (inside)")
-            outside = [r for r in steps if "rtt1_p50" in r]
-            if outside:
-                ax.plot([int(r["rate"]) for r in outside],
-                        [max(500.0, 1000 * float(r["rtt1_p50"])) for r in outside], "s--", color=c, alpha=0.6,
-                        label=f"{SERVER_NAMES[server]}: total (SIPp RTT p50)")
-            probe = [r for r in rows.get((server, scen), []) if r.get("kind") == "latency_probe"]
-            key = next((k[:-7] for k in (probe[0] if probe else {}) if k.endswith("_p50_us")), None)
-            if key:
-                ax.plot([float(probe[0].get("rate", 500))], [float(probe[0][f"{key}_p50_us"])], "*", ms=12,
-                        color=c, label=f"{SERVER_NAMES[server]}: total (µs probe p50)")
+                        label=f"{SERVER_NAMES[server]}: handler (inside, mean)")
+            seen = [r for r in steps if r.get("lp_p50_us", "nan") != "nan" and "lp_p50_us" in r]
+            if seen:
+                x = [int(r["rate"]) for r in seen]
+                ax.plot(x, [float(r["lp_p50_us"]) for r in seen], "s--", color=c, alpha=0.7,
+                        label=f"{SERVER_NAMES[server]}: total (client p50)")
+                ax.plot(x, [float(r["lp_p99_us"]) for r in seen], "^:", color=c, alpha=0.5,
+                        label=f"{SERVER_NAMES[server]}: total (client p99)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(TITLES[scen])
@@ -160,8 +157,8 @@ def handler_plot(outdir: Path, rows: dict[tuple[str, str], list[dict[str, str]]]
     if not drawn:
         plt.close(fig)
         return None
-    fig.suptitle("Handler time (leansip's own step timing, mean per ladder step) against total time seen by "
-                 "the client, as the offered load rises", fontsize=10)
+    fig.suptitle("Handler time (leansip's own step timing, mean per ladder step) against the latency a client "
+                 "saw in the same step (low-rate probe beside the load), as the offered load rises", fontsize=10)
     fig.tight_layout()
     p = outdir / "handler.png"
     fig.savefig(p, dpi=90)

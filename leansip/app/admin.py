@@ -339,6 +339,12 @@ class CoreCollector:
             if isinstance(number, bool | int | float):
                 family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
                 yield family(metric, about, value=float(number))
+        loop = view.runtime.loop_snapshot()
+        if loop.get("mode") == "bare":  # rate(busy) / rate(wall): the share of the polling core doing requests
+            yield CounterMetricFamily("leansip_bare_busy_seconds", "seconds the polling loop of --bare spent "
+                                      "serving datagrams and timers", value=float(loop["busy_seconds"]))
+            yield CounterMetricFamily("leansip_bare_wall_seconds", "seconds the polling loop of --bare has run",
+                                      value=float(loop["wall_seconds"]))
         timing = getattr(view.core, "timing", None)
         if timing is not None:
             from leansip.server.timing import FLOWS, STEPS

@@ -309,7 +309,7 @@ class Runtime:
         self.core.local_addresses.append(("udp", host, port))
         return [f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"]
 
-    def loop_snapshot(self) -> dict[str, object]:
+    def loop_snapshot(self) -> dict[str, float | int | str]:
         """How the UDP sockets are served, for the admin endpoint: the polling loop's counters with ``bare``
         (busy seconds against wall seconds: the share of its core that went into request work)."""
         if self.bare is None:

@@ -114,6 +114,8 @@ class BareLoop:
             passes += 1
             ready = poll(0)
             if ready:
+                now = clock()  # the arrival time, and the start of the work (not the last pass's time: the
+                # process may have lost the CPU since, and that wait is neither the datagram's nor work)
                 limit = BATCH if self._streak else 1
                 self._streak = True
                 read = 0

@@ -85,6 +85,11 @@ def test_udp_and_tcp_calls_cross_the_polling_loop(tmp_path: Path, serving: str) 
         loop = timings["loop"]
         assert loop["mode"] == "bare" and loop["datagrams"] >= 3 and 0 < loop["busy_seconds"] <= loop["wall_seconds"]
         assert loop["spin"] == ("inf" if serving == "bare" else 0.002)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        busy = re.search(r"^leansip_bare_busy_seconds_total (\S+)$", metrics, re.M)
+        wall = re.search(r"^leansip_bare_wall_seconds_total (\S+)$", metrics, re.M)
+        assert busy and wall and 0 < float(busy[1]) < float(wall[1]), metrics[-2000:]
         bindings = _admin(admin_port, "/api/bindings")
         assert isinstance(bindings, list)
         assert {b["aor"].split("@")[0].removeprefix("sip:") for b in bindings} >= {"tcpbob", "udpalice"}
