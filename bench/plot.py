@@ -40,6 +40,26 @@ def results(outdir: Path) -> dict[tuple[str, str], list[dict[str, str]]]:
     return rows
 
 
+def _frame(ax: Any, scen: str, ylabel: str, *, yscale: str = "log", legend: int = 7, **yargs: float) -> None:
+    """The axes every panel shares: log offered rate, the scenario's title, a grid and a legend."""
+    ax.set_xscale("log")
+    ax.set_yscale(yscale, **yargs)
+    ax.set_title(TITLES[scen])
+    ax.set_xlabel("offered rate (/s)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend)
+
+
+def _save(fig: Any, plt: Any, outdir: Path, name: str, title: str, fontsize: int | None = None) -> Path:
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    p = outdir / f"{name}.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    return p
+
+
 def make_plots(outdir: Path) -> list[Path]:
     import matplotlib
 
@@ -68,19 +88,9 @@ def make_plots(outdir: Path) -> list[Path]:
             if mx:
                 ax.axvline(mx, color=COLORS[server], ls=":", lw=1)
         ax.plot([50, top], [50, top], "k--", lw=0.7, label="achieved = offered")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(TITLES[scen])
-        ax.set_xlabel("offered rate (/s)")
-        ax.set_ylabel("completed /s (0 failures: filled)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Throughput vs offered load (SIPp on core 0, server on core 1; dotted = max zero-failure rate)")
-    fig.tight_layout()
-    p = outdir / "throughput.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    made.append(p)
+        _frame(ax, scen, "completed /s (0 failures: filled)", legend=8)
+    made.append(_save(fig, plt, outdir, "throughput", "Throughput vs offered load (SIPp on core 0, server on core 1; "
+                      "dotted = max zero-failure rate)"))
 
     # latency: sipp RTT (ms, coarse clock) per ladder step + latprobe p50/p99 at LAT_RATE (us resolution)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
@@ -103,20 +113,9 @@ def make_plots(outdir: Path) -> list[Path]:
                             label=f"{server} probe p50 ({k})")
                     ax.plot([rate], [float(pr[f"{k}_p99_us"]) / 1000], "^", ms=9, color=c,
                             label=f"{server} probe p99")
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1)
-        ax.set_title(TITLES[scen])
-        ax.set_xlabel("offered rate (/s)")
-        ax.set_ylabel("latency (ms)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Latency vs offered load: SIPp RTT per ladder step (ms clock, ~4 ms steps) "
-                 "and the us probe at its rate", fontsize=10)
-    fig.tight_layout()
-    p = outdir / "latency.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    made.append(p)
+        _frame(ax, scen, "latency (ms)", yscale="symlog", linthresh=1)
+    made.append(_save(fig, plt, outdir, "latency", "Latency vs offered load: SIPp RTT per ladder step (ms clock, "
+                      "~4 ms steps) and the us probe at its rate", 10))
     p = handler_plot(outdir, rows, plt)
     if p is not None:
         made.append(p)
@@ -147,23 +146,13 @@ def handler_plot(outdir: Path, rows: dict[tuple[str, str], list[dict[str, str]]]
                         label=f"{SERVER_NAMES[server]}: total (client p50)")
                 ax.plot(x, [float(r["lp_p99_us"]) for r in seen], "^:", color=c, alpha=0.5,
                         label=f"{SERVER_NAMES[server]}: total (client p99)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(TITLES[scen])
-        ax.set_xlabel("offered rate (/s)")
-        ax.set_ylabel("µs")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        _frame(ax, scen, "µs")
     if not drawn:
         plt.close(fig)
         return None
-    fig.suptitle("Handler time (leansip's own step timing, mean per ladder step) against the latency a client "
-                 "saw in the same step (low-rate probe beside the load), as the offered load rises", fontsize=10)
-    fig.tight_layout()
-    p = outdir / "handler.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return p
+    return _save(fig, plt, outdir, "handler", "Handler time (leansip's own step timing, mean per ladder step) "
+                 "against the latency a client saw in the same step (low-rate probe beside the load), as the "
+                 "offered load rises", 10)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,21 @@ class _Client:
         self.sock.close()
 
 
+async def _bursts(server: _Server, client: _Client, bursts: tuple[int, ...], prefix: bytes,
+                  asleep_first: bool = False) -> int:
+    """Send the bursts, each after the answers to the one before came (and, with ``asleep_first``, after the
+    loop went to sleep); return how many datagrams were sent."""
+    sent = 0
+    for burst in bursts:
+        if asleep_first:
+            await _until(lambda: server.bare is not None and server.bare.asleep)
+        for _ in range(burst):
+            client.send(prefix + b"%d" % sent)
+            sent += 1
+        await client.collect({b"re:" + prefix + b"%d" % i for i in range(sent)})
+    return sent
+
+
 async def _until(condition: object, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     until = loop.time() + timeout
@@ -110,12 +125,8 @@ def test_alone_and_in_bursts_every_datagram_is_answered() -> None:
     async def main() -> tuple[set[bytes], BareLoop]:
         async with _Server(math.inf) as server:
             client = _Client(server)
-            sent = 0
-            for burst in (1, 1, 100, 1, 150, 1):  # bursts well under the socket buffers: no kernel drops
-                for _ in range(burst):
-                    client.send(b"m%d" % sent)
-                    sent += 1
-                await client.collect({b"re:m%d" % i for i in range(sent)})
+            # bursts well under the socket buffers: no kernel drops
+            assert await _bursts(server, client, (1, 1, 100, 1, 150, 1), b"m") == 254
             client.close()
             assert server.bare is not None
             return client.answers, server.bare
@@ -175,14 +186,7 @@ def test_a_datagram_wakes_the_sleeping_loop_and_nothing_is_lost() -> None:
     async def main() -> tuple[set[bytes], BareLoop]:
         async with _Server(0.0) as server:  # sleeps as soon as a pass finds nothing
             client = _Client(server)
-            sent = 0
-            for burst in (1, 30, 1, 1, 50):
-                assert server.bare is not None
-                await _until(lambda: server.bare.asleep)  # type: ignore[union-attr]
-                for _ in range(burst):
-                    client.send(b"w%d" % sent)
-                    sent += 1
-                await client.collect({b"re:w%d" % i for i in range(sent)})
+            assert await _bursts(server, client, (1, 30, 1, 1, 50), b"w", asleep_first=True) == 83
             client.close()
             assert server.bare is not None
             return client.answers, server.bare

@@ -19,7 +19,13 @@ import pytest
 
 from tests.conftest import REPO_ROOT, free_tcp_port
 from tests.integration.helpers import SERVING
-from tests.integration.test_transports import answer, final_response, invite_bytes, read_message, register_bytes
+from tests.integration.test_transports import (
+    answer,
+    final_response,
+    invite_bytes,
+    read_message,
+    register_bytes,
+)
 
 
 def _start(tmp_path: Path, serving: str, admin_port: int) -> tuple[subprocess.Popen[str], dict[str, int]]:
