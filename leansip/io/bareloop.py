@@ -141,7 +141,7 @@ class BareLoop:
                 self.turns += 1
                 self._loop.call_soon(self._run)
                 return
-            if now - self.idle_since >= spin:
+            if now - self.idle_since > spin:  # with spin 0: once a pass found nothing
                 self.passes += passes
                 self._sleep()
                 return

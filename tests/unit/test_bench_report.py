@@ -98,3 +98,42 @@ def test_one_fixed_round_as_before(report) -> None:
     fig = report.figures(rows)
     assert (fig["fixed_us"], fig["fixed_pass"], fig["fixed_net_us"]) == (36.0, 1.0, None)
     assert report.fixed_rounds_table({("leansip", "register"): rows}) == []  # one round: nothing to list
+
+
+def _step(server: str, rate: int, us: float, ok: str = "1", **extra: str) -> str:
+    more = "".join(f" {k}={v}" for k, v in extra.items())
+    return (f"RESULT label={server} scenario=register kind=step rate={rate} ok={rate * 5} failed=0 retrans=0 "
+            f"achieved={rate} server_cpu=50 srv_us_per_call={us} host_busy=60 pass={ok}{more}")
+
+
+def test_bare_beside_the_normal_mode_and_kamailio(tmp_path: Path, report) -> None:
+    """leansip --bare's rows: its latency and max rate against both, and the polling loop's request work (from
+    the busy counters the harness adds to its steps) in place of CPU per call."""
+    probe = ("RESULT label={s} scenario=register kind=latency_probe rate=500 round=1 reg_p50_us={p50} "
+             "reg_p90_us=1 reg_p99_us={p99}")
+    runs = {
+        "kamailio": [probe.format(s="kamailio", p50=260, p99=640), _step("kamailio", 1000, 40.0),
+                     _step("kamailio", 4000, 15.0), "RESULT label=kamailio scenario=register kind=max max_rate=4000"],
+        "leansip": [probe.format(s="leansip", p50=330, p99=900), _step("leansip", 1000, 80.0),
+                    _step("leansip", 4000, 45.0, "0"), "RESULT label=leansip scenario=register kind=max max_rate=1000"],
+        "bare": [probe.format(s="bare", p50=90, p99=300),
+                 "RESULT label=bare scenario=register kind=fixed rate=1000 ok=5000 srv_us_per_call=1000 pass=1 "
+                 "round=1 busy_frac=0.0150 busy_us_per_call=15.0",
+                 _step("bare", 1000, 1000.0, busy_frac="0.0150", busy_us_per_call="15.0"),
+                 _step("bare", 4000, 250.0, busy_frac="0.0600", busy_us_per_call="15.0"),
+                 "RESULT label=bare scenario=register kind=max max_rate=4000"],
+    }
+    for server, lines in runs.items():
+        _write_run(tmp_path, server, "register", lines)
+    rows = report.results(tmp_path)
+    bare = "\n".join(report.bare_table(rows))
+    assert "| REGISTER (no auth) | latency p50 / p99 (µs) at 500/s | 260 / 640 | 330 / 900 | 90 / 300 | " \
+           "0.35× / 0.47× | 0.27× / 0.33× |" in bare
+    assert "| | max zero-failure rate (/s) | 4000 | 1000 | 4000 | 1.00× | 4.00× |" in bare
+    assert "| | request work µs/call at 1000/s (share of wall) | | | 15 (1.5 %) | | |" in bare
+    assert "| | request work µs/call at own max step (share of wall) | | | 15 (6.0 %) | | |" in bare
+    rates = "\n".join(report.rates_table(rows))
+    assert "| REGISTER (no auth) | 1000/s | 40 | 80 | 2.00× |" in rates
+    assert "|  | 4000/s | 15 | 45* | 3.00× |" in rates  # leansip's 4,000/s step failed
+    assert "|  | own max (4000 / 1000/s) | 15 | 80 | 5.33× |" in rates
+    assert report.bare_table({k: v for k, v in rows.items() if k[0] != "bare"}) == []
