@@ -195,7 +195,7 @@ class AdminView:
     def status(self) -> dict[str, Any]:
         settings = self.core.settings
         proxy = self.core.proxy
-        stateful = bool(settings.stateful and proxy is not None and type(proxy).__name__ != "StatelessProxy")
+        stateful = bool(settings.stateful and proxy is not None)
         transports = [{"transport": t, "host": h, "port": p} for t, h, p in self.core.local_addresses]
         location = self.config.location if self.config is not None else type(self.core.location.store).__name__
         return {

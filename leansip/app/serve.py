@@ -285,8 +285,7 @@ class Runtime:
             ep.siblings = [other for other in self.udp if other is not ep]
         if any(spec.host in WILDCARD_HOSTS for spec in self.config.listen):
             self.core.local_ips |= interface_addresses()  # what a wildcard listener answers on (is_local)
-        if self.core.proxy is not None and hasattr(self.core.proxy, "set_local"):
-            self.core.proxy.set_local(self.core.local_addresses)
+        self.core.set_local(self.core.local_addresses)
         if self.config.bare and self.udp:
             self.bare = BareLoop(self.udp, self.timers, self.config.bare_spin)
             self.bare.start()

@@ -8,34 +8,36 @@ binding expiry, persistence) go through :meth:`next_deadline` / :meth:`handle_ti
 What the core answers itself (RFC 3261 8.2 and 16.3): 400 for malformed requests (dropped when not even a Via
 could be read), 505 for another SIP version, 416 for a Request-URI scheme it cannot route, 420 for unsupported
 Require/Proxy-Require extensions, 405 with Allow for methods it does not handle, 483 when Max-Forwards is
-exhausted, 200 to OPTIONS addressed to the server itself. REGISTER goes to the registrar; everything else to the
-proxy or redirect logic, depending on the mode.
+exhausted, 200 to OPTIONS addressed to the server itself. REGISTER goes to the registrar; every other request to
+the one request handler (:mod:`leansip.server.handler`: the mode's built-in one, or a route script), whose
+recorded decision the core then carries out through the relay (:mod:`leansip.server.proxy`, stateless, and
+:mod:`leansip.server.stateful`). Handlers and relays see :class:`~leansip.server.services.Services`, never the core.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from leansip.logevent import log_event
+from leansip.server.context import ABSORB, DROP, RELAY, REPLY, RequestContext
 from leansip.server.flows import Flows, drop_flow_bindings
+from leansip.server.handler import ALLOW_SELF, Handler, ProxyHandler, RegistrarHandler
 from leansip.server.location import Binding, LocationService
-from leansip.server.registrar import Registrar, RegistrarPolicy, aor_of
-from leansip.server.routing import WILDCARD_HOSTS
+from leansip.server.redirect import RedirectHandler
+from leansip.server.registrar import Registrar, aor_of
+from leansip.server.services import CoreSettings, Ha1Lookup, Services, response_destination
+from leansip.server.stateful import StatefulRelay
 from leansip.server.stats import Stats
-from leansip.server.timing import STEP_AUTH, STEP_BUILD, STEP_LOCATION, StepTimer
-from leansip.sip.digest import AuthKind, DigestAuthenticator, DigestError, parse_digest
+from leansip.server.timing import STEP_BUILD, STEP_LOCATION, StepTimer
+from leansip.sip.digest import DigestAuthenticator
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
-    KIND_CALL_ID,
     KIND_PROXY_REQUIRE,
     KIND_REQUIRE,
-    KIND_ROUTE,
     Header,
     Request,
     Response,
@@ -44,50 +46,18 @@ from leansip.sip.message import (
     validate_request,
     validate_response,
 )
-from leansip.sip.ratelimit import DecisionKind, FailureLimiter
+from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.uri import SipURI, Via, cache_put, format_params, remember_via, split_comma
+from leansip.sip.transaction import ServerTransaction, State
+from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comma
 
 log = logging.getLogger("leansip.server")
 
 SUPPORTED_EXTENSIONS: Final = frozenset({"path"})
 PROXY_METHODS: Final = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
                  "SUBSCRIBE", "NOTIFY", "PUBLISH")
-ALLOW_SELF: Final = "REGISTER, OPTIONS"
-Ha1Lookup = Callable[[str, str, str], "str | None"]
 
-
-@dataclass(slots=True)
-class CoreSettings:
-    mode: str = "proxy"  # proxy | redirect | registrar
-    stateful: bool = True
-    auth: bool = False
-    realm: str = "leansip"
-    record_route: bool = True
-    server_name: str = "leansip"
-    reply_cache_size: int = 20000
-    reply_cache_ttl: float = 32.0
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-    #: Timers.end_grid of the stateful proxy's transactions (0: exact; the server runs with 1 s, see serve.py)
-    end_grid: float = 0.0
-    max_transactions: int = 100000
-    policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
-
-
-def response_destination(via: Via, source: tuple[str, int]) -> tuple[str, int]:
-    """Where a response to a request with this top Via goes (RFC 3261 18.2.2, RFC 3581 section 4).
-
-    maddr wins; otherwise the packet's source address (which is ``received``), at the rport when the client
-    asked for it, else at the sent-by port (default 5060)."""
-    params = via.params
-    maddr = params.get("maddr")
-    if maddr:
-        return maddr, via.port or 5060
-    if "rport" in params:
-        return source
-    return source[0], via.port or 5060
+__all__ = ["ALLOW_SELF", "CoreSettings", "Ha1Lookup", "ServerCore", "response_destination", "stamp_via"]
 
 
 def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> None:
@@ -119,7 +89,12 @@ def stamp_via(req: Request, source: tuple[str, int], transport: str = "udp") -> 
 
 
 class ServerCore:
-    """Sans-I/O SIP server: registrar + proxy/redirect, with optional digest authentication."""
+    """Sans-I/O SIP server: the straight path from a message to its outputs, around one request handler.
+
+    Construct with the settings and the location service (and users, digest, limiter, our addresses); the
+    handler is the mode's built-in one unless given (a route script: ``leansip.routes.Routes``). Feed it with
+    :meth:`receive`; run :meth:`handle_timers` at :meth:`next_deadline`, :meth:`housekeeping` once a second,
+    :meth:`transport_error` when an output could not be sent."""
 
     def __init__(
         self,
@@ -132,103 +107,112 @@ class ServerCore:
         limiter: FailureLimiter | None = None,
         local_addresses: list[tuple[str, str, int]] | None = None,
         secret: bytes | None = None,
+        handler: Handler | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
         self.secret = secret or os.urandom(32)
-        #: connections clients opened to us (RFC 5626 flows): the shell reports them (connection_opened/closed)
-        self.flows = Flows(self.secret)
-        self.registrar = Registrar(location, settings.policy, self.flows)
-        self.ha1_lookup = ha1_lookup or (lambda user, realm, alg: None)
-        self.user_exists = user_exists or (lambda user: False)
         if settings.auth and authenticator is None:
             authenticator = DigestAuthenticator(self.secret, settings.realm)
-        self.authenticator = authenticator
-        # "is None", not "or": an empty FailureLimiter has len() 0 and is falsy, and the configured one must win
-        self.limiter = limiter if limiter is not None else FailureLimiter()
-        #: (transport, host, port) of every socket we listen on; the first UDP one goes into our Via.
-        self.local_addresses = local_addresses or [("udp", "127.0.0.1", 5060)]
-        self.stats = Stats()
+        #: what handlers and relays may use (they never hold the core)
+        self.services = Services(settings, location, self.secret, ha1_lookup=ha1_lookup, user_exists=user_exists,
+                                 authenticator=authenticator, limiter=limiter, local_addresses=local_addresses)
+        self.registrar = Registrar(location, settings.policy, self.services.flows)
         #: the user store behind ``ha1_lookup``/``user_exists`` (a ``UserStore``), for the admin view; may be None
         self.users: Any = None
-        #: per-step timings of REGISTER / initial INVITE; the app injects one with its clock, None = off
-        self.timing: StepTimer | None = None
-        #: host names that mean "this server" besides the listen addresses (RFC 3261 16.4 Route checks)
-        self.local_names: set[str] = {"localhost", settings.realm.lower()}
-        #: the machine's addresses, which a wildcard listener (0.0.0.0, ::) answers on; the shell adds the
-        #: interfaces' addresses at start-up
-        self.local_ips: set[str] = {"127.0.0.1", "::1"}
         #: datagram -> (expiry, source, what we sent): a retransmission is answered before parsing (see receive)
         self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
-        self._tag_salt = self.secret[:8]
-        self.proxy = None
-        self.redirect = None
-        if settings.mode == "proxy":
-            from leansip.server.proxy import make_proxy
+        #: proxy mode's relay (stateless, and stateful with its transactions); None in registrar/redirect mode
+        self.relay: StatefulRelay | None = StatefulRelay(self.services) if settings.mode == "proxy" else None
+        #: True while the request being handled was relayed statefully: its transactions absorb retransmissions
+        self._stateful_relayed = False
+        self.handler: Handler = handler if handler is not None else self._builtin_handler()
 
-            self.proxy = make_proxy(self)
-        elif settings.mode == "redirect":
-            from leansip.server.redirect import Redirector
+    def _builtin_handler(self) -> Handler:
+        mode = self.settings.mode
+        auth = self.services.authenticator is not None
+        if mode == "proxy":
+            return ProxyHandler(auth)
+        if mode == "redirect":
+            return RedirectHandler(auth)
+        return RegistrarHandler()
 
-            self.redirect = Redirector(self)
+    # ------------------------------------------------------------------ the services, as the app sees them
+    @property
+    def proxy(self) -> StatefulRelay | None:
+        """The relay (kept under its old name for the admin view and tests)."""
+        return self.relay
 
-    # ------------------------------------------------------------------ helpers
+    @property
+    def stats(self) -> Stats:
+        return self.services.stats
+
+    @property
+    def authenticator(self) -> DigestAuthenticator | None:
+        return self.services.authenticator
+
+    @property
+    def limiter(self) -> FailureLimiter:
+        return self.services.limiter
+
+    @property
+    def timing(self) -> StepTimer | None:
+        """Per-step timings of REGISTER / initial INVITE; the app injects one with its clock, None = off."""
+        return self.services.timing
+
+    @timing.setter
+    def timing(self, value: StepTimer | None) -> None:
+        self.services.timing = value
+
+    @property
+    def local_addresses(self) -> list[tuple[str, str, int]]:
+        """(transport, host, port) of every socket we listen on; the first UDP one goes into our Via."""
+        return self.services.local_addresses
+
+    @local_addresses.setter
+    def local_addresses(self, value: list[tuple[str, str, int]]) -> None:
+        self.services.local_addresses = value
+
+    @property
+    def local_names(self) -> set[str]:
+        return self.services.local_names
+
+    @property
+    def local_ips(self) -> set[str]:
+        """The machine's addresses, which a wildcard listener (0.0.0.0, ::) answers on (the shell adds the
+        interfaces' addresses at start-up)."""
+        return self.services.local_ips
+
+    @local_ips.setter
+    def local_ips(self, value: set[str]) -> None:
+        self.services.local_ips = value
+
+    @property
+    def flows(self) -> Flows:
+        """Connections clients opened to us (RFC 5626 flows): the shell reports them (connection_opened/closed)."""
+        return self.services.flows
+
+    def is_local(self, uri: SipURI) -> bool:
+        return self.services.is_local(uri)
+
+    def set_local(self, addresses: list[tuple[str, str, int]]) -> None:
+        """Our listening addresses, once the sockets are open: our Via, Record-Route and "is this us"."""
+        self.services.local_addresses = addresses
+        if self.relay is not None:
+            self.relay.set_local(addresses)
+
     def to_tag(self, req: Request) -> str:
-        """A stable To tag per request, so retransmissions and their replies agree (RFC 3261 8.2.6.2)."""
-        # Python's (randomized, per process) string hash is enough: the tag must be stable for the lifetime of
-        # a transaction and unlikely to collide, not secret; a keyed blake2s cost more than the rest of a reply.
-        # decimal: compiled, str() of an int is a direct conversion, where "%x" formatting went through printf
-        return str(hash((req.first_value(KIND_CALL_ID), req.from_tag, self._tag_salt)) & 0xFFFFFFFFFFFF)
+        return self.services.to_tag(req)
 
     def reply(self, req: Request, status: int, reason: str | None = None, source: tuple[str, int] = ("", 0),
               transport: str = "udp", conn_id: str | None = None, headers: list[tuple[str, str]] | None = None,
               ) -> Send:
-        resp = make_response(req, status, reason, to_tag=self.to_tag(req), headers=headers or ())
-        return self.send_response(req, resp, source, transport, conn_id)
-
-    def send_response(self, req: Request, resp: Response, source: tuple[str, int], transport: str,
-                      conn_id: str | None) -> Send:
-        self.stats.response(resp.status)
-        dest = response_destination(req.top_via, source)
-        if transport != "udp":
-            dest = source
-        return Send(resp.to_bytes(), dest, transport, conn_id)
-
-    def is_local(self, uri: SipURI) -> bool:
-        """Does ``uri`` name this server (RFC 3261 16.4 Route checks, 16.5 targets, OPTIONS to us)?"""
-        return self.is_local_host(uri.host, uri.port)
-
-    def is_local_host(self, host: str, port: int | None) -> bool:
-        """Is ``host``:``port`` one of our listeners? The host is a listening address (an IPv6 one with or without
-        brackets), any address of this machine for a wildcard listener (``0.0.0.0``, ``[::]``), ``localhost`` or
-        the realm; the port is one we listen on, or absent: a URI naming our host without a port is us, as
-        Kamailio's ``myself`` (the client did not say which of our ports, and no other server is meant)."""
-        host = host.lower()
-        if host.startswith("["):
-            host = host[1:-1]
-        if ":" in host:
-            host = canonical_ipv6(host)
-        named = host in self.local_names
-        for _t, lhost, lport in self.local_addresses:
-            if port is None or port == lport:
-                if named or host == lhost or (lhost in WILDCARD_HOSTS and host in self.local_ips):
-                    return True
-        return port is None and named
-
-    def targets_self(self, req: Request) -> bool:
-        """A request for the server itself, not for a user: R-URI without a user part (e.g. ``sip:host``).
-
-        Not when the R-URI is our Record-Route URI (``lr``) and Route headers follow: a strict router put it
-        there and the real target is the last Route (RFC 3261 16.4), so the proxy must route it."""
-        ruri = req.ruri
-        if not isinstance(ruri, SipURI) or ruri.user is not None or not self.is_local(ruri):
-            return False
-        return not ("lr" in ruri.params and req.first_value(KIND_ROUTE) is not None and req.method != "REGISTER")
+        return self.services.reply(req, status, reason, source, transport, conn_id, headers)
 
     def _safe_to_tag(self, req: Request) -> str | None:
         """The To tag for an error reply to a request whose From may itself be what is broken."""
         try:
-            return self.to_tag(req)
+            return self.services.to_tag(req)
         except SipParseError:
             return None
 
@@ -236,7 +220,8 @@ class ServerCore:
     def receive(self, data: bytes, source: tuple[str, int], transport: str, now: float,
                 conn_id: str | None = None) -> list[Send]:
         """Handle one datagram or one framed stream message; never raises for bad input."""
-        timing = self.timing
+        services = self.services
+        timing = services.timing
         if timing is not None:
             timing.start()
         # A retransmitted request is answered from the replies to the first copy, before any parsing. Keyed by
@@ -245,7 +230,7 @@ class ServerCore:
         if _cacheable(data):
             cached = self._reply_cache.get(data)
             if cached is not None and cached[0] > now and cached[1] == source:
-                self.stats.retransmissions += 1
+                services.stats.retransmissions += 1
                 return cached[2]
         try:
             msg = parse_message(data, stream=transport != "udp")
@@ -255,33 +240,31 @@ class ServerCore:
             try:
                 validate_response(msg)
             except SipParseError as exc:
-                self.stats.dropped(exc.reason)
+                services.stats.dropped(exc.reason)
                 return []
-            if self.proxy is not None:
-                return self.proxy.on_response(msg, source, transport, now, conn_id)
-            self.stats.dropped("response without a transaction")
+            if self.relay is not None:
+                return self.relay.on_response(msg, source, transport, now, conn_id)
+            services.stats.dropped("response without a transaction")
             return []
         try:
             validate_request(msg)
         except SipParseError as exc:
             return self._reject(exc, source, transport, conn_id)
-        self.stats.request(msg.method)
+        services.stats.request(msg.method)
         if timing is not None:
             timing.begin_request(msg.method, msg.to_tag is None)
+        self._stateful_relayed = False
         try:
             out = self._request(msg, source, transport, now, conn_id)
         except SipParseError as exc:
             exc.message = exc.message or msg
             return self._reject(exc, source, transport, conn_id)
-        if out and msg.method != "INVITE" and msg.method != "ACK" and not self._stateful_forward(out):
+        # a stateful relay's transactions absorb retransmissions and answer them with the latest response
+        # (RFC 3261 17.2.2): a cached copy of the forward would bypass them
+        if out and msg.method != "INVITE" and msg.method != "ACK" and not (
+                self._stateful_relayed and any(not s.data.startswith(b"SIP/2.0 ") for s in out)):
             self._cache_reply(data, source, out, now)
         return out
-
-    def _stateful_forward(self, out: list[Send]) -> bool:
-        """Did a stateful proxy forward something? Then its transactions absorb retransmissions and answer them
-        with the latest response (RFC 3261 17.2.2); a cached copy of the forward would bypass them."""
-        return self.settings.stateful and self.proxy is not None and any(
-            not s.data.startswith(b"SIP/2.0 ") for s in out)
 
     def _cache_reply(self, data: bytes, source: tuple[str, int], out: list[Send], now: float) -> None:
         cache = self._reply_cache
@@ -300,51 +283,139 @@ class ServerCore:
             msg.top_via  # noqa: B018
             stamp_via(msg, source)
             resp = make_response(msg, exc.status, _reason_phrase(exc), to_tag=self._safe_to_tag(msg))
-            return [self.send_response(msg, resp, source, transport, conn_id)]
+            return [self.services.send_response(msg, resp, source, transport, conn_id)]
         except SipParseError as inner:
             self.stats.dropped(inner.reason)
             return []
 
     def _request(self, req: Request, source: tuple[str, int], transport: str, now: float,
                  conn_id: str | None) -> list[Send]:
+        """What the core answers itself (RFC 3261 8.2, 16.3), then the registrar or the handler."""
         method = req.method
         stamp_via(req, source, transport)
+        services = self.services
         ruri = req.ruri
         if method == "ACK":
-            if self.proxy is not None:
-                return self.proxy.on_request(req, source, transport, now, conn_id)
+            if self.relay is not None:
+                return self._proxy(req, source, transport, now, conn_id)
             return []  # ACK for our own non-2xx answers is absorbed (RFC 3261 17.2.1)
         if not isinstance(ruri, SipURI):
-            return [self.reply(req, 416, None, source, transport, conn_id)]
+            return [services.reply(req, 416, None, source, transport, conn_id)]
         if ruri.headers:
             raise SipParseError("Request-URI must not carry headers")
-        to_self = method == "REGISTER" or self.targets_self(req)
+        to_self = method == "REGISTER" or services.targets_self(req)
         if method != "CANCEL":
             bad = self._unsupported(req, KIND_PROXY_REQUIRE)
             if to_self:
                 bad += self._unsupported(req, KIND_REQUIRE)
             if bad:
-                return [self.reply(req, 420, None, source, transport, conn_id, [("Unsupported", ", ".join(bad))])]
+                return [services.reply(req, 420, None, source, transport, conn_id,
+                                       [("Unsupported", ", ".join(bad))])]
         if method == "REGISTER":
             return self._register(req, source, transport, now, conn_id)
         if to_self:
             if method == "OPTIONS":
-                return [self.reply(req, 200, None, source, transport, conn_id, self._capabilities())]
+                return [services.reply(req, 200, None, source, transport, conn_id, self._capabilities())]
             if method == "CANCEL":
-                return [self.reply(req, 481, None, source, transport, conn_id)]
-            return [self.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
+                return [services.reply(req, 481, None, source, transport, conn_id)]
+            return [services.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
         mf = req.max_forwards
         if mf is not None and mf <= 0 and method != "CANCEL":
-            return [self.reply(req, 483, None, source, transport, conn_id)]
-        if self.redirect is not None:
-            return self.redirect.on_request(req, source, transport, now, conn_id)
-        if self.proxy is not None:
-            out = self.proxy.on_request(req, source, transport, now, conn_id)
-            timing = self.timing
+            return [services.reply(req, 483, None, source, transport, conn_id)]
+        if self.relay is not None:
+            out = self._proxy(req, source, transport, now, conn_id)
+            timing = services.timing
             if timing is not None and method == "INVITE" and any(not s.data.startswith(b"SIP/2.0 ") for s in out):
-                timing.forwarded()  # closes BUILD for a proxy that does not mark its own steps
+                timing.forwarded()  # closes BUILD for a relay that does not mark its own steps
             return out
-        return [self.reply(req, 405, None, source, transport, conn_id, [("Allow", ALLOW_SELF)])]
+        ctx = RequestContext(services, req, source, transport, now, conn_id)
+        self.handler.request(req, ctx)
+        return self._perform(ctx, None, [])
+
+    def _proxy(self, req: Request, source: tuple[str, int], transport: str, now: float,
+               conn_id: str | None) -> list[Send]:
+        """A request in proxy mode: what the core handles before the handler (as Kamailio's default script
+        does), then the handler, then its decision carried out.
+
+        Before the handler: a retransmission, or the ACK of a non-2xx, goes to its transaction (17.2.3); with
+        stateful relaying a new request gets its server transaction (and an INVITE its 100 Trying); a CANCEL
+        for one of our transactions is answered and passed on (16.10); our own Route entry is removed (16.4);
+        and unless the handler wants them, an ACK of a 2xx and an in-dialog request that came back along our
+        Record-Route are relayed where their Route leads. With stateless relaying an ACK of a reply we made
+        ourselves ends here, and other ACKs and CANCELs go to the handler, to follow their INVITE."""
+        relay = self.relay
+        assert relay is not None
+        method = req.method
+        out: list[Send] = []
+        stx = relay.match(req)
+        if stx is not None:
+            if method != "ACK" or stx.state is not State.ACCEPTED:
+                return relay.absorb(stx, req, now)
+            stx = None  # the ACK of a 2xx (RFC 6026 7.1): end to end, relayed below like any other
+        elif method == "ACK":
+            if relay.our_ack(req):
+                self.stats.dropped("ACK for our reply")
+                return []
+        elif self.settings.stateful or (method == "CANCEL" and relay.cancel_target(req)):
+            stx = relay.open(req, source, transport, now, conn_id, out)
+            if stx is None:
+                return out
+        if method == "CANCEL" and stx is not None:
+            out.extend(relay.cancel(req, stx, now, conn_id))
+            self._stateful_relayed = True
+            return out
+        routed = relay.router.preprocess_routes(req, conn_id)
+        ctx = RequestContext(self.services, req, source, transport, now, conn_id)
+        handler = self.handler
+        if handler.wants_in_dialog or not (routed and req.to_tag is not None or method == "ACK"
+                                            and self.settings.stateful):
+            handler.request(req, ctx)
+        else:
+            ctx.relay()
+        return self._perform(ctx, stx, out)
+
+    def _perform(self, ctx: RequestContext, stx: ServerTransaction | None, out: list[Send]) -> list[Send]:
+        """Carry out the handler's decision: a relay (stateful from ``stx``, made now if needed, or
+        stateless), a reply (through ``stx`` or stateless), or nothing."""
+        relay = self.relay
+        req = ctx.request
+        action = ctx.action
+        if action == RELAY and relay is not None:
+            if ctx.stateful and req.method != "ACK":  # an ACK is never sent in a transaction (17.1.1.3)
+                if stx is None:
+                    stx = relay.open(req, ctx.source, ctx.transport, ctx.now, ctx.conn_id, out)
+                    if stx is None:
+                        return out
+                self._stateful_relayed = True
+                out.extend(relay.relay(ctx, stx, self.handler))
+                return out
+            if stx is not None:
+                relay.discard(stx)
+            out.extend(relay.forward(ctx))
+            return out
+        if action == REPLY:
+            if req.method == "ACK":
+                return out  # an ACK is never answered
+            if stx is not None and relay is not None:
+                out.extend(relay.respond(stx, ctx))
+                return out
+            resp = ctx.response
+            if resp is None:
+                resp = make_response(req, ctx.status, ctx.reason, to_tag=self.services.to_tag(req),
+                                     headers=ctx.headers or ())
+            out.append(self.services.send_response(req, resp, ctx.source, ctx.transport, ctx.conn_id))
+            return out
+        if action == DROP or action == ABSORB:
+            if action == DROP and stx is not None and relay is not None:
+                relay.discard(stx)
+            return out
+        # no decision (or a relay without a relay, outside proxy mode): a bug of the handler, not of the peer
+        self.stats.dropped("handler did not decide")
+        log.warning("event=handler_undecided method=%s action=%d", req.method, action)
+        ctx.action = REPLY
+        ctx.status = 500
+        ctx.reason = "No routing decision"
+        return self._perform(ctx, stx, out)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         allow = ALLOW_SELF if self.settings.mode == "registrar" else "REGISTER, " + ", ".join(PROXY_METHODS)
@@ -358,75 +429,41 @@ class ServerCore:
         return [tag for tag in req.values_of(kind) if tag.lower() not in SUPPORTED_EXTENSIONS]
 
     # ------------------------------------------------------------------ authentication
-    def authenticate(self, req: Request, source: tuple[str, int], transport: str, now: float,
-                     conn_id: str | None, *, proxy: bool) -> tuple[str | None, list[Send]]:
-        """Check credentials (RFC 3261 22): returns (username, []) when authenticated, (None, [reply]) with a
-        401/407 challenge (or 403 for blocked sources) otherwise, and (None, []) to drop a rate-limited try."""
-        user, resp = self.check_credentials(req, source, now, proxy=proxy)
-        if resp is None:
-            return user, []
-        return None, [self.send_response(req, resp, source, transport, conn_id)]
-
     def check_credentials(self, req: Request, source: tuple[str, int], now: float, *,
                           proxy: bool) -> tuple[str | None, Response | None]:
-        """The sans-send part of :meth:`authenticate`: (user, None) when authenticated, (None, response) for a
-        challenge or a block, (None, None) when the source is being slowed down (drop the request)."""
-        auth = self.authenticator
-        assert auth is not None
-        kind = self.limiter.check(source[0], now).kind  # an enum compared by identity (`.name` is a slow property)
-        if kind is DecisionKind.BLOCK:
-            self.stats.blocked += 1
-            return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
-        header = "proxy-authorization" if proxy else "authorization"
-        stale = False
-        for value in req.header_lines(header):
-            if value[:6].lower() != "digest":  # the scheme only: no lower-cased copy of the whole value
-                continue
-            result = auth.verify(value, req.method, self.ha1_lookup, now, request_uri=req.uri, body=req.body)
-            if result.kind is AuthKind.OK:
-                self.limiter.record_success(source[0], now)
-                if self.timing is not None:
-                    self.timing.mark(STEP_AUTH)
-                return result.username, None
-            if result.kind is AuthKind.STALE:
-                stale = True
-            else:
-                self.stats.auth_failures += 1
-                decision = self.limiter.record_failure(source[0], now).kind
-                if log.isEnabledFor(logging.WARNING):
-                    log_event(log, "auth_failed", level=logging.WARNING, user=_claimed_user(value),
-                              src=f"{source[0]}:{source[1]}", method=req.method, reason=result.reason)
-                if decision is DecisionKind.BLOCK:
-                    self.stats.blocked += 1
-                    return None, make_response(req, 403, "Blocked", to_tag=self.to_tag(req))
-                if kind is DecisionKind.DELAY:
-                    # Slow a guessing source down without a timer: a wrong answer from it gets no reply at all,
-                    # so the client only retries after its retransmission timer or timeout. Its failures keep
-                    # counting towards the block; a right password still gets in; other sources are unaffected.
-                    self.stats.delayed += 1
-                    return None, None
-        status, hname = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
-        challenges = [(hname, v) for v in auth.challenge(now, stale=stale)]
-        return None, make_response(req, status, to_tag=self.to_tag(req), headers=challenges)
+        """See :meth:`Services.check_credentials`."""
+        return self.services.check_credentials(req, source, now, proxy=proxy)
 
     # ------------------------------------------------------------------ registrar
     def _register(self, req: Request, source: tuple[str, int], transport: str, now: float,
                   conn_id: str | None) -> list[Send]:
-        if self.authenticator is not None:
+        """REGISTER (RFC 3261 10.3): authenticated when the server has digest on (the user may only register
+        its own address-of-record), shown to the handler when it wants REGISTERs, then saved; the reply is
+        built from the bindings the registrar keeps."""
+        services = self.services
+        user: str | None = None
+        if services.authenticator is not None:
             # a To that names no AOR is a 400 before any challenge (register() checks it again without auth)
             aor = self.registrar.aor_for(req)
-            user, out = self.authenticate(req, source, transport, now, conn_id, proxy=False)
+            user, resp = services.check_credentials(req, source, now, proxy=False)
             if user is None:
-                return out
+                return [] if resp is None else [services.send_response(req, resp, source, transport, conn_id)]
             uri = req.to.uri
             owner = aor_of(uri, False) if isinstance(uri, SipURI) else aor
             if user != owner:
-                return [self.reply(req, 403, "Not your address-of-record", source, transport, conn_id)]
-        resp = self.registrar.register(req, source, transport, now, to_tag=self.to_tag(req), conn_id=conn_id)
-        timing = self.timing
+                return [services.reply(req, 403, "Not your address-of-record", source, transport, conn_id)]
+        handler = self.handler
+        if handler.wants_register:
+            ctx = RequestContext(services, req, source, transport, now, conn_id)
+            ctx.user = user
+            handler.register(req, ctx)
+            if ctx.action != 0:
+                return self._perform(ctx, None, [])
+        resp = self.registrar.register(req, source, transport, now, to_tag=services.to_tag(req), conn_id=conn_id)
+        timing = services.timing
         if timing is not None:
             timing.mark(STEP_LOCATION)  # registrar decision + store update + Contact lookup for the reply
-        sent = self.send_response(req, resp, source, transport, conn_id)
+        sent = services.send_response(req, resp, source, transport, conn_id)
         if resp.status < 300:
             # a durable store: the 200 OK (and the bindings it lists) goes out once they are committed
             sent.after_commit = self.location.write_ticket()
@@ -435,13 +472,11 @@ class ServerCore:
         return [sent]
 
     def transport_error(self, data: bytes, now: float, reason: str = "") -> list[Send]:
-        """The transport could not send ``data`` (one of our outputs): a stateful proxy fails that branch at once
+        """The transport could not send ``data`` (one of our outputs): a stateful relay fails that branch at once
         (RFC 3261 16.9: as if it had answered 503); otherwise there is nothing to undo."""
-        handler = getattr(self.proxy, "on_transport_error", None)
-        if handler is None:
+        if self.relay is None:
             return []
-        out: list[Send] = handler(data, now, reason)
-        return out
+        return self.relay.on_transport_error(data, now, reason)
 
     # ------------------------------------------------------------------ connections
     def connection_opened(self, conn_id: str, transport: str, peer: tuple[str, int]) -> None:
@@ -458,13 +493,13 @@ class ServerCore:
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
-        if self.proxy is not None:
-            return self.proxy.next_deadline()
+        if self.relay is not None:
+            return self.relay.next_deadline()
         return None
 
     def handle_timers(self, now: float) -> list[Send]:
-        if self.proxy is not None:
-            return self.proxy.handle_timers(now)
+        if self.relay is not None:
+            return self.relay.handle_timers(now)
         return []
 
     def housekeeping(self, now: float) -> None:
@@ -473,29 +508,13 @@ class ServerCore:
         if expired:
             self.stats.expired_bindings += len(expired)
         # without this, every source that ever failed once stays in the limiter until max_sources evicts it
-        self.limiter.purge(now)
+        self.services.limiter.purge(now)
         cache = self._reply_cache
         while cache:
             key, (deadline, _source, _out) = next(iter(cache.items()))
             if deadline > now:
                 break
             del cache[key]
-
-
-def canonical_ipv6(host: str) -> str:
-    """An IPv6 address in its one compressed form (``0:0:0:0:0:0:0:1`` is ``::1``), as the listeners' addresses
-    are written; anything else unchanged. Remembered (bounded): the host comes from a peer."""
-    known = _IPV6_FORMS.get(host)
-    if known is None:
-        try:
-            known = str(ipaddress.IPv6Address(host))
-        except ValueError:
-            known = host
-        cache_put(_IPV6_FORMS, host, known, 1024)
-    return known
-
-
-_IPV6_FORMS: Final[dict[str, str]] = {}
 
 
 def _cacheable(data: bytes) -> bool:
@@ -519,11 +538,3 @@ def _reason_phrase(exc: SipParseError) -> str:
     reason = exc.reason.replace("\r", " ").replace("\n", " ")
     return f"Bad Request ({reason[:80]})" if exc.status == 400 else reason[:80]
 
-
-def _claimed_user(credentials: str) -> str | None:
-    """The user name a failed Authorization value claims (for the log line; at most 64 characters of it)."""
-    try:
-        user = parse_digest(credentials).username
-    except DigestError:
-        return None
-    return None if user is None else user[:64]

@@ -32,8 +32,8 @@ from leansip.sip.uri import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from leansip.server.core import ServerCore
     from leansip.server.location import Binding
+    from leansip.server.services import Services
 
 MAGIC: Final = "z9hG4bK"
 #: listening hosts that mean every address of the machine
@@ -133,8 +133,8 @@ def binding_target(b: Binding, flows: Flows | None = None) -> Target | None:
 
 
 class Router:
-    def __init__(self, core: ServerCore) -> None:
-        self.core = core
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self.via_host = "127.0.0.1"
         self.via_port = 5060
         self.rr_uri = "sip:127.0.0.1:5060;lr"
@@ -144,7 +144,7 @@ class Router:
         self._branch_prefix = os.urandom(6).hex()
         self._branch_count = 0
         #: connections clients opened to us (RFC 5626 flows), shared with the core
-        self.flows: Flows = core.flows
+        self.flows: Flows = services.flows
         #: what a flow token in the Route entries :meth:`preprocess_routes` just removed decided (a target on that
         #: connection, or 430): read once by the :meth:`decide` that follows for the same request
         self._flow_decision: Decision | None = None
@@ -165,7 +165,7 @@ class Router:
         if host not in WILDCARD_HOSTS:
             return host
         v6 = ":" in host
-        ips = sorted(ip for ip in self.core.local_ips if (":" in ip) == v6)
+        ips = sorted(ip for ip in self.services.local_ips if (":" in ip) == v6)
         usable = [ip for ip in ips if not (ip.startswith("127.") or ip == "::1" or ip.startswith("fe80:"))]
         return (usable or ips or [host])[0]
 
@@ -183,7 +183,7 @@ class Router:
 
     # ------------------------------------------------------------------ checks
     def is_us(self, uri: SipURI) -> bool:
-        return self.core.is_local(uri)
+        return self.services.is_local(uri)
 
     def branch_for(self, req: Request) -> str:
         """RFC 3261 16.11: a stateless branch that is the same for retransmissions, for the CANCEL and the
@@ -328,7 +328,7 @@ class Router:
             return Decision((Target(None, hop[0], hop[1]),))
         ruri = req.ruri
         assert isinstance(ruri, SipURI)
-        in_dialog = req.to_tag is not None and not self.core.is_local(ruri)
+        in_dialog = req.to_tag is not None and not self.services.is_local(ruri)
         if in_dialog or ruri.user is None or not self._our_domain(ruri):
             # in-dialog, or a URI that is not one of our users: route by the Request-URI itself. An in-dialog
             # request for user@us (the ACK of our own 404/480, a UA that used the AOR as remote target) is
@@ -350,24 +350,21 @@ class Router:
         """Is the Request-URI one of our users (as opposed to the contact of a UA)? With use_domain off (the
         default) every user@host whose host is not a UA's contact address counts: requests to us carry our
         address or domain, requests to a UA carry an address/port the location service has no user for."""
-        if self.core.is_local(ruri):
+        if self.services.is_local(ruri):
             return True
         user = ruri.user_unescaped or ""
-        return bool(self.core.location.lookup(user, 0.0)) or self.core.user_exists(user)
+        return bool(self.services.location.lookup(user, 0.0)) or self.services.user_exists(user)
 
     def lookup(self, req: Request, ruri: SipURI, now: float) -> Decision:
         user = ruri.user_unescaped or ""
-        policy = self.core.settings.policy
+        policy = self.services.settings.policy
         aor = f"{user}@{ruri.host.lower()}" if policy.use_domain else user
-        bindings = self.core.location.lookup(aor, now)
+        bindings = self.services.location.lookup(aor, now)
         if not bindings:
-            if self.core.user_exists(user):
+            if self.services.user_exists(user):
                 return Decision(status=480)
             return Decision(status=404)
-        flows = self.flows
-        if len(bindings) > 1 and any(b.reg_id is not None for b in bindings):
-            bindings = _one_flow_per_instance(bindings)
-        targets = [t for t in (binding_target(b, flows) for b in bindings) if t is not None]
+        targets = contact_targets(bindings, self.flows)
         if not targets:
             return Decision(status=480)
         return Decision(tuple(targets))
@@ -424,7 +421,15 @@ class Router:
         addr = self.by_transport.get(via.transport.lower())
         if addr is not None and host == addr[0] and port == addr[1]:
             return True
-        return self.core.is_local_host(host, port)
+        return self.services.is_local_host(host, port)
+
+
+def contact_targets(bindings: list[Binding], flows: Flows | None) -> list[Target]:
+    """Where to send a request for these registered contacts: one target each (one flow per instance when
+    they registered with RFC 5626 reg-ids), leaving out the ones nothing can reach (see :func:`binding_target`)."""
+    if len(bindings) > 1 and any(b.reg_id is not None for b in bindings):
+        bindings = _one_flow_per_instance(bindings)
+    return [t for t in (binding_target(b, flows) for b in bindings) if t is not None]
 
 
 def _one_flow_per_instance(bindings: list[Binding]) -> list[Binding]:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from leansip.server.proxy import StatelessProxy, needs_auth
+from leansip.server.context import RELAY, REPLY, FailureHandler, RequestContext
+from leansip.server.handler import Handler
+from leansip.server.proxy import StatelessRelay
 from leansip.server.routing import Target
+from leansip.server.services import Services
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Header, Request, Response, make_response, parse_message
@@ -40,9 +43,6 @@ from leansip.sip.transaction import (
     TransactionTable,
     TransportError,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from leansip.server.core import ServerCore
 
 
 @dataclass(slots=True, eq=False)
@@ -68,7 +68,7 @@ class Branch:
 
 @dataclass(slots=True, eq=False)
 class Context:
-    """Response context of one proxied request (RFC 3261 16.7)."""
+    """Response context of one proxied request (RFC 3261 16.7), and what to do when all its branches fail."""
 
     server: ServerTransaction
     request: Request
@@ -77,18 +77,42 @@ class Context:
     best: Response | None
     final_sent: bool
     auth_headers: list[Header]
+    base: str
+    forks: int
+    handler: Handler
+    source: tuple[str, int]
+    transport: str
+    record_route: bool
+    timeout: float
+    on_failure: FailureHandler | None
+    cancelled: bool
 
-    def __init__(self, server: ServerTransaction, request: Request, conn_id: str | None) -> None:
+    def __init__(self, server: ServerTransaction, request: Request, base: str, handler: Handler,
+                 ctx: RequestContext) -> None:
         self.server = server
         self.request = request
-        self.conn_id = conn_id
+        self.conn_id = ctx.conn_id
         self.branches = []
         self.best = None
         self.final_sent = False
         self.auth_headers = []
+        #: the branch of every fork is ``<base>.<n>``, n counting the forks (parallel and serial)
+        self.base = base
+        self.forks = 0
+        #: the handler that relayed the request: its failure handlers run through it, even after a reload
+        self.handler = handler
+        self.source = ctx.source
+        self.transport = ctx.transport
+        self.record_route = ctx.record_route
+        self.timeout = ctx.timeout
+        self.on_failure = ctx.on_failure
+        #: the caller cancelled: no failure handler runs any more
+        self.cancelled = False
 
 
 TIMER_C: Final = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)
+#: branches of one request, parallel and serial together: bounds a failure handler that relays again and again
+MAX_FORKS: Final = 16
 
 
 def _forget_views(ctx: Context) -> None:
@@ -111,10 +135,19 @@ def _rank(status: int) -> tuple[int, int]:
     return (status // 100 * 10, status)
 
 
-class StatefulProxy(StatelessProxy):
-    def __init__(self, core: ServerCore) -> None:
-        super().__init__(core)
-        s = core.settings
+class StatefulRelay(StatelessRelay):
+    """Transaction-stateful relaying: the server transactions of requests decided "relay, stateful", their
+    branches' client transactions, and the response context that picks what goes upstream (RFC 3261 16.7).
+
+    The core calls, per request: :meth:`match` (a retransmission or an ACK of a non-2xx: :meth:`absorb`),
+    :meth:`open` (a new request's server transaction, with 100 Trying for INVITE) before the handler decides,
+    then :meth:`relay`, :meth:`respond` or :meth:`discard` with what it decided; :meth:`cancel` for a CANCEL
+    of one of our transactions. Responses: :meth:`on_response`; timers: :meth:`next_deadline` and
+    :meth:`handle_timers`. Responses that match no transaction are relayed statelessly (the base class)."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        s = services.settings
         timers = Timers(t1=s.t1, t2=s.t2, t4=s.t4, end_grid=s.end_grid)
         self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions)
         self.contexts: dict[ServerTransaction, Context] = {}
@@ -122,17 +155,25 @@ class StatefulProxy(StatelessProxy):
         #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (branch, hard) by deadline
         self._timer_c: DeadlineQueue[tuple[Branch, bool]] = DeadlineQueue()
         self.timer_c = TIMER_C
+        #: a handler's per-branch timeout (``ctx.relay(timeout=...)``): branches by the time they give up
+        self._ring: DeadlineQueue[Branch] = DeadlineQueue()
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
-        c = self._timer_c.earliest
+        c = min(self._timer_c.earliest, self._ring.earliest)
         if c != math.inf and (at is None or c < at):
             return c
         return at
 
     def handle_timers(self, now: float) -> list[Send]:
         out = self._run(self.table.handle_timers(now), now)
+        while True:
+            rung = self._ring.pop_due(now)
+            if rung is None:
+                break
+            for b in rung:
+                out.extend(self._give_up(b, now))
         while True:
             due = self._timer_c.pop_due(now)
             if due is None:
@@ -148,7 +189,7 @@ class StatefulProxy(StatelessProxy):
                     out.extend(self._run(b.txn.transport_error(now, "timer C"), now))
                 else:
                     out.extend(self._send_cancel(b, now) if not b.cancelled else [])
-                    self._arm_timer_c(b, now + 64 * self.core.settings.t1, hard=True)
+                    self._arm_timer_c(b, now + 64 * self.services.settings.t1, hard=True)
 
     def _arm_timer_c(self, b: Branch, at: float, *, hard: bool = False) -> None:
         self._timer_c.add(at, (b, hard))
@@ -162,107 +203,209 @@ class StatefulProxy(StatelessProxy):
         return sum(1 for ctx in self.contexts.values() if ctx.request.method == "INVITE")
 
     # ------------------------------------------------------------------ requests
-    def on_request(self, req: Request, source: tuple[str, int], transport: str, now: float,
-                   conn_id: str | None) -> list[Send]:
+    def match(self, req: Request) -> ServerTransaction | None:
+        """The server transaction a retransmission (or an ACK of a non-2xx) belongs to (RFC 3261 17.2.3)."""
+        if not len(self.table):
+            return None  # a stateless server that never relayed statefully: no key to build
+        return self.table.match_request(req)
+
+    def absorb(self, stx: ServerTransaction, req: Request, now: float) -> list[Send]:
+        """A retransmission or an ACK matched to ``stx``: the last response again, or nothing (17.2)."""
+        return self._run(stx.receive_request(req, now), now)
+
+    def open(self, req: Request, source: tuple[str, int], transport: str, now: float, conn_id: str | None,
+             out: list[Send]) -> ServerTransaction | None:
+        """A new request's server transaction, before anyone decides about it; an INVITE's 100 Trying goes
+        into ``out`` at once (RFC 3261 16.2, so it never follows a final answer on the wire). None when the
+        table is full (503 with Retry-After in ``out``, RFC 3261 21.5.4) or the request cannot have one."""
         try:
-            actions = self.table.receive_request(req, source, transport, now)
+            stx = self.table.create_server(req, source, transport)
         except TooManyTransactions:
-            self.core.stats.dropped("too many transactions")
-            if req.method == "ACK":
-                return []
-            return [self.core.reply(req, 503, None, source, transport, conn_id, [("Retry-After", "5")])]
+            self.services.stats.dropped("too many transactions")
+            out.append(self.services.reply(req, 503, None, source, transport, conn_id, [("Retry-After", "5")]))
+            return None
         except TransactionError as exc:
-            self.core.stats.dropped(str(exc))
-            return []
-        out: list[Send] = []
-        for action in actions:
-            if isinstance(action, Deliver):
-                msg = action.message
-                assert isinstance(msg, Request)
-                if action.transaction is None:
-                    # ACK for a 2xx (its own transaction, end to end): forward statelessly (RFC 3261 16.10)
-                    out.extend(super().on_request(msg, source, transport, now, conn_id))
-                else:
-                    stx = action.transaction
-                    assert isinstance(stx, ServerTransaction)
-                    if isinstance(stx, InviteServerTransaction):
-                        # 100 Trying first (RFC 3261 16.2), so it never follows a final answer on the wire
-                        out.extend(self._run(stx.send_trying(now), now, conn_id))
-                    out.extend(self._new_request(msg, stx, source, transport, now, conn_id))
-            else:
-                out.extend(self._run([action], now))
-        return out
+            self.services.stats.dropped(str(exc))
+            return None
+        if isinstance(stx, InviteServerTransaction):
+            out.extend(self._run(stx.send_trying(now), now, conn_id))
+        return stx
+
+    def discard(self, stx: ServerTransaction) -> None:
+        """The request was relayed statelessly or dropped after all: its transaction goes, unanswered."""
+        self.table.discard(stx)
+
+    def respond(self, stx: ServerTransaction, ctx: RequestContext) -> list[Send]:
+        """Carry out a handler's reply through the request's server transaction."""
+        resp = ctx.response
+        if resp is None:
+            return self._respond(stx, ctx.request, ctx.status, ctx.now, ctx.reason, ctx.headers, ctx.conn_id)
+        self.services.stats.response(resp.status)
+        return self._run(stx.send_response(resp, ctx.now), ctx.now, ctx.conn_id)
 
     def _respond(self, stx: ServerTransaction, req: Request, status: int, now: float,
                  reason: str | None = None, headers: list[tuple[str, str]] | None = None,
                  conn_id: str | None = None) -> list[Send]:
-        resp = make_response(req, status, reason, to_tag=self.core.to_tag(req), headers=headers or ())
-        self.core.stats.response(status)
+        resp = make_response(req, status, reason, to_tag=self.services.to_tag(req), headers=headers or ())
+        self.services.stats.response(status)
         return self._run(stx.send_response(resp, now), now, conn_id)
 
-    def _new_request(self, req: Request, stx: ServerTransaction, source: tuple[str, int], transport: str,
-                     now: float, conn_id: str | None) -> list[Send]:
-        core = self.core
+    def relay(self, ctx: RequestContext, stx: ServerTransaction, handler: Handler) -> list[Send]:
+        """Relay ``ctx.request`` statefully from its server transaction ``stx``: a client transaction per
+        target (INVITE: every target at once, parallel forking; others: the first), or a status instead.
+        ``handler`` (the one that decided) runs ``ctx.on_failure`` if every branch fails."""
         router = self.router
-        method = req.method
-        if method == "CANCEL":
-            return self._cancel(req, stx, now, conn_id)
-        routed = router.preprocess_routes(req, conn_id)
-        if core.authenticator is not None and needs_auth(req, routed):
-            user, challenge = core.check_credentials(req, source, now, proxy=True)
-            if user is None:
-                if challenge is None:  # rate limited: no answer at all; let the transaction expire quietly
-                    return []
-                self.core.stats.response(challenge.status)
-                return self._run(stx.send_response(challenge, now), now, conn_id)
+        req = ctx.request
+        now = ctx.now
         base = router.stateful_branch(req)
         if router.loop_detected(req, base):
-            return self._respond(stx, req, 482, now, conn_id=conn_id)
-        decision = router.decide(req, now)
-        timing = core.timing
+            return self._respond(stx, req, 482, now, conn_id=ctx.conn_id)
+        chosen = ctx.targets
+        if chosen is None:
+            decision = router.decide(req, now)
+            targets = list(decision.targets)
+            status = decision.status
+            reason = decision.reason
+        else:
+            targets = chosen
+            status = 480
+            reason = None
+        timing = self.services.timing
         if timing is not None:
             timing.mark(STEP_LOCATION)
-        if decision.status:
-            return self._respond(stx, req, decision.status, now, decision.reason, conn_id=conn_id)
-        ctx = Context(stx, req, conn_id)
-        self.contexts[stx] = ctx
-        targets = decision.targets if method == "INVITE" else decision.targets[:1]
+        if not targets and ctx.on_failure is None:
+            return self._respond(stx, req, status, now, reason, conn_id=ctx.conn_id)
+        rc = Context(stx, req, base, handler, ctx)
+        self.contexts[stx] = rc
+        if not targets:  # nobody to try: straight to the failure handler, with the status we would answer
+            rc.best = make_response(req, status, reason, to_tag=self.services.to_tag(req))
+            return self._all_failed(rc, now)
+        return self._fork(rc, targets, now)
+
+    def _fork(self, rc: Context, targets: list[Target], now: float) -> list[Send]:
+        """A client transaction per target (INVITE: all of them; others: the first), each with our Via
+        ``<base>.<n>`` and, per ``rc.record_route``, our Record-Route. When none could be made: 503/500 for a
+        new request; the best response so far for a serial fork."""
+        services = self.services
+        router = self.router
+        req = rc.request
+        stx = rc.server
+        timing = services.timing
+        if req.method != "INVITE":
+            targets = targets[:1]
+        before = len(rc.branches)
+        full = False
         out: list[Send] = []
-        for i, target in enumerate(targets):
+        for target in targets:
+            i = rc.forks
+            if i >= MAX_FORKS:
+                break
+            rc.forks = i + 1
             fwd = req.copy()
             if target.ruri is not None:
                 fwd.uri = target.ruri
-            router.prepare_forward(fwd, record_route=core.settings.record_route, out_transport=target.transport,
-                                  in_conn=conn_id, out_conn=target.conn_id)
-            branch = f"{base}.{i}"
-            fwd.add_header("via", router.via(branch, target.transport), first=True)
+            router.prepare_forward(fwd, record_route=rc.record_route, out_transport=target.transport,
+                                   in_conn=rc.conn_id, out_conn=target.conn_id)
+            fwd.add_header("via", router.via(f"{rc.base}.{i}", target.transport), first=True)
             data = fwd.to_bytes()
             if timing is not None and i == 0:
                 timing.mark(STEP_BUILD)
             try:
-                ctx_txn = self.table.create_client(fwd, target.dest, target.transport, data=data)
+                txn = self.table.create_client(fwd, target.dest, target.transport, data=data)
             except TooManyTransactions:
-                if not ctx.branches:
-                    del self.contexts[stx]
-                    return self._respond(stx, req, 503, now, headers=[("Retry-After", "5")], conn_id=conn_id)
+                full = True
                 break
             except TransactionError:
                 continue
-            b = Branch(ctx_txn, fwd, target)
-            ctx.branches.append(b)
-            self.branch_of[ctx_txn] = (ctx, b)
-            core.stats.forwarded_requests += 1
-            out.extend(self._run(ctx_txn.start(now), now, target.conn_id))
-        if not ctx.branches:
-            del self.contexts[stx]
-            return self._respond(stx, req, 500, now, "No branch could be created", conn_id=conn_id)
+            b = Branch(txn, fwd, target)
+            rc.branches.append(b)
+            self.branch_of[txn] = (rc, b)
+            services.stats.forwarded_requests += 1
+            if rc.timeout > 0.0:
+                self._ring.add(now + rc.timeout, b)
+            out.extend(self._run(txn.start(now), now, target.conn_id))
+        if len(rc.branches) > before:
+            return out
+        if before:
+            return out + self._send_best(rc, now)
+        del self.contexts[stx]
+        if full:
+            return self._respond(stx, req, 503, now, headers=[("Retry-After", "5")], conn_id=rc.conn_id)
+        return self._respond(stx, req, 500, now, "No branch could be created", conn_id=rc.conn_id)
+
+    def _give_up(self, b: Branch, now: float) -> list[Send]:
+        """A branch's own timeout (``ctx.relay(timeout=...)``) ran out before its final response: cancel it
+        (an INVITE that rang; one that did not yet is cancelled at its first provisional, RFC 3261 9.1) and
+        count it as 408 (what Kamailio's fr_inv_timer does), which may run the failure handler."""
+        ctxb = self.branch_of.get(b.txn)
+        if b.final or ctxb is None or b.txn.state is State.TERMINATED:
+            return []
+        out: list[Send] = []
+        if ctxb[0].request.method == "INVITE" and not b.cancelled:
+            if b.provisional:
+                out.extend(self._send_cancel(b, now))
+            else:
+                b.cancel_pending = True
+        out.extend(self._branch_failed(ctxb, now, 408))
         return out
+
+    def _all_failed(self, rc: Context, now: float) -> list[Send]:
+        """Every branch ended without a 2xx: the failure handler decides (once per relay; relay again:
+        serial forking; reply; or nothing: the best response goes up), else the best response goes up."""
+        fn = rc.on_failure
+        best = rc.best
+        if fn is None or best is None or rc.final_sent or rc.cancelled:
+            return self._send_best(rc, now)
+        rc.on_failure = None
+        req = rc.request
+        fctx = RequestContext(self.services, req, rc.source, rc.transport, now, rc.conn_id)
+        rc.handler.failure(fn, req, fctx, best)
+        action = fctx.action
+        if action == RELAY:
+            rc.timeout = fctx.timeout
+            rc.on_failure = fctx.on_failure
+            rc.record_route = fctx.record_route
+            targets = fctx.targets
+            if targets is None:
+                decision = self.router.decide(req, now)
+                targets = list(decision.targets)
+            if not targets:
+                return self._all_failed(rc, now)  # nobody new to try: the next failure handler, or the best
+            return self._fork(rc, targets, now)
+        if action == REPLY:
+            resp = fctx.response
+            if resp is None:
+                resp = make_response(req, fctx.status, fctx.reason, to_tag=self.services.to_tag(req),
+                                     headers=fctx.headers or ())
+            return self._answer(rc, resp, now)
+        return self._send_best(rc, now)
+
+    def _answer(self, rc: Context, resp: Response, now: float) -> list[Send]:
+        """Our own final response upstream for a relayed request (a failure handler's reply)."""
+        rc.final_sent = True
+        _forget_views(rc)
+        self.services.stats.response(resp.status)
+        try:
+            actions = rc.server.send_response(resp, now)
+        except TransactionError:
+            return []
+        return self._run(actions, now, rc.conn_id)
+
+    def cancel_target(self, cancel: Request) -> bool:
+        """Is there an INVITE transaction of ours this CANCEL refers to (RFC 3261 9.2)?"""
+        return bool(len(self.table)) and self.table.find_cancel_target(cancel) is not None
+
+    def cancel(self, cancel: Request, stx: ServerTransaction, now: float, conn_id: str | None) -> list[Send]:
+        """A CANCEL, in its own server transaction ``stx``: 200 and a CANCEL for each pending branch of the
+        INVITE it names (RFC 3261 16.10), or 481 when there is none (the 487 comes back from the callee)."""
+        return self._cancel(cancel, stx, now, conn_id)
 
     def _cancel(self, cancel: Request, stx: ServerTransaction, now: float, conn_id: str | None) -> list[Send]:
         target = self.table.find_cancel_target(cancel)
         ctx = self.contexts.get(target) if target is not None else None
         if ctx is None:
             return self._respond(stx, cancel, 481, now, conn_id=conn_id)
+        ctx.cancelled = True
         out = self._respond(stx, cancel, 200, now, conn_id=conn_id)
         out.extend(self._cancel_branches(ctx, now))
         return out
@@ -298,6 +441,8 @@ class StatefulProxy(StatelessProxy):
     # ------------------------------------------------------------------ responses
     def on_response(self, resp: Response, source: tuple[str, int], transport: str, now: float,
                     conn_id: str | None) -> list[Send]:
+        if not len(self.table):
+            return super().on_response(resp, source, transport, now, conn_id)  # stateless so far: no match
         return self._run(self.table.receive_response(resp, now), now)
 
     def _response(self, resp: Response, ctxb: tuple[Context, Branch] | None, now: float,
@@ -314,7 +459,7 @@ class StatefulProxy(StatelessProxy):
             b.provisional = True
             if b.cancel_pending:
                 out.extend(self._send_cancel(b, now))
-            if status == 100 or ctx.final_sent:
+            if status == 100 or ctx.final_sent or b.final:  # b.final: it timed out already (_give_up)
                 return out
             return out + self._forward_up(ctx, resp, now)
         first_final = not b.final
@@ -334,7 +479,7 @@ class StatefulProxy(StatelessProxy):
         if status >= 600:
             out.extend(self._cancel_branches(ctx, now))
         if all(br.final for br in ctx.branches):
-            out.extend(self._send_best(ctx, now))
+            out.extend(self._all_failed(ctx, now))
         return out
 
     def _send_best(self, ctx: Context, now: float) -> list[Send]:
@@ -358,8 +503,8 @@ class StatefulProxy(StatelessProxy):
         if resp.status >= 200:
             ctx.final_sent = True
             _forget_views(ctx)
-        self.core.stats.forwarded_responses += 1
-        self.core.stats.response(resp.status)
+        self.services.stats.forwarded_responses += 1
+        self.services.stats.response(resp.status)
         try:
             actions = ctx.server.send_response(fwd, now)
         except TransactionError:
@@ -403,7 +548,7 @@ class StatefulProxy(StatelessProxy):
         it answered 503 (16.9), which goes upstream as 500 if nothing better arrives (16.7 step 6)."""
         ctx, b = ctxb
         # with our To tag: it goes upstream as a final response, which needs one (RFC 3261 8.2.6.2)
-        timeout = make_response(b.request, status, to_tag=self.core.to_tag(ctx.request))
+        timeout = make_response(b.request, status, to_tag=self.services.to_tag(ctx.request))
         return self._response(timeout, (ctx, b), now)
 
     def on_transport_error(self, data: bytes, now: float, reason: str = "") -> list[Send]:
@@ -432,4 +577,4 @@ class StatefulProxy(StatelessProxy):
                         self.branch_of.pop(b.txn, None)
 
 
-__all__ = ["StatefulProxy", "InviteServerTransaction"]
+__all__ = ["StatefulRelay", "InviteServerTransaction"]

@@ -1292,6 +1292,20 @@ class TransactionTable:
                 del table[txn.key]
             txn._owner = None
 
+    def discard(self, txn: Transaction) -> None:
+        """Forget a live transaction without ending it on the wire: its TU no longer wants it (a proxy that made
+        a server transaction for a request, then relayed that request statelessly or dropped it). Its timers
+        stop and nothing matches it any more."""
+        table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
+        table = self._clients if isinstance(txn, ClientTransaction) else self._servers
+        if table.get(txn.key) is txn:
+            del table[txn.key]
+        txn._heap_seq = -1
+        txn._heap_at = None
+        txn._retx_at = None
+        txn._end_at = None
+        txn._owner = None
+
     def transactions(self) -> list[Transaction]:
         """A snapshot of the live transactions (for status pages and tests)."""
         return [*self._clients.values(), *self._servers.values()]

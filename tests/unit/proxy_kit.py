@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 
 from leansip.server.core import CoreSettings, ServerCore
+from leansip.server.handler import Handler
 from leansip.server.location import LocationService
 from leansip.server.registrar import contact_key
 from leansip.server.stores import open_store
@@ -31,7 +32,8 @@ _counter = itertools.count(1)
 
 def make_core(*, mode: str = "proxy", stateful: bool = True, auth: bool = False,
               algorithms: tuple[str, ...] = ("SHA-256", "MD5"), max_transactions: int = 1000,
-              limiter: FailureLimiter | None = None, users: dict[str, str] | None = None) -> ServerCore:
+              limiter: FailureLimiter | None = None, users: dict[str, str] | None = None,
+              handler: Handler | None = None) -> ServerCore:
     """A core wired like ``leansip.app.serve.build_core`` but with a memory store and a fixed secret."""
     store = UserStore(UserRecord(name, password=pw) for name, pw in
                       (users or {"alice": "alice", "bob": "bob", "carol": "carol"}).items())
@@ -46,7 +48,7 @@ def make_core(*, mode: str = "proxy", stateful: bool = True, auth: bool = False,
     return ServerCore(settings, LocationService(open_store("memory"), key=contact_key),
                       ha1_lookup=ha1_lookup, user_exists=lambda name: store.get(name) is not None,
                       authenticator=authenticator, limiter=limiter if limiter is not None else FailureLimiter(),
-                      local_addresses=[("udp", *PROXY)], secret=SECRET)
+                      local_addresses=[("udp", *PROXY)], secret=SECRET, handler=handler)
 
 
 def new_branch() -> str:

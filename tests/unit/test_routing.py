@@ -34,7 +34,7 @@ def _parse(data: bytes) -> Request:
 
 def _router() -> Router:
     core = make_core(stateful=False)
-    router = Router(core)
+    router = Router(core.services)
     router.set_local(core.local_addresses)
     return router
 

@@ -15,7 +15,7 @@ LOCAL = [("udp", "192.0.2.1", 5060), ("tcp", "192.0.2.1", 5070), ("ws", "192.0.2
 def router() -> Router:
     core = ServerCore(CoreSettings(stateful=False), LocationService(open_store("memory"), key=contact_key),
                       local_addresses=list(LOCAL))
-    r = Router(core)
+    r = Router(core.services)
     r.set_local(LOCAL)
     return r
 

@@ -49,7 +49,7 @@ def test_a_stamped_via_is_what_parsing_its_text_gives(transport: str, host: str,
                                     [("udp", "proxy.example.com", 5060), ("ws", "127.0.0.1", 8080),
                                      ("tls", "127.0.0.1", 5061)]])
 def test_our_via_is_what_parsing_its_text_gives(listen: list[tuple[str, str, int]]) -> None:
-    router = Router(ServerCore(CoreSettings(), LocationService()))
+    router = Router(ServerCore(CoreSettings(), LocationService()).services)
     router.set_local(listen)
     for transport in ("udp", "tcp", "tls", "ws", "wss"):
         text = router.via("z9hG4bK-abc.1", transport)
