@@ -321,6 +321,8 @@ class CoreCollector:
                                   value=stats.forwarded_requests)
         yield CounterMetricFamily("leansip_forwarded_responses", "responses forwarded by the proxy",
                                   value=stats.forwarded_responses)
+        yield CounterMetricFamily("leansip_script_errors", "exceptions raised by the route script's handlers",
+                                  value=stats.script_errors)
         drops = CounterMetricFamily("leansip_dropped", "messages dropped without a reply, by reason",
                                     labels=["reason"])
         for reason, n in sorted(stats.drops.items()):
@@ -389,7 +391,7 @@ def _openapi() -> dict[str, Any]:
                     "blocked": {"type": "integer"}, "delayed": {"type": "integer"},
                     "expired_bindings": {"type": "integer"}, "lost_bindings": {"type": "integer"},
                     "forwarded_requests": {"type": "integer"},
-                    "forwarded_responses": {"type": "integer"}}},
+                    "forwarded_responses": {"type": "integer"}, "script_errors": {"type": "integer"}}},
                 "Status": {"type": "object", "properties": {
                     "server": {"type": "string"},
                     "mode": {"type": "string", "enum": ["proxy", "redirect", "registrar"]},

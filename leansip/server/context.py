@@ -17,8 +17,8 @@ from typing import Final
 from leansip.server.routing import Target, binding_target, uri_destination
 from leansip.server.services import Services
 from leansip.sip.errors import SipParseError
-from leansip.sip.message import Request, Response
-from leansip.sip.uri import SipURI, parse_uri
+from leansip.sip.message import Request, Response, canonical_name
+from leansip.sip.uri import TOKEN_CHARS, SipURI, parse_uri
 
 #: what the handler decided (RequestContext.action)
 UNDECIDED: Final = 0
@@ -88,11 +88,15 @@ class RequestContext:
         return False
 
     def lookup(self, uri: object = None) -> list[Target]:
-        """The registered contacts of the user a SIP URI names (default: the Request-URI), best first, as
-        targets for :meth:`relay`; empty when the user has none."""
-        sip = self._sip_uri(self.request.ruri if uri is None else uri)
+        """The registered contacts of a user, best first, as targets for :meth:`relay`; empty when the user
+        has none. ``uri``: a SIP URI (string or parsed), or a user name; default the Request-URI."""
+        services = self.services
+        if isinstance(uri, str) and ":" not in uri:
+            aor = uri if "@" in uri or not services.settings.policy.use_domain else f"{uri}@{services.settings.realm}"
+        else:
+            aor = services.aor(self._sip_uri(self.request.ruri if uri is None else uri))
         targets: list[Target] = []
-        for b in self.services.location.lookup(self.services.aor(sip), self.now):
+        for b in services.location.lookup(aor, self.now):
             t = binding_target(b)
             if t is not None:
                 targets.append(t)
@@ -139,6 +143,24 @@ class RequestContext:
         """Send nothing at all, and forget the request (a retransmission of it comes to the handler again)."""
         self._decide(DROP)
 
+    # ------------------------------------------------------------------ edits of the request to relay
+    def set_ruri(self, uri: str) -> None:
+        """Rewrite the Request-URI (a SIP URI): what :meth:`lookup` and :meth:`relay` without targets use from
+        now on, and what the request is relayed with."""
+        self.request.uri = self._sip_uri(uri).text or uri
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a header line to the request that is relayed."""
+        self.request.add_header(editable_name(name), line_value(value))
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace every header of that name with one line (or add it)."""
+        self.request.set_header(editable_name(name), line_value(value))
+
+    def remove_header(self, name: str) -> int:
+        """Remove every header of that name; returns how many lines went."""
+        return self.request.remove_header(editable_name(name))
+
     # ------------------------------------------------------------------ helpers
     def _decide(self, action: int) -> None:
         if self.action != UNDECIDED:
@@ -170,3 +192,24 @@ class RequestContext:
         if isinstance(to, (list, tuple)):
             return [self._target(t) for t in to]
         return [self._target(to)]
+
+
+#: headers the transaction and the dialog are made of: a script may read them, not edit them
+_FIXED: Final = frozenset({"via", "from", "to", "call-id", "cseq", "content-length"})
+
+
+def editable_name(name: str) -> str:
+    """The canonical name of a header a handler may edit; ValueError for the ones it may not."""
+    key = canonical_name(name.strip())
+    if not key or key in _FIXED:
+        raise ValueError(f"header {name!r} cannot be edited by a route (transaction and dialog are built on it)")
+    if not all(c in TOKEN_CHARS for c in key):
+        raise ValueError(f"not a header name: {name!r}")
+    return key
+
+
+def line_value(value: str) -> str:
+    """A header value a handler gives, checked to be one line."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a header value is one line: {value!r}")
+    return value

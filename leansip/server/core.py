@@ -122,15 +122,29 @@ class ServerCore:
         self.users: Any = None
         #: datagram -> (expiry, source, what we sent): a retransmission is answered before parsing (see receive)
         self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
+        self._handler: Handler = handler if handler is not None else self._builtin_handler()
         #: proxy mode's relay (stateless, and stateful with its transactions); None in registrar/redirect mode
-        self.relay: StatefulRelay | None = StatefulRelay(self.services) if settings.mode == "proxy" else None
+        self.relay: StatefulRelay | None = None
+        if settings.mode == "proxy":
+            self.relay = StatefulRelay(self.services, self._handler)
         #: True while the request being handled was relayed statefully: its transactions absorb retransmissions
         self._stateful_relayed = False
-        self.handler: Handler = handler if handler is not None else self._builtin_handler()
+
+    @property
+    def handler(self) -> Handler:
+        """Who decides about new requests. Set a new one at any time (a reloaded route script): requests
+        from then on go to it; relayed requests already running finish with the one that relayed them."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, value: Handler) -> None:
+        self._handler = value
+        if self.relay is not None:
+            self.relay.handler = value
 
     def _builtin_handler(self) -> Handler:
         mode = self.settings.mode
-        auth = self.services.authenticator is not None
+        auth = self.settings.auth
         if mode == "proxy":
             return ProxyHandler(auth)
         if mode == "redirect":
@@ -329,7 +343,7 @@ class ServerCore:
                 timing.forwarded()  # closes BUILD for a relay that does not mark its own steps
             return out
         ctx = RequestContext(services, req, source, transport, now, conn_id)
-        self.handler.request(req, ctx)
+        self.handler.on_request(req, ctx)
         return self._perform(ctx, None, [])
 
     def _proxy(self, req: Request, source: tuple[str, int], transport: str, now: float,
@@ -369,7 +383,7 @@ class ServerCore:
         handler = self.handler
         if handler.wants_in_dialog or not (routed and req.to_tag is not None or method == "ACK"
                                             and self.settings.stateful):
-            handler.request(req, ctx)
+            handler.on_request(req, ctx)
         else:
             ctx.relay()
         return self._perform(ctx, stx, out)
@@ -442,7 +456,7 @@ class ServerCore:
         built from the bindings the registrar keeps."""
         services = self.services
         user: str | None = None
-        if services.authenticator is not None:
+        if self.settings.auth:
             # a To that names no AOR is a 400 before any challenge (register() checks it again without auth)
             aor = self.registrar.aor_for(req)
             user, resp = services.check_credentials(req, source, now, proxy=False)
@@ -456,7 +470,7 @@ class ServerCore:
         if handler.wants_register:
             ctx = RequestContext(services, req, source, transport, now, conn_id)
             ctx.user = user
-            handler.register(req, ctx)
+            handler.on_register(req, ctx)
             if ctx.action != 0:
                 return self._perform(ctx, None, [])
         resp = self.registrar.register(req, source, transport, now, to_tag=services.to_tag(req), conn_id=conn_id)

@@ -14,48 +14,64 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-from leansip.server.context import FailureHandler, RequestContext
+from leansip.server.context import FailureHandler, RequestContext, editable_name, line_value
+from leansip.server.services import Services
 from leansip.sip.message import Request, Response
 
 ALLOW_SELF: Final = "REGISTER, OPTIONS"
 
 
 class ResponseContext:
-    """What a response handler may do with a response on its way back: let it pass (the default) or drop it.
+    """What a response handler may do with a response on its way back upstream: let it pass (the default),
+    edit its headers, or drop it if it is provisional.
 
-    ``request`` is the request the response answers (as forwarded on this branch, for a stateful relay)."""
+    ``request`` is the request as it was relayed on this branch (None after a stateless relay, which keeps no
+    state); ``response`` the response itself."""
 
-    def __init__(self, request: Request, now: float) -> None:
+    def __init__(self, services: Services, request: Request | None, response: Response, now: float) -> None:
+        self.services = services
         self.request = request
+        self.response = response
         self.now = now
         self.dropped = False
 
     def drop(self) -> None:
-        """Do not pass this response on (a stateful relay still counts it towards the branch's outcome)."""
+        """Do not pass this provisional response on. A final response cannot be dropped: the caller's
+        transaction needs one (a failure handler on the relay decides what it is instead)."""
+        if self.response.status >= 200:
+            raise ValueError(f"a final response ({self.response.status}) cannot be dropped, only 1xx")
         self.dropped = True
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a header line to the response that is passed on."""
+        self.response.add_header(editable_name(name), line_value(value))
+
+    def remove_header(self, name: str) -> int:
+        """Remove every header of that name from the response that is passed on."""
+        return self.response.remove_header(editable_name(name))
 
 
 class Handler(Protocol):
     """What the core calls. Every method runs inline on the message's path: no I/O, no blocking."""
 
-    #: in-dialog requests that came back along our own Record-Route (and ACKs of 2xx) go to :meth:`request`
+    #: in-dialog requests that came back along our own Record-Route (and ACKs of 2xx) go to :meth:`on_request`
     #: too; False: the core relays them where their Route leads, as Kamailio's default script does
     wants_in_dialog: bool
-    #: REGISTERs go to :meth:`register` (after authentication, before the registrar saves the binding)
+    #: REGISTERs go to :meth:`on_register` (after authentication, before the registrar saves the binding)
     wants_register: bool
-    #: responses from relayed branches go to :meth:`response` before they are passed on
+    #: responses from relayed branches go to :meth:`on_response` before they are passed on
     wants_responses: bool
 
-    def request(self, req: Request, ctx: RequestContext) -> None:
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
         """Decide a new request: record exactly one of ``ctx.reply``, ``ctx.relay``, ``ctx.drop``."""
 
-    def register(self, req: Request, ctx: RequestContext) -> None:
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
         """A REGISTER about to be saved: record ``ctx.reply`` (refuse) or ``ctx.drop``; nothing lets it on."""
 
-    def response(self, resp: Response, ctx: ResponseContext) -> None:
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:
         """A response coming back from a branch: ``ctx.drop()`` it, or nothing to pass it on."""
 
-    def failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
+    def on_failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
         """Run ``fn``, a failure handler this handler gave to ``ctx.relay(on_failure=...)``: every branch
         failed, ``resp`` is the best final response; ``fn`` records a new decision in ``ctx`` (or none)."""
 
@@ -79,18 +95,18 @@ class ProxyHandler:
         self.wants_register = False
         self.wants_responses = False
 
-    def request(self, req: Request, ctx: RequestContext) -> None:
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
         if self.auth and not ctx.authenticate():
             return
         ctx.relay()
 
-    def register(self, req: Request, ctx: RequestContext) -> None:
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
         pass
 
-    def response(self, resp: Response, ctx: ResponseContext) -> None:
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:
         pass
 
-    def failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
+    def on_failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
         fn(req, ctx, resp)
 
 
@@ -103,14 +119,14 @@ class RegistrarHandler:
         self.wants_register = False
         self.wants_responses = False
 
-    def request(self, req: Request, ctx: RequestContext) -> None:
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
         ctx.reply(405, None, [("Allow", ALLOW_SELF)])
 
-    def register(self, req: Request, ctx: RequestContext) -> None:
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
         pass
 
-    def response(self, resp: Response, ctx: ResponseContext) -> None:
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:
         pass
 
-    def failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
+    def on_failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
         fn(req, ctx, resp)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 from leansip.server.context import RequestContext
+from leansip.server.handler import Handler, ResponseContext
 from leansip.server.routing import Router, Target, next_hop_of_response
 from leansip.server.services import Services
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION
@@ -28,8 +29,10 @@ DROP_UNUSABLE_VIA: Final = "unusable next Via"
 
 
 class StatelessRelay:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, handler: Handler) -> None:
         self.services = services
+        #: the server's handler, for its response hook (the core sets it again on a reload)
+        self.handler = handler
         self.router = Router(services)
         self.router.set_local(services.local_addresses)
 
@@ -130,6 +133,14 @@ class StatelessRelay:
             return []
         if resp.status == 100:
             return []  # hop-by-hop; we sent our own 100 for INVITE
+        handler = self.handler
+        if handler.wants_responses:
+            rctx = ResponseContext(self.services, None, resp, now)
+            handler.on_response(resp, rctx)
+            if rctx.dropped:
+                return []
+            fwd = resp.copy()  # with the handler's edits
+            fwd.pop_first_value("via")
         dest = next_hop_of_response(nxt)
         if dest is None:
             stats.dropped(DROP_UNUSABLE_VIA)

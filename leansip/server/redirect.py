@@ -20,7 +20,7 @@ class RedirectHandler:
         self.wants_register = False
         self.wants_responses = False
 
-    def request(self, req: Request, ctx: RequestContext) -> None:
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
         if req.method == "CANCEL" or req.to_tag is not None:
             # we answer INVITEs at once with a final response: there is never anything to cancel, nor a dialog
             ctx.reply(481)
@@ -39,11 +39,11 @@ class RedirectHandler:
             return
         ctx.reply(302, None, [("Contact", f"<{b.contact}>;q={b.q:g}") for b in bindings])
 
-    def register(self, req: Request, ctx: RequestContext) -> None:
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
         pass
 
-    def response(self, resp: Response, ctx: ResponseContext) -> None:
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:
         pass
 
-    def failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
+    def on_failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
         fn(req, ctx, resp)

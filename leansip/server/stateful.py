@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from leansip.server.context import RELAY, REPLY, FailureHandler, RequestContext
-from leansip.server.handler import Handler
+from leansip.server.handler import Handler, ResponseContext
 from leansip.server.proxy import StatelessRelay
 from leansip.server.routing import Target
 from leansip.server.services import Services
@@ -145,8 +145,8 @@ class StatefulRelay(StatelessRelay):
     of one of our transactions. Responses: :meth:`on_response`; timers: :meth:`next_deadline` and
     :meth:`handle_timers`. Responses that match no transaction are relayed statelessly (the base class)."""
 
-    def __init__(self, services: Services) -> None:
-        super().__init__(services)
+    def __init__(self, services: Services, handler: Handler) -> None:
+        super().__init__(services, handler)
         s = services.settings
         timers = Timers(t1=s.t1, t2=s.t2, t4=s.t4, end_grid=s.end_grid)
         self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions)
@@ -359,7 +359,7 @@ class StatefulRelay(StatelessRelay):
         rc.on_failure = None
         req = rc.request
         fctx = RequestContext(self.services, req, rc.source, rc.transport, now, rc.conn_id)
-        rc.handler.failure(fn, req, fctx, best)
+        rc.handler.on_failure(fn, req, fctx, best)
         action = fctx.action
         if action == RELAY:
             rc.timeout = fctx.timeout
@@ -453,13 +453,19 @@ class StatefulRelay(StatelessRelay):
         ctx, b = ctxb
         status = resp.status
         out: list[Send] = []
+        hidden = False
+        handler = ctx.handler
+        if handler.wants_responses and status > 100:
+            rctx = ResponseContext(self.services, b.request, resp, now)
+            handler.on_response(resp, rctx)
+            hidden = rctx.dropped
         if status < 200:
             if not b.provisional and ctx.request.method == "INVITE":
                 self._arm_timer_c(b, now + self.timer_c)
             b.provisional = True
             if b.cancel_pending:
                 out.extend(self._send_cancel(b, now))
-            if status == 100 or ctx.final_sent or b.final:  # b.final: it timed out already (_give_up)
+            if status == 100 or ctx.final_sent or b.final or hidden:  # b.final: timed out already (_give_up)
                 return out
             return out + self._forward_up(ctx, resp, now)
         first_final = not b.final

@@ -43,6 +43,8 @@ class Stats:
     lost_bindings: int = 0
     forwarded_requests: int = 0
     forwarded_responses: int = 0
+    #: exceptions raised by a route script's handlers (each answered 500 or let the response pass)
+    script_errors: int = 0
 
     def request(self, method: str) -> None:
         requests = self.requests
@@ -90,4 +92,5 @@ class Stats:
             "lost_bindings": self.lost_bindings,
             "forwarded_requests": self.forwarded_requests,
             "forwarded_responses": self.forwarded_responses,
+            "script_errors": self.script_errors,
         }

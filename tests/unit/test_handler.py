@@ -38,27 +38,30 @@ class Script:
     """A handler written as a plain object, as a route script's Routes is: it only records decisions."""
 
     def __init__(self, decide: Decide, *, in_dialog: bool = False,
-                 on_register: Decide | None = None) -> None:
+                 on_register: Decide | None = None,
+                 on_response: Callable[[Response, ResponseContext], None] | None = None) -> None:
         self.decide = decide
-        self.on_register = on_register
+        self.register_hook = on_register
+        self.response_hook = on_response
         self.wants_in_dialog = in_dialog
         self.wants_register = on_register is not None
-        self.wants_responses = False
+        self.wants_responses = on_response is not None
         self.seen: list[str] = []
         self.failures: list[int] = []
 
-    def request(self, req: Request, ctx: RequestContext) -> None:
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
         self.seen.append(req.method)
         self.decide(req, ctx)
 
-    def register(self, req: Request, ctx: RequestContext) -> None:
-        assert self.on_register is not None
-        self.on_register(req, ctx)
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
+        assert self.register_hook is not None
+        self.register_hook(req, ctx)
 
-    def response(self, resp: Response, ctx: ResponseContext) -> None:
-        raise AssertionError("wants_responses is False: never called")
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:
+        assert self.response_hook is not None, "wants_responses is False: never called"
+        self.response_hook(resp, ctx)
 
-    def failure(self, fn: Callable[[Request, RequestContext, Response], None], req: Request, ctx: RequestContext,
+    def on_failure(self, fn: Callable[[Request, RequestContext, Response], None], req: Request, ctx: RequestContext,
                 resp: Response) -> None:
         self.failures.append(resp.status)
         fn(req, ctx, resp)
@@ -293,3 +296,58 @@ def test_register_hook_can_refuse_and_is_not_called_otherwise() -> None:
     assert responses(feed(core, register("carol", BOB2), BOB2, 1.0)) == [403]
     assert responses(feed(core, register("bob", BOB1), BOB1, 1.0)) == [200]
     assert not core.location.lookup("carol", 1.0) and core.location.lookup("bob", 1.0)
+
+
+def test_response_hook_edits_and_drops_provisional_responses_both_ways() -> None:
+    seen: list[tuple[int, str | None]] = []
+
+    def hook(resp: Response, ctx: ResponseContext) -> None:
+        seen.append((resp.status, None if ctx.request is None else ctx.request.method))
+        ctx.remove_header("X-Internal")
+        ctx.add_header("X-Seen", "yes")
+        if resp.status == 183:
+            ctx.drop()
+        if resp.status == 200:
+            with pytest.raises(ValueError, match="cannot be dropped"):
+                ctx.drop()
+
+    for stateful in (True, False):
+        seen.clear()
+        core, _ = _core(lambda req, ctx: ctx.relay(VM_URI), stateful=stateful, on_response=hook)
+        vm = _to(feed(core, request("INVITE", "sip:bob@leansip"), ALICE, 1.0), VM)
+        assert _up(feed(core, response_to(vm, 183, extra=[("X-Internal", "1")]), VM, 1.1)) == []
+        up = [o for o in feed(core, response_to(vm, 200, extra=[("X-Internal", "1")]), VM, 1.2) if o.dest == ALICE]
+        assert [o.status for o in up] == [200]
+        assert up[0].msg.header("x-internal") is None and up[0].msg.header("x-seen") == "yes"
+        assert seen == [(183, "INVITE" if stateful else None), (200, "INVITE" if stateful else None)]
+
+
+def test_request_edits_reach_the_relayed_request_and_protected_headers_are_refused() -> None:
+    def decide(req: Request, ctx: RequestContext) -> None:
+        ctx.set_ruri("sip:carol@leansip")
+        ctx.remove_header("Subject")
+        ctx.add_header("X-Routed-By", "script")
+        ctx.set_header("Priority", "urgent")
+        for name in ("Via", "Call-ID", "cseq", "t"):
+            with pytest.raises(ValueError, match="cannot be edited"):
+                ctx.add_header(name, "x")
+        with pytest.raises(ValueError, match="one line"):
+            ctx.add_header("X-Bad", "a\r\nVia: evil")
+        ctx.relay(ctx.lookup())
+
+    core, _ = _core(decide)
+    registered(core, "carol", BOB2)
+    data = request("INVITE", "sip:bob@leansip", extra=[("Subject", "hi"), ("Priority", "normal")])
+    fwd = _to(feed(core, data, ALICE, 1.0), BOB2)
+    assert fwd.uri == f"sip:carol@{BOB2[0]}:{BOB2[1]}"
+    assert fwd.header("subject") is None and fwd.header("x-routed-by") == "script"
+    assert fwd.header_values("priority") == ["urgent"]
+
+
+def test_lookup_by_user_name_and_by_uri() -> None:
+    core, _ = _core(lambda req, ctx: ctx.reply(200))
+    registered(core, "bob", BOB1)
+    ctx = RequestContext(core.services, Request("MESSAGE", "sip:x@leansip"), ALICE, "udp", 1.0)
+    assert [t.dest for t in ctx.lookup("bob")] == [BOB1]
+    assert [t.dest for t in ctx.lookup("sip:bob@anywhere")] == [BOB1]
+    assert ctx.lookup() == [] and ctx.lookup("nobody") == []
