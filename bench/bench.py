@@ -2,7 +2,8 @@
 """leansip vs Kamailio, side by side: the one command behind `make bench` and `leansip bench`.
 
     python3 bench/bench.py [--quick] [--servers kamailio,leansip,bare]
-                           [--scenarios register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis]
+                           [--scenarios register,register-auth,stateless,stateful,stateful-script,store-durable,
+                                        store-relaxed,store-redis]
                            [--no-memory] [--no-profile] [--out DIR] [--no-report]
 
 For each scenario and each server: start the server pinned to core 1 (Kamailio: one UDP worker, `-n 1 -m 2048 -M 16
@@ -58,11 +59,15 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str]] = {
     "register-auth": ("registrar-auth", ["--mode", "registrar", "--stateless", "--auth"], "register-auth"),
     "stateless": ("proxy-stateless", ["--mode", "proxy", "--stateless", "--no-auth"], "call"),
     "stateful": ("proxy-stateful", ["--mode", "proxy", "--stateful", "--no-auth"], "call"),
+    # the same calls through a route script that does what the built-in proxy does (bench/routes/proxy.py):
+    # leansip only (Kamailio's row is "stateful"), compared with leansip's "stateful" row of the same run
+    "stateful-script": (None, ["--mode", "proxy", "--stateful", "--no-auth",
+                               "--routes", str(HERE / "routes" / "proxy.py")], "call"),
     "store-durable": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "durable"], "register"),
     "store-relaxed": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "relaxed"], "register"),
     "store-redis": (None, [*_REGISTRAR, "--location", "redis"], "register"),
 }
-DEFAULT_SCENARIOS = "register,register-auth,stateless,stateful,store-durable,store-relaxed,store-redis"
+DEFAULT_SCENARIOS = "register,register-auth,stateless,stateful,stateful-script,store-durable,store-relaxed,store-redis"
 QUICK = os.environ.get("QUICK", "0") == "1"
 #: the server kinds that are leansip (`bare` is `leansip serve --bare`)
 LEANSIP_KINDS = ("leansip", "bare")
@@ -511,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     for scen in scenarios:
         for kind in servers:
             if kind != "leansip" and SCENARIOS[scen][0] is None:
-                continue  # a leansip-only scenario (its location stores; not run again with --bare)
+                continue  # a leansip-only scenario (its location stores, a route script; not run again with --bare)
             if scen == "store-redis":
                 if redis_server is None or not redis_server.start():
                     say("store-redis: no redis-server, skipped")

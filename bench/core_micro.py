@@ -14,6 +14,7 @@ and the best is reported (the least disturbed run).
 * ``register-auth``  REGISTER -> 401, REGISTER with MD5 credentials -> 200 (per registration, both requests)
 * ``stateless``      INVITE, 180, 200, ACK, BYE, 200 through the stateless proxy (per call, six messages)
 * ``stateful``       the same call through the transaction-stateful proxy
+* ``stateful-script`` the same call through a route script doing what the built-in proxy does
 
     python3 bench/core_micro.py [--n 3000] [--rounds 5] [--only stateful,...] [--loops N]
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from leansip.app.config import Config, parse_listen  # noqa: E402
 from leansip.app.serve import build_core, tune_gc  # noqa: E402
+from leansip.routes import load_routes  # noqa: E402
 from leansip.server.core import ServerCore  # noqa: E402
 from leansip.server.users import UserRecord, UserStore  # noqa: E402
 from leansip.sip.message import Request, Response, parse_message  # noqa: E402
@@ -53,6 +55,9 @@ MODES = {  # workload -> Config fields (what bench.py passes as `leansip serve` 
     "register-auth": {"mode": "registrar", "stateful": False, "auth": True},
     "stateless": {"mode": "proxy", "stateful": False, "auth": False},
     "stateful": {"mode": "proxy", "stateful": True, "auth": False},
+    # the stateful call through a route script that does what the built-in proxy does (bench/routes/proxy.py)
+    "stateful-script": {"mode": "proxy", "stateful": True, "auth": False,
+                        "routes": Path(__file__).resolve().parent / "routes" / "proxy.py"},
 }
 
 _SDP = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -64,7 +69,8 @@ def make_core(workload: str) -> ServerCore:
                     auth_algorithms=["MD5"], fail_slow_after=0, fail_block_after=0, **MODES[workload])
     os.environ["LEANSIP_SECRET"] = "bench-secret-0123456789"  # as bench.py runs the server: no secret file
     users = UserStore(UserRecord(f"user{i}", password=f"pw{i}") for i in range(USERS))
-    return build_core(config, users, time.time())
+    handler = load_routes(config.routes) if config.routes is not None else None
+    return build_core(config, users, time.time(), handler)
 
 
 def _register(user: str, n: int, cseq: int = 1, auth: str = "", at: tuple[str, int] = CALLER) -> bytes:
@@ -153,7 +159,7 @@ def run_register_auth(flow: Flow, n: int, base: int) -> None:
 def new_flow(workload: str, timed: bool) -> Flow:
     """A fresh core for ``workload``; for calls, with the callee registered (not counted)."""
     flow = Flow(make_core(workload), timed)
-    if workload in ("stateless", "stateful"):
+    if RUNNERS[workload] is run_call:
         flow.core.receive(_register("callee", -1, at=CALLEE), CALLEE, "udp", flow.now, None)
     return flow
 
@@ -188,6 +194,7 @@ def run_call(flow: Flow, n: int, base: int) -> None:
 
 RUNNERS: dict[str, Callable[[Flow, int, int], None]] = {
     "register": run_register, "register-auth": run_register_auth, "stateless": run_call, "stateful": run_call,
+    "stateful-script": run_call,
 }
 
 

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENS = ["register", "register-auth", "stateless", "stateful"]
+SCENS = ["register", "register-auth", "stateless", "stateful", "stateful-script"]
 TITLES = {"register": "REGISTER (no auth)", "register-auth": "REGISTER + digest (MD5)",
-          "stateless": "stateless proxy call", "stateful": "stateful proxy call"}
+          "stateless": "stateless proxy call", "stateful": "stateful proxy call",
+          "stateful-script": "stateful call, route script (leansip)"}
 COLORS = {"kamailio": "tab:blue", "leansip": "tab:orange", "bare": "tab:green"}
 #: the servers of a run, in the order of the tables (`bare` is `leansip serve --bare`)
 SERVERS = ("kamailio", "leansip", "bare")
@@ -69,8 +70,8 @@ def make_plots(outdir: Path) -> list[Path]:
     rows = results(outdir)
     made: list[Path] = []
     # throughput: achieved vs offered, every ladder/bisection step; hollow markers = failed step
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, scen in zip(axes.flat, SCENS, strict=True):
+    fig, axes = _panels(plt)
+    for ax, scen in zip(axes, SCENS, strict=True):
         top = 100.0
         for server in SERVERS:
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
@@ -93,8 +94,8 @@ def make_plots(outdir: Path) -> list[Path]:
                       "dotted = max zero-failure rate)"))
 
     # latency: sipp RTT (ms, coarse clock) per ladder step + latprobe p50/p99 at LAT_RATE (us resolution)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, scen in zip(axes.flat, SCENS, strict=True):
+    fig, axes = _panels(plt)
+    for ax, scen in zip(axes, SCENS, strict=True):
         for server in SERVERS:
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step" and "rtt1_p50" in r),
                            key=lambda r: int(r["rate"]))
@@ -122,14 +123,23 @@ def make_plots(outdir: Path) -> list[Path]:
     return made
 
 
+def _panels(plt: Any) -> tuple[Any, list[Any]]:
+    """A figure with one panel per scenario (SCENS), in rows of three; the unused places hidden."""
+    rows = (len(SCENS) + 2) // 3
+    fig, grid = plt.subplots(rows, 3, figsize=(16, 4 * rows))
+    for ax in grid.flat[len(SCENS):]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:len(SCENS)])
+
+
 def handler_plot(outdir: Path, rows: dict[tuple[str, str], list[dict[str, str]]], plt: Any) -> Path | None:
     """The seed paper's figure: handler time against total processing time as the offered load rises. Handler
     time = leansip's own mean, per ladder step, of the scenario's timed request (datagram in -> reply sent: the
     `total` step timing, `handler_us`); total = the latency a client saw in the same step: the low-rate
     latency probe run beside each step (`lp_p50_us`, `lp_p99_us`), for leansip and --bare."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = _panels(plt)
     drawn = False
-    for ax, scen in zip(axes.flat, SCENS, strict=True):
+    for ax, scen in zip(axes, SCENS, strict=True):
         for server in ("leansip", "bare"):
             steps = sorted((r for r in rows.get((server, scen), []) if r.get("kind") == "step"),
                            key=lambda r: int(r["rate"]))

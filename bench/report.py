@@ -300,12 +300,26 @@ def core_micro_table(outdir: Path) -> list[str]:
           "datagram also costs the kernel and the event loop, and at these rates every one arrives at an idle, "
           "cold process.", "",
           "| workload | compiled µs | pure Python µs | speed-up |", "|---|---:|---:|---:|"]
-    for w in ("register", "register-auth", "stateless", "stateful"):
+    for w in ("register", "register-auth", "stateless", "stateful", "stateful-script"):
         c, q = comp.get(w), pure.get(w)
         if c and q:
             unit = "registration" if w.startswith("register") else "call"
             md.append(f"| {w} (per {unit}) | {c:.1f} | {q:.1f} | {q / c:.2f}× |")
     return md + [""]
+
+
+def script_row(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """The route script's cost: leansip's stateful call through bench/routes/proxy.py (what the built-in proxy
+    does, written as a script) against the built-in stateful proxy, same run (issue 21: within 15 %)."""
+    built, script = figures(rows.get(("leansip", "stateful"), [])), figures(rows.get(("leansip", "stateful-script"), []))
+    if script["fixed_us"] is None:
+        return []
+    return ["**Routing in Python** (`stateful-script`: the stateful call through `bench/routes/proxy.py`, a route "
+            "script doing what the built-in proxy does): CPU µs/call at the fixed rate "
+            f"{f0(script['fixed_us'])} against the built-in stateful proxy's {f0(built['fixed_us'])} "
+            f"(script / built-in {ratio(script['fixed_us'], built['fixed_us'])}); idle subtracted "
+            f"{f0(script['fixed_net_us'])} / {f0(built['fixed_net_us'])} "
+            f"({ratio(script['fixed_net_us'], built['fixed_net_us'])}).", ""]
 
 
 def main(outdir: Path, write_md: bool = True) -> int:
@@ -377,12 +391,13 @@ def main(outdir: Path, write_md: bool = True) -> int:
             f"{ratio(lq['p50'], k['p50'])} / {ratio(lq['p99'], k['p99'])} |",
         ]
         if k["p50b"] is not None or lq["p50b"] is not None:
-            second = "BYE→200" if scen in ("stateless", "stateful") else "auth leg"
+            second = "BYE→200" if scen in ("stateless", "stateful", "stateful-script") else "auth leg"
             md.append(f"| | {second} p50 / p99 (µs) | {f0(k['p50b'])} / {f0(k['p99b'])} | {f0(lq['p50b'])} / "
                       f"{f0(lq['p99b'])} | {ratio(lq['p50b'], k['p50b'])} / {ratio(lq['p99b'], k['p99b'])} |")
         md.append(f"| | host_busy range during the runs | {f0(k['busy_min'])}–{f0(k['busy_max'])} | "
                   f"{f0(lq['busy_min'])}–{f0(lq['busy_max'])} | |")
     md.append("")
+    md += script_row(rows)
     md += store_table(rows)
     md += bare_table(rows)
     md += rates_table(rows)

@@ -2,7 +2,7 @@
 # Instructions the whole leansip server spends per REGISTER / digest registration / proxied call, counted by
 # callgrind (valgrind): repeatable where CPU time on this shared VM moves by a third between runs.
 #
-#   bash bench/tools/callgrind_server.sh register|register-auth|stateless|stateful [N] [REPO]
+#   bash bench/tools/callgrind_server.sh register|register-auth|stateless|stateful|stateful-script [N] [REPO]
 #   SERVER=kamailio bash bench/tools/callgrind_server.sh ...   (the same count for Kamailio, all its processes)
 #
 # Two runs of the server under callgrind: one with the warm-up only, one with the warm-up and N more; the
@@ -19,7 +19,7 @@
 # before each run). Every thread of the server is counted (the SQLite writer, the Redis link), not redis-server.
 # Needs valgrind and sipp; takes a few minutes.
 set -euo pipefail
-scenario=${1:?register, register-auth, stateless or stateful}
+scenario=${1:?register, register-auth, stateless, stateful or stateful-script}
 n=${2:-1000}
 repo=$(cd "${3:-$(dirname "$0")/../..}" && pwd)
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +49,8 @@ case $scenario in
   register-auth) flags=(--mode registrar --auth --auth-algorithms MD5); cfg=registrar-auth ;;
   stateless) flags=(--mode proxy --stateless --no-auth); cfg=proxy-stateless ;;
   stateful) flags=(--mode proxy --stateful --no-auth); cfg=proxy-stateful ;;
+  # the stateful call through a route script doing what the built-in proxy does (leansip only)
+  stateful-script) flags=(--mode proxy --stateful --no-auth --routes "$repo/bench/routes/proxy.py"); cfg=proxy-stateful ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 

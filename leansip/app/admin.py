@@ -435,6 +435,10 @@ def _openapi() -> dict[str, Any]:
         },
         "security": [{}, {"bearer": []}, {"query": []}],
         "paths": {
+            "/api/reload": {"post": {"summary": "load the route script again (as SIGHUP); refused with the reason "
+                                             "when the new one cannot be loaded (the running one stays)",
+                                  "responses": {"200": ok({"type": "object"}), "401": unauthorized, "409": err,
+                                                "422": err}}},
             "/api/status": {"get": {"summary": "server mode, transports, counts and counters",
                                     "responses": {"200": ok(ref("Status")), "401": unauthorized}}},
             "/api/users": {
@@ -550,6 +554,7 @@ class AdminServer:
             web.get("/api/stats", self._stats),
             web.get("/api/timings", self._timings),
             web.get("/api/events", self._events),
+            web.post("/api/reload", self._reload),
             web.get("/api/openapi.json", self._openapi),
             web.get("/metrics", self._metrics),
         ])
@@ -640,6 +645,21 @@ class AdminServer:
 
     async def _timings(self, request: web.Request) -> web.Response:
         return web.json_response(self.view.timings())
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        """Load the route script again (SIGHUP does the same): 200 with its methods, or 422 with the reason it
+        was refused (the running script stays), 409 when the server runs without a script."""
+        from leansip.routes import RouteScriptError
+
+        config = self.view.config
+        if config is None or config.routes is None:
+            return _error(409, "no route script to reload: the server was started without --routes")
+        try:
+            routes = self.view.runtime.reload_routes()
+        except RouteScriptError as exc:
+            return _error(422, f"route script refused, the running one stays: {exc}")
+        self.changed()
+        return web.json_response({"reloaded": str(config.routes), "methods": routes.methods})
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.json_response(_openapi())

@@ -142,6 +142,7 @@ class Config:
     listen: list[ListenSpec] = field(default_factory=_default_listen)
     port_fallback: bool = False
     mode: str = "proxy"
+    routes: Path | None = None
     stateful: bool = True
     auth: bool = False
     realm: str = field(default_factory=socket.gethostname)
@@ -221,6 +222,9 @@ class Config:
             if not 0 <= spec.port <= 65535:
                 raise ConfigError(f"port {spec.port} is out of range 0-65535", key="listen")
         _one_of("mode", self.mode, MODES)
+        if self.routes is not None and self.mode != "proxy":
+            raise ConfigError(f"a route script runs in proxy mode, not {self.mode} (drop --mode or set "
+                              "mode = \"proxy\")", key="routes")
         _one_of("location", self.location, LOCATIONS)
         _one_of("durability", self.durability, DURABILITIES)
         _one_of("log_level", self.log_level, LOG_LEVELS)
@@ -320,6 +324,8 @@ FIELDS: dict[str, FieldInfo] = {
                         "udp tcp tls ws wss); repeat for several", "SPEC"),
     "port_fallback": FieldInfo("bool", "if a listen port is taken, use a free one and print it"),
     "mode": FieldInfo("str", "what the server does with requests other than REGISTER", "MODE", MODES),
+    "routes": FieldInfo("optpath", "route script: a Python file whose handlers decide where requests go "
+                        "(README \"Routing in Python\"); reloaded on SIGHUP and POST /api/reload", "FILE"),
     "stateful": FieldInfo("bool", "proxy with transactions (retransmissions, forking, CANCEL) "
                           "instead of stateless forwarding"),
     "auth": FieldInfo("bool", "challenge requests with digest authentication against the users file"),

@@ -33,7 +33,9 @@ from leansip.io.commit import GroupCommitter
 from leansip.io.netif import interface_addresses
 from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
+from leansip.routes import Routes, RouteScriptError, load_routes
 from leansip.server.core import CoreSettings, ServerCore
+from leansip.server.handler import Handler
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
 from leansip.server.routing import WILDCARD_HOSTS
@@ -104,8 +106,9 @@ def open_sqlite(db: Path, now: float, durability: str = "durable") -> LocationSt
                             "phones)") from None
 
 
-def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
-    """The sans-I/O server for a configuration (used by the runtime and by in-process tests)."""
+def build_core(config: Config, users: UserStore, now: float, handler: Handler | None = None) -> ServerCore:
+    """The sans-I/O server for a configuration (used by the runtime and by in-process tests); ``handler``: a
+    route script's :class:`~leansip.routes.Routes` instead of the mode's built-in handler."""
     if config.location == "sqlite":
         store = open_sqlite(Path(config.db), now, config.durability)
     elif config.location == "redis":
@@ -131,7 +134,7 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
     secret = _secret(config)
 
     authenticator = None
-    if config.auth:
+    if config.auth or config.routes is not None:  # a route script may authenticate() whatever --auth says
         authenticator = DigestAuthenticator(secret, config.realm, config.nonce_ttl, config.auth_algorithms)
     never = 2**31  # 0 in the config means "never slow down" / "never block"
     limiter = FailureLimiter(threshold_slow=config.fail_slow_after or never,
@@ -146,6 +149,7 @@ def build_core(config: Config, users: UserStore, now: float) -> ServerCore:
         limiter=limiter,
         local_addresses=[(spec.transport, spec.host, spec.port) for spec in config.listen],
         secret=secret,
+        handler=handler,
     )
     core.users = users
     core.timing = StepTimer(clock=time.perf_counter_ns)  # always on: see leansip.server.timing
@@ -330,6 +334,11 @@ class Runtime:
                 loop.add_signal_handler(sig, self.stop, sig.name)
             except (NotImplementedError, RuntimeError):  # pragma: no cover
                 pass
+        if self.config.routes is not None:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
         admin = None
         if self.config.admin_address is not None:
             try:
@@ -358,6 +367,30 @@ class Runtime:
         print(f"leansip stopped ({self.stop_reason}) after {uptime} s", flush=True)
         log_event(log, "stopped", level=logging.INFO, reason=self.stop_reason, uptime_s=uptime)
         return 0
+
+
+    # route script -------------------------------------------------------------
+    def reload_routes(self) -> Routes:
+        """Load the route script again and make it the handler of new requests; relayed requests already
+        running finish with the old one. Raises :class:`RouteScriptError` (one line, file:line) and keeps the
+        old script when the new one cannot be loaded."""
+        path = self.config.routes
+        if path is None:
+            raise RouteScriptError("no route script to reload: the server was started without --routes")
+        try:
+            routes = load_routes(path)
+        except RouteScriptError as exc:
+            log_event(log, "routes_reload_refused", level=logging.ERROR, error=str(exc))
+            raise
+        self.core.handler = routes
+        log_event(log, "routes_reloaded", level=logging.WARNING, routes=str(path), methods=",".join(routes.methods))
+        return routes
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload_routes()
+        except RouteScriptError:
+            pass  # logged; the old script stays
 
 
 class ListenError(OSError):
@@ -461,6 +494,13 @@ def run(config: Config) -> int:
         except OSError as exc:
             print(f"leansip: error: --cpu {config.cpu}: {exc}", file=sys.stderr)
             return 2
+    routes = None
+    if config.routes is not None:
+        try:
+            routes = load_routes(config.routes)
+        except RouteScriptError as exc:
+            print(f"leansip: error: {exc}", file=sys.stderr)
+            return 2
     try:
         import uvloop  # type: ignore[import-not-found]
 
@@ -471,7 +511,7 @@ def run(config: Config) -> int:
 
     async def main() -> int:
         try:
-            core = build_core(config, users, time.time())
+            core = build_core(config, users, time.time(), routes)
         except (OSError, ValueError) as exc:
             print(f"leansip: error: {exc}", file=sys.stderr)
             return 2

@@ -102,6 +102,10 @@ class RequestContext:
                 targets.append(t)
         return targets
 
+    def user_exists(self, name: str) -> bool:
+        """Is ``name`` one of the server's users (the users file)?"""
+        return self.services.user_exists(name)
+
     # ------------------------------------------------------------------ decisions
     def reply(self, status: int, reason: str | None = None, headers: Sequence[tuple[str, str]] | None = None) -> None:
         """Answer the request with ``status`` (and ``reason``, extra ``(name, value)`` headers); ours, not
@@ -123,7 +127,8 @@ class RequestContext:
         ``timeout``: seconds an INVITE branch may go unanswered before it is cancelled and counts as 408.
         ``on_failure(req, ctx, response)``: called when every branch failed (no 2xx) with the best final
         response, to decide again (relay elsewhere: serial forking; reply; or nothing: that response goes
-        back). ``stateful``: default the server's mode. ``record_route``: default the server's setting."""
+        back). ``stateful``: default the server's mode (stateful whenever ``timeout`` or ``on_failure`` is given).
+        ``record_route``: default the server's setting."""
         self._decide(RELAY)
         if to is not None:
             self.targets = self._targets(to)
@@ -134,10 +139,12 @@ class RequestContext:
         self.on_failure = on_failure
         if stateful is not None:
             self.stateful = stateful
+        elif on_failure is not None or timeout:
+            self.stateful = True  # only a transaction can wait for the branches' outcome
         if record_route is not None:
             self.record_route = record_route
         if (on_failure is not None or timeout) and not self.stateful:
-            raise ValueError("timeout and on_failure need a stateful relay")
+            raise ValueError("timeout and on_failure need a stateful relay (not stateful=False)")
 
     def drop(self) -> None:
         """Send nothing at all, and forget the request (a retransmission of it comes to the handler again)."""
