@@ -72,7 +72,7 @@ class Relayed:
         self.responses.append(status)
         test = self.exchange.test
         tag = to_tag or f"callee{self.exchange.relayed.index(self) + 1}"
-        test.feed(_response_to(self.request, status, reason, headers, tag, body), self.dest)
+        test._feed(_response_to(self.request, status, reason, headers, tag, body), self.dest)
         return self.exchange
 
 
@@ -226,15 +226,15 @@ class RouteTest:
         head, _, body = text.replace("\r\n", "\n").partition("\n\n")
         lines = [ln for ln in head.split("\n") if ln and not ln.lower().startswith(("content-length:", "l:"))]
         data = "\r\n".join(lines) + f"\r\nContent-Length: {len(body.encode())}\r\n\r\n" + body
-        return self.feed_request(data.encode(), source)
+        return self._feed_request(data.encode(), source)
 
     def _send(self, head: list[str], cseq: str, tail: list[str], body: bytes, source: tuple[str, int],
               branch: str) -> Exchange:
         via = f"Via: SIP/2.0/UDP {source[0]}:{source[1]};branch={branch};rport"
         lines = [head[0], via, *head[1:], cseq, *tail, f"Content-Length: {len(body)}"]
-        return self.feed_request(("\r\n".join(lines) + "\r\n\r\n").encode() + body, source)
+        return self._feed_request(("\r\n".join(lines) + "\r\n\r\n").encode() + body, source)
 
-    def feed_request(self, data: bytes, source: tuple[str, int]) -> Exchange:
+    def _feed_request(self, data: bytes, source: tuple[str, int]) -> Exchange:
         """Give the server a request (bytes) from ``source``; returns what happened to it."""
         msg = parse_message(data)
         if not isinstance(msg, Request):
@@ -246,7 +246,7 @@ class RouteTest:
         self._route(self.core.receive(data, source, "udp", self.now), origin=ex)
         return ex
 
-    def feed(self, data: bytes, source: tuple[str, int]) -> None:
+    def _feed(self, data: bytes, source: tuple[str, int]) -> None:
         """Give the server a message from ``source`` (a callee's response, say) and route what comes out."""
         self._route(self.core.receive(data, source, "udp", self.now))
 

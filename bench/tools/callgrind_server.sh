@@ -17,6 +17,8 @@
 # STORE=memory (default) | durable | relaxed | redis picks leansip's location store: SQLite with
 # --durability durable (group commit) or relaxed (write-behind), or Redis (a redis-server started here, emptied
 # before each run). Every thread of the server is counted (the SQLite writer, the Redis link), not redis-server.
+# CALL_RATE (default 50 calls/s): lower it on a busy host, where a slowed server makes SIPp retransmit and the
+# retransmissions are counted as the calls' work.
 # Needs valgrind and sipp; takes a few minutes.
 set -euo pipefail
 scenario=${1:?register, register-auth, stateless, stateful or stateful-script}
@@ -82,7 +84,7 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
       (cd "$work" && "${sipp[@]}" -sf "$here/sipp/uas-call.xml" -p $((port + 2)) -bg >/dev/null 2>&1)
       (cd "$work" && "${sipp[@]}" -sf "$here/sipp/register-callee.xml" -p $((port + 3)) -m 1 -s callee \
         -key callee_port $((port + 2)) >/dev/null 2>&1)
-      (cd "$work" && "${sipp[@]}" -sf "$here/sipp/uac-call.xml" -s callee -m $((100 + count)) -r 50 \
+      (cd "$work" && "${sipp[@]}" -sf "$here/sipp/uac-call.xml" -s callee -m $((100 + count)) -r "${CALL_RATE:-50}" \
         -p $((port + 1)) >/dev/null 2>&1)
       sleep 40
       pkill -f "sipp 127.0.0.1:$port" || true ;;

@@ -381,11 +381,13 @@ class ServerCore:
         routed = relay.router.preprocess_routes(req, conn_id)
         ctx = RequestContext(self.services, req, source, transport, now, conn_id)
         handler = self.handler
-        if handler.wants_in_dialog or not (routed and req.to_tag is not None or method == "ACK"
-                                            and self.settings.stateful):
-            handler.on_request(req, ctx)
-        else:
+        # along our Record-Route: an in-dialog request that came back through our Route entry; with stateful
+        # relaying, an ACK no transaction took (the ACK of a 2xx, end to end)
+        along_route = (routed and req.to_tag is not None) or (method == "ACK" and self.settings.stateful)
+        if along_route and not handler.wants_in_dialog:
             ctx.relay()
+        else:
+            handler.on_request(req, ctx)
         return self._perform(ctx, stx, out)
 
     def _perform(self, ctx: RequestContext, stx: ServerTransaction | None, out: list[Send]) -> list[Send]:

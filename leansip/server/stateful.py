@@ -161,7 +161,10 @@ class StatefulRelay(StatelessRelay):
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
-        c = min(self._timer_c.earliest, self._ring.earliest)
+        c = self._timer_c.earliest
+        ring = self._ring.earliest
+        if ring < c:
+            c = ring
         if c != math.inf and (at is None or c < at):
             return c
         return at
