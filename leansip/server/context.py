@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from leansip.server.routing import Target, binding_target, uri_destination
+from leansip.server.routing import Target, contact_targets, uri_destination
 from leansip.server.services import Services
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import Request, Response, canonical_name
@@ -95,12 +95,7 @@ class RequestContext:
             aor = uri if "@" in uri or not services.settings.policy.use_domain else f"{uri}@{services.settings.realm}"
         else:
             aor = services.aor(self._sip_uri(self.request.ruri if uri is None else uri))
-        targets: list[Target] = []
-        for b in services.location.lookup(aor, self.now):
-            t = binding_target(b)
-            if t is not None:
-                targets.append(t)
-        return targets
+        return contact_targets(services.location.lookup(aor, self.now), services.flows)
 
     def user_exists(self, name: str) -> bool:
         """Is ``name`` one of the server's users (the users file)?"""
