@@ -55,6 +55,7 @@ COMPILED: tuple[str, ...] = (
     "leansip.server.proxy",
     "leansip.server.redirect",
     "leansip.server.registrar",
+    "leansip.server.replycache",
     "leansip.server.routing",
     "leansip.server.services",
     "leansip.server.stateful",

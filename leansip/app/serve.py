@@ -28,6 +28,7 @@ from pathlib import Path
 
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
+from leansip.app.memtrim import MemoryTrimmer
 from leansip.io.bareloop import BareLoop
 from leansip.io.commit import GroupCommitter
 from leansip.io.netif import interface_addresses
@@ -242,6 +243,8 @@ class Runtime:
 
     async def _housekeeping(self) -> None:
         ticks = 0
+        trimmer = MemoryTrimmer()
+        trimmer.trim()  # what reading the users and the stored bindings freed
         while True:
             await asyncio.sleep(1.0)
             try:
@@ -250,6 +253,7 @@ class Runtime:
                 log_event(log, "housekeeping_error", level=logging.ERROR, exc_info=True)
             ticks += 1
             age_gc(ticks)
+            trimmer.tick(self.core.held_bytes())  # after a flood's state is freed: give the pages back
 
     async def _flusher(self, interval: float) -> None:
         while True:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -29,6 +28,7 @@ from leansip.server.handler import ALLOW_SELF, Handler, ProxyHandler, RegistrarH
 from leansip.server.location import Binding, LocationService
 from leansip.server.redirect import RedirectHandler
 from leansip.server.registrar import Registrar, aor_of
+from leansip.server.replycache import ReplyCache
 from leansip.server.services import CoreSettings, Ha1Lookup, Services, response_destination
 from leansip.server.stateful import StatefulRelay
 from leansip.server.stats import Stats
@@ -120,8 +120,10 @@ class ServerCore:
         self.registrar = Registrar(location, settings.policy, self.services.flows)
         #: the user store behind ``ha1_lookup``/``user_exists`` (a ``UserStore``), for the admin view; may be None
         self.users: Any = None
-        #: datagram -> (expiry, source, what we sent): a retransmission is answered before parsing (see receive)
-        self._reply_cache: OrderedDict[bytes, tuple[float, tuple[str, int], list[Send]]] = OrderedDict()
+        #: datagram -> what we sent: a retransmission is answered before parsing (see receive); bounded in bytes
+        self._reply_cache = ReplyCache(settings.reply_cache_ttl, max_entries=settings.reply_cache_size,
+                                       max_bytes=settings.reply_cache_bytes,
+                                       max_entry_bytes=settings.reply_cache_entry_bytes)
         self._handler: Handler = handler if handler is not None else self._builtin_handler()
         #: proxy mode's relay (stateless, and stateful with its transactions); None in registrar/redirect mode
         self.relay: StatefulRelay | None = None
@@ -242,10 +244,10 @@ class ServerCore:
         # the bytes alone (the source is checked on a hit: no key tuple to build and hash); responses, INVITE
         # and ACK are never cached, so their datagrams skip the lookup (and the hash of the whole datagram).
         if _cacheable(data):
-            cached = self._reply_cache.get(data)
-            if cached is not None and cached[0] > now and cached[1] == source:
+            cached = self._reply_cache.get(data, source, now)
+            if cached is not None:
                 services.stats.retransmissions += 1
-                return cached[2]
+                return cached
         try:
             msg = parse_message(data, stream=transport != "udp")
         except SipParseError as exc:
@@ -277,14 +279,8 @@ class ServerCore:
         # (RFC 3261 17.2.2): a cached copy of the forward would bypass them
         if out and msg.method != "INVITE" and msg.method != "ACK" and not (
                 self._stateful_relayed and any(not s.data.startswith(b"SIP/2.0 ") for s in out)):
-            self._cache_reply(data, source, out, now)
+            self._reply_cache.put(data, source, out, now)
         return out
-
-    def _cache_reply(self, data: bytes, source: tuple[str, int], out: list[Send], now: float) -> None:
-        cache = self._reply_cache
-        cache[data] = (now + self.settings.reply_cache_ttl, source, out)
-        if len(cache) > self.settings.reply_cache_size:
-            cache.popitem(last=False)
 
     def _reject(self, exc: SipParseError, source: tuple[str, int], transport: str,
                 conn_id: str | None) -> list[Send]:
@@ -518,6 +514,14 @@ class ServerCore:
             return self.relay.handle_timers(now)
         return []
 
+    def held_bytes(self) -> int:
+        """Bytes the core keeps for what peers sent, as its byte bounds count them: cached replies and the
+        relay's transactions (the shell trims the heap after this falls a lot: leansip.app.memtrim)."""
+        held = self._reply_cache.nbytes
+        if self.relay is not None:
+            held += self.relay.held_bytes()
+        return held
+
     def housekeeping(self, now: float) -> None:
         """Once a second: expire bindings, drop old cached replies, forget sources whose auth failures aged out."""
         expired = self.location.expire(now)
@@ -525,12 +529,7 @@ class ServerCore:
             self.stats.expired_bindings += len(expired)
         # without this, every source that ever failed once stays in the limiter until max_sources evicts it
         self.services.limiter.purge(now)
-        cache = self._reply_cache
-        while cache:
-            key, (deadline, _source, _out) = next(iter(cache.items()))
-            if deadline > now:
-                break
-            del cache[key]
+        self._reply_cache.expire(now)
 
 
 def _cacheable(data: bytes) -> bool:

@@ -57,6 +57,10 @@ class StatelessRelay:
     def calls_in_progress(self) -> int:
         return 0
 
+    def held_bytes(self) -> int:
+        """Bytes kept between messages (none: stateless)."""
+        return 0
+
     def our_ack(self, req: Request) -> bool:
         """Is this the ACK for a non-2xx reply we generated (407, 404, ...)? It ends our stateless "transaction"
         (RFC 3261 17.2.1) and must not reach the callee, who never saw that INVITE (as Kamailio's sl)."""

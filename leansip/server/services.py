@@ -28,7 +28,7 @@ from leansip.sip.digest import AuthKind, DigestAuthenticator, DigestError, parse
 from leansip.sip.message import KIND_CALL_ID, KIND_ROUTE, Request, Response, make_response
 from leansip.sip.ratelimit import DecisionKind, FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.uri import SipURI, Via, cache_put
+from leansip.sip.uri import SipURI, TextBound, Via, cache_text
 
 log = logging.getLogger("leansip.server")
 
@@ -45,6 +45,9 @@ class CoreSettings:
     server_name: str = "leansip"
     reply_cache_size: int = 20000
     reply_cache_ttl: float = 32.0
+    #: bytes of datagrams and replies the reply cache holds, and the most one entry may (see replycache.py)
+    reply_cache_bytes: int = 8 << 20
+    reply_cache_entry_bytes: int = 16 << 10
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
@@ -247,8 +250,10 @@ def canonical_ipv6(host: str) -> str:
             known = str(ipaddress.IPv6Address(host))
         except ValueError:
             known = host
-        cache_put(_IPV6_FORMS, host, known, 1024)
+        cache_text(_IPV6_FORMS, _IPV6_FORMS_BOUND, host, known)
     return known
 
 
 _IPV6_FORMS: Final[dict[str, str]] = {}
+#: 1,024 hosts, 64 K characters
+_IPV6_FORMS_BOUND: Final = TextBound(1024, 64 << 10)

@@ -201,6 +201,10 @@ class StatefulRelay(StatelessRelay):
     def live_transactions(self) -> int:
         return len(self.table)
 
+    def held_bytes(self) -> int:
+        """What the transactions keep, estimated (the table's byte bounds are on it)."""
+        return self.table.held_bytes
+
     @property
     def calls_in_progress(self) -> int:
         return sum(1 for ctx in self.contexts.values() if ctx.request.method == "INVITE")
@@ -244,14 +248,22 @@ class StatefulRelay(StatelessRelay):
         if resp is None:
             return self._respond(stx, ctx.request, ctx.status, ctx.now, ctx.reason, ctx.headers, ctx.conn_id)
         self.services.stats.response(resp.status)
-        return self._run(stx.send_response(resp, ctx.now), ctx.now, ctx.conn_id)
+        return self._answered(stx, resp, ctx.now, ctx.conn_id)
 
     def _respond(self, stx: ServerTransaction, req: Request, status: int, now: float,
                  reason: str | None = None, headers: list[tuple[str, str]] | None = None,
                  conn_id: str | None = None) -> list[Send]:
         resp = make_response(req, status, reason, to_tag=self.services.to_tag(req), headers=headers or ())
         self.services.stats.response(status)
-        return self._run(stx.send_response(resp, now), now, conn_id)
+        return self._answered(stx, resp, now, conn_id)
+
+    def _answered(self, stx: ServerTransaction, resp: Response, now: float, conn_id: str | None) -> list[Send]:
+        """Send our own final answer from ``stx``, which no branch carries on (a challenge, 404, 481, 482,
+        503, a CANCEL's 200 ...): the transaction keeps its response, not the request, from then on (memory a
+        peer's requests can make us hold, see :meth:`ServerTransaction.keep_response_only`)."""
+        out = self._run(stx.send_response(resp, now), now, conn_id)
+        stx.keep_response_only()
+        return out
 
     def relay(self, ctx: RequestContext, stx: ServerTransaction, handler: Handler) -> list[Send]:
         """Relay ``ctx.request`` statefully from its server transaction ``stx``: a client transaction per

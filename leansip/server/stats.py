@@ -50,8 +50,8 @@ class Stats:
         requests = self.requests
         if method in requests:
             requests[method] = requests[method] + 1  # compiled: `d[k] += 1` is a generic in-place add
-        elif len(requests) < 64:  # unknown methods are unbounded in number: cap the label set
-            requests[method] = 1
+        elif len(requests) < 64 and len(method) <= MAX_LABEL:
+            requests[method] = 1  # unknown methods are unbounded in number and length: cap the label set
         else:
             requests["other"] = requests.get("other", 0) + 1
 

@@ -194,7 +194,7 @@ class UserStore:
     __slots__ = ("_users", "_persisted", "source", "_ha1", "_ha1_limit")
 
     def __init__(self, records: Iterable[UserRecord] = (), *, source: str | Path | None = None,
-                 ha1_memo: int = 1 << 17):
+                 ha1_memo: int = 1 << 15):
         self._users: dict[str, UserRecord] = {}
         self._persisted: set[str] = set()
         self._ha1: dict[tuple[str, str, str], str | None] = {}

@@ -5,7 +5,10 @@ Why: digest authentication lets anyone try passwords as fast as they can send RE
 (the shell delays its 401s; the transaction layer absorbs retransmissions meanwhile), and after
 ``threshold_block`` failures we refuse it for ``block_for`` seconds. Other sources are not
 affected. Memory is bounded: only sources with recent failures are kept, at most
-``max_sources`` of them, least recently failing first out.
+``max_sources`` of them and at most ``max_stamps`` failure times in all (8 bytes each, in an
+array per source), least recently failing first out. A source keeps at most ``threshold_block``
+failure times (the newest: its count in the window is then exact up to the threshold); a
+threshold past :data:`MAX_STAMPS_PER_SOURCE` is never reached ("never" in the config).
 
 Use::
 
@@ -22,7 +25,8 @@ source out of the table; the table size is the trade-off between that and memory
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -60,11 +64,20 @@ class Decision:
 ALLOW: Final = Decision(kind=DecisionKind.ALLOW)
 
 
+#: the most failure times kept per source (a larger threshold is never reached)
+MAX_STAMPS_PER_SOURCE: Final = 1024
+#: the defaults of the bounds: about 100 bytes a source besides its times (key, entry, array header), so
+#: 20,000 sources and 400,000 times are at most about 5 MB
+DEFAULT_MAX_SOURCES: Final = 20_000
+DEFAULT_MAX_STAMPS: Final = 400_000
+
+
 class _Source:
     __slots__ = ("blocked_until", "failures")
 
-    def __init__(self, maxlen: int) -> None:
-        self.failures: deque[float] = deque(maxlen=maxlen)
+    def __init__(self) -> None:
+        #: failure times in the window, oldest first (an array of doubles: 8 bytes each, not a float object)
+        self.failures: array[float] = array("d")
         self.blocked_until: float | None = None
 
 
@@ -83,8 +96,9 @@ class FailureLimiter:
         threshold_block: int = 20,
         window: float = 60,
         block_for: float = 300,
-        max_sources: int = 100_000,
+        max_sources: int = DEFAULT_MAX_SOURCES,
         *,
+        max_stamps: int = DEFAULT_MAX_STAMPS,
         delay_base: float = 0.5,
         delay_max: float = 8.0,
     ) -> None:
@@ -92,13 +106,17 @@ class FailureLimiter:
             raise ValueError("thresholds must be at least 1")
         if not (window > 0 and block_for > 0 and delay_base > 0 and delay_max >= delay_base):
             raise ValueError("window, block_for and delays must be positive (delay_max >= delay_base)")
-        if max_sources < 1:
-            raise ValueError("max_sources must be at least 1")
+        if max_sources < 1 or max_stamps < 1:
+            raise ValueError("max_sources and max_stamps must be at least 1")
         self.threshold_slow = threshold_slow
         self.threshold_block = threshold_block
         self.window = float(window)
         self.block_for = float(block_for)
         self.max_sources = max_sources
+        self.max_stamps = max_stamps
+        self._keep = min(threshold_block, MAX_STAMPS_PER_SOURCE)
+        #: failure times held by all sources together (the ``max_stamps`` bound)
+        self.stamps = 0
         self.delay_base = float(delay_base)
         self.delay_max = float(delay_max)
         self._sources: OrderedDict[str, _Source] = OrderedDict()
@@ -109,10 +127,18 @@ class FailureLimiter:
     def _prune(self, entry: _Source, now: float) -> None:
         cutoff = now - self.window
         failures = entry.failures
-        while failures and failures[0] <= cutoff:
-            failures.popleft()
+        old = 0
+        while old < len(failures) and failures[old] <= cutoff:
+            old += 1
+        if old:
+            del failures[:old]
+            self.stamps -= old
         if entry.blocked_until is not None and now >= entry.blocked_until:
             entry.blocked_until = None
+
+    def _drop(self, src: str) -> None:
+        entry = self._sources.pop(src)
+        self.stamps -= len(entry.failures)
 
     def _idle(self, entry: _Source) -> bool:
         return entry.blocked_until is None and not entry.failures
@@ -136,7 +162,7 @@ class FailureLimiter:
             return ALLOW
         self._prune(entry, now)
         if self._idle(entry):
-            del self._sources[src]
+            self._drop(src)
             return ALLOW
         return self._decide(entry)
 
@@ -148,18 +174,26 @@ class FailureLimiter:
         """
         entry = self._sources.get(src)
         if entry is None:
-            entry = _Source(self.threshold_block)
+            entry = _Source()
             self._sources[src] = entry
         else:
             self._sources.move_to_end(src)
         self._prune(entry, now)
         if entry.blocked_until is None:
-            entry.failures.append(now)
-            if len(entry.failures) >= self.threshold_block:
+            failures = entry.failures
+            if len(failures) >= self._keep:  # the oldest goes: only the count up to the threshold matters
+                del failures[0]
+                self.stamps -= 1
+            failures.append(now)
+            self.stamps += 1
+            if len(failures) >= self.threshold_block:
                 entry.blocked_until = now + self.block_for
-                entry.failures.clear()
-        while len(self._sources) > self.max_sources:
-            self._sources.popitem(last=False)
+                self.stamps -= len(failures)
+                del failures[:]
+        sources = self._sources
+        while len(sources) > self.max_sources or self.stamps > self.max_stamps:
+            _old, dropped = sources.popitem(last=False)
+            self.stamps -= len(dropped.failures)
         return self._decide(entry)
 
     def record_success(self, src: str, now: float) -> None:
@@ -168,7 +202,8 @@ class FailureLimiter:
         if entry is None:
             return
         self._prune(entry, now)
-        entry.failures.clear()
+        self.stamps -= len(entry.failures)
+        del entry.failures[:]
         if self._idle(entry):
             del self._sources[src]
 
@@ -179,7 +214,7 @@ class FailureLimiter:
             self._prune(entry, now)
             if not self._idle(entry):
                 break
-            del self._sources[src]
+            self._drop(src)
 
     def next_deadline(self) -> float:
         """When :meth:`purge` can next drop something (the front entry turns idle); inf if empty.

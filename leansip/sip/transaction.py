@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from leansip.sip.message import Header, Request, Response, make_response
+from leansip.sip.message import Header, Request, Response, footprint, make_response
 from leansip.sip.send import Send
 from leansip.sip.uri import Via
 
@@ -75,9 +75,18 @@ __all__ = [
     "response_destination",
     "server_key",
     "TransactionTable",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ANSWERED_BYTES",
 ]
 
 MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 8.1.1.7: branches of RFC 3261 elements start with it
+#: what live transactions may keep, estimated (:func:`leansip.sip.message.footprint` of each request, the bytes
+#: of each response and request sent): past it, new transactions are refused (TooManyTransactions: a 503)
+DEFAULT_MAX_BYTES: Final = 256 << 20
+#: what answered server transactions (which only absorb retransmissions) may keep: past it the oldest end early
+DEFAULT_MAX_ANSWERED_BYTES: Final = 8 << 20
+#: an answered transaction's object, key tuple, timers and heap entry, besides the strings it keeps
+_ANSWERED_OVERHEAD: Final = 600
 RELIABLE_TRANSPORTS: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp", "tls-sctp"})
 
 
@@ -493,6 +502,8 @@ class Transaction:
         "_owner",
         "_heap_at",
         "_heap_seq",
+        "held",
+        "answered",
     )
 
     def __init__(self, request: Request, dest: tuple[str, int], transport: str, timers: Timers) -> None:
@@ -512,6 +523,10 @@ class Transaction:
         self._owner: TransactionTable | None = None
         self._heap_at: float | None = None
         self._heap_seq = -1
+        #: estimated bytes this transaction keeps (set by its table, which sums them: see TransactionTable)
+        self.held = 0
+        #: a server transaction whose TU is done with it (:meth:`ServerTransaction.keep_response_only`)
+        self.answered = False
 
     # ------------------------------------------------------------------ public
     @property
@@ -610,6 +625,15 @@ class Transaction:
     def _changed(self) -> None:
         if self._owner is not None:
             self._owner._changed(self)
+
+    def _hold(self, delta: int) -> None:
+        """What this transaction keeps grew (or shrank) by ``delta`` bytes: tell the table's sums."""
+        self.held += delta
+        owner = self._owner
+        if owner is not None:
+            owner.held_bytes += delta
+            if self.answered:
+                owner.answered_bytes += delta
 
 
 class ClientTransaction(Transaction):
@@ -820,6 +844,32 @@ class ServerTransaction(Transaction):
         self.last_response: bytes | None = None
         self.response_to_tag: str | None = None
 
+    def keep_response_only(self) -> None:
+        """The TU answered the request itself and has nothing more to do with this transaction (a challenge,
+        a 404, a 503...): keep only what absorbing retransmissions needs -- the final response to send again,
+        the matching key, the Via and To lines (branch, and the To tag of an RFC 2543 request) -- and let the
+        table end it early when answered transactions pass their byte bound
+        (:attr:`TransactionTable.max_answered_bytes`). Ended early, a retransmission finds no transaction and
+        is handled as a new request: answered again (RFC 3261 17.2.3 leaves nothing else to do with it).
+
+        A no-op before the final response (the transaction must still deliver it) and once ended."""
+        state = self.state
+        if self.answered or state is _S_TRYING or state is _S_PROCEEDING or state is _S_TERMINATED:
+            return
+        self.answered = True
+        skeleton = self.request.skeleton()
+        self.request = skeleton
+        held = _ANSWERED_OVERHEAD + len(self.last_response or b"")
+        for part in self.key:
+            held += len(part)
+        for h in skeleton.headers:
+            held += len(h.value) + len(h.raw or "")
+        owner = self._owner
+        if owner is not None:
+            owner._answered(self, held)
+        else:
+            self.held = held
+
     def send_response(self, response: Response, now: float) -> list[Action]:
         """Send the TU's response; it drives the state. Raises :class:`IllegalTransition` when the state
         forbids it (e.g. any response after a non-2xx final, a 1xx after a final) and :class:`ValueError` for a
@@ -841,6 +891,8 @@ class ServerTransaction(Transaction):
         if do is _D_SEND_RESPONSE:
             response: Response = arg  # type: ignore[assignment]
             data = response.to_bytes()
+            old = self.last_response
+            self._hold(len(data) - (len(old) if old is not None else 0))
             self.last_response = data
             if self.legacy and response.status >= 200:
                 self.response_to_tag = response.to_tag
@@ -1097,20 +1149,35 @@ _HeapEntry = tuple[int, Transaction]
 
 
 class TransactionTable:
-    """All live transactions of one SIP element: matching, one deadline heap, a size bound.
+    """All live transactions of one SIP element: matching, one deadline heap, bounds in count and in bytes.
 
     Feed it every parsed request (:meth:`receive_request`) and response (:meth:`receive_response`); create
     client transactions with :meth:`create_client` and call their ``start(now)``. Calls made directly on a
     transaction it owns (``send_response``, ``start``, ``transport_error``) update the heap and drop the
     transaction once terminated. Re-arm the I/O timer at :meth:`next_deadline` after every call and call
     :meth:`handle_timers` when it expires.
+
+    Bounds (a peer's requests make the server transactions, so each is a bound on what a peer can make us
+    hold): at most ``max_transactions`` live, and at most ``max_bytes`` estimated bytes kept by all of them
+    (``held_bytes``: each request's :func:`~leansip.sip.message.footprint`, each response and request sent) --
+    past either, creating one raises :class:`TooManyTransactions` (the TU answers 503). Answered transactions
+    (:meth:`ServerTransaction.keep_response_only`) keep only their response and key, and together at most
+    ``max_answered_bytes`` (``answered_bytes``): past it the oldest end early (``ended_early`` counts them).
     """
 
-    def __init__(self, *, timers: Timers = DEFAULT_TIMERS, max_transactions: int = 100_000) -> None:
+    def __init__(self, *, timers: Timers = DEFAULT_TIMERS, max_transactions: int = 100_000,
+                 max_bytes: int = DEFAULT_MAX_BYTES, max_answered_bytes: int = DEFAULT_MAX_ANSWERED_BYTES) -> None:
         if max_transactions < 1:
             raise ValueError("max_transactions must be positive")
+        if max_bytes < 1 or max_answered_bytes < 1:
+            raise ValueError("byte bounds must be positive")
         self.timers = timers
         self.max_transactions = max_transactions
+        self.max_bytes = max_bytes
+        self.max_answered_bytes = max_answered_bytes
+        self.held_bytes = 0
+        self.answered_bytes = 0
+        self.ended_early = 0
         self._clients: dict[tuple[str, ...], ClientTransaction] = {}
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
         #: (seq, transaction) by deadline: an entry is live while its seq is the transaction's _heap_seq
@@ -1122,8 +1189,41 @@ class TransactionTable:
 
     # ------------------------------------------------------------------ creation
     def _check_room(self) -> None:
-        if len(self._clients) + len(self._servers) >= self.max_transactions:
+        if len(self._clients) + len(self._servers) >= self.max_transactions or self.held_bytes >= self.max_bytes:
             raise TooManyTransactions(self.max_transactions)
+
+    def _answered(self, txn: ServerTransaction, held: int) -> None:
+        """``txn`` keeps only its response now, ``held`` bytes: move it to the answered sum, and end the oldest
+        answered transactions when that sum passes its bound (down to three quarters of it, so this runs once
+        per many answers, not for each)."""
+        self.held_bytes += held - txn.held
+        txn.held = held
+        self.answered_bytes += held
+        if self.answered_bytes > self.max_answered_bytes:
+            self._end_oldest_answered(self.max_answered_bytes * 3 // 4)
+
+    def _end_oldest_answered(self, target: int) -> None:
+        # the server dict is in creation order: the oldest answered ones are nearest its start (live ones in
+        # between, waiting for their callees, are stepped over)
+        victims: list[ServerTransaction] = []
+        left = self.answered_bytes
+        for txn in self._servers.values():
+            if txn.answered:
+                victims.append(txn)
+                left -= txn.held
+                if left <= target:
+                    break
+        for txn in victims:
+            self._end_early(txn)
+
+    def _end_early(self, txn: ServerTransaction) -> None:
+        """Forget an answered transaction before its timer ends it (its TU has nothing for it: no event)."""
+        txn.state = _S_TERMINATED
+        self.discard(txn)  # its heap entry is stale now, skipped when it surfaces
+        # its heap entry holds the object until its deadline comes round: not what it kept
+        txn.last_response = None
+        txn.request = Request(txn.request.method, "")
+        self.ended_early += 1
 
     def create_client(
         self,
@@ -1142,6 +1242,9 @@ class TransactionTable:
             raise TransactionError(f"client transaction {txn.key} exists")
         txn._owner = self
         self._clients[txn.key] = txn
+        # the bytes it sends, and its lines (most shared with the request it was copied from, counted there)
+        txn.held = len(txn.data) + _ANSWERED_OVERHEAD + 160 * len(request.headers)
+        self.held_bytes += txn.held
         return txn
 
     def create_server(
@@ -1160,6 +1263,8 @@ class TransactionTable:
             raise TransactionError("server transaction exists; match the request first")
         txn._owner = self
         self._servers[txn.key] = txn
+        txn.held = footprint(request)
+        self.held_bytes += txn.held
         return txn
 
     # ------------------------------------------------------------------ matching
@@ -1286,25 +1391,29 @@ class TransactionTable:
                 txn._heap_at = at
                 self._heap.add(at, (self._seq, txn))
         if terminated:
-            table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
-            table = self._clients if isinstance(txn, ClientTransaction) else self._servers
-            if table.get(txn.key) is txn:
-                del table[txn.key]
-            txn._owner = None
+            self._release(txn)
 
-    def discard(self, txn: Transaction) -> None:
-        """Forget a live transaction without ending it on the wire: its TU no longer wants it (a proxy that made
-        a server transaction for a request, then relayed that request statelessly or dropped it). Its timers
-        stop and nothing matches it any more."""
+    def _release(self, txn: Transaction) -> None:
+        """``txn`` leaves the table: nothing matches it any more, and what it kept leaves the byte sums."""
         table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
         table = self._clients if isinstance(txn, ClientTransaction) else self._servers
         if table.get(txn.key) is txn:
             del table[txn.key]
+        txn._owner = None
+        self.held_bytes -= txn.held
+        if txn.answered:
+            self.answered_bytes -= txn.held
+        txn.held = 0
+
+    def discard(self, txn: Transaction) -> None:
+        """Forget a live transaction without ending it on the wire: its TU no longer wants it (a proxy that made
+        a server transaction for a request, then relayed that request statelessly or dropped it). Its timers
+        stop, nothing matches it any more and what it kept leaves the byte sums."""
         txn._heap_seq = -1
         txn._heap_at = None
         txn._retx_at = None
         txn._end_at = None
-        txn._owner = None
+        self._release(txn)
 
     def transactions(self) -> list[Transaction]:
         """A snapshot of the live transactions (for status pages and tests)."""

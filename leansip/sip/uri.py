@@ -97,6 +97,43 @@ def is_digits(text: str) -> bool:
     return all_in(text, _DIGIT_TABLE)
 
 
+_Parsed = TypeVar("_Parsed")
+
+
+#: a peer's text longer than this is parsed each time it comes, never kept as a cache key (a legitimate URI,
+#: name-addr, Via or host is far shorter; a hostile one may be 60 kB)
+CACHE_KEY_MAX: Final = 512
+
+
+class TextBound:
+    """The bound of one cache keyed by a peer's text: at most ``entries`` keys of at most
+    :data:`CACHE_KEY_MAX` characters, together at most ``chars`` characters (``used`` counts them since the
+    cache last started over). The values are parsed from their key, so they are bounded with it; the test of
+    each cache's bound in bytes is ``tests/unit/test_memory_bounds.py``."""
+
+    __slots__ = ("entries", "chars", "used")
+
+    def __init__(self, entries: int, chars: int) -> None:
+        self.entries = entries
+        self.chars = chars
+        self.used = 0
+
+
+def cache_text(cache: dict[str, _Parsed], bound: TextBound, key: str, value: _Parsed) -> None:
+    """:func:`cache_put` for a cache keyed by a peer's text: a key over :data:`CACHE_KEY_MAX` is not kept,
+    and the cache starts over when it would pass either of ``bound``'s limits. Only on a miss: a hit is a
+    plain dict read."""
+    n = len(key)
+    if n > CACHE_KEY_MAX:
+        return
+    used = bound.used + n
+    if len(cache) >= bound.entries or used > bound.chars:
+        cache.clear()
+        used = n
+    cache[key] = value
+    bound.used = used
+
+
 def unescape(text: str) -> str:
     """Undo %-escaping (RFC 3261 19.1.4 compares URI parts after unescaping); keeps bytes as latin-1 chars."""
     if "%" not in text:
@@ -117,12 +154,15 @@ def is_ip_literal(host: str) -> bool:
             known = True
         except ValueError:
             known = False
-        cache_put(_IP_LITERALS, host, known, 4096)
+        cache_text(_IP_LITERALS, _IP_LITERALS_BOUND, host, known)
     return known
 
 
 _IP_LITERALS: Final[dict[str, bool]] = {}
-_VALID_HOSTS: Final[dict[str, bool]] = {}  # hosts that passed (a dict, to share cache_put's bound)
+_VALID_HOSTS: Final[dict[str, bool]] = {}  # hosts that passed (a dict, to share cache_text's bound)
+#: 4,096 hosts each, 256 K characters (64 on average)
+_IP_LITERALS_BOUND: Final = TextBound(4096, 256 << 10)
+_VALID_HOSTS_BOUND: Final = TextBound(4096, 256 << 10)
 
 
 def valid_host(host: str) -> bool:
@@ -133,7 +173,7 @@ def valid_host(host: str) -> bool:
         return True
     ok = _valid_host(host)
     if ok:
-        cache_put(_VALID_HOSTS, host, True, 4096)
+        cache_text(_VALID_HOSTS, _VALID_HOSTS_BOUND, host, True)
     return ok
 
 
@@ -423,8 +463,10 @@ URI = SipURI | AbsoluteURI
 _URI_CACHE: Final[dict[str, URI]] = {}
 _NAME_ADDR_CACHE: Final[dict[str, NameAddr]] = {}
 _CACHE_MAX: Final = 16384
+#: 16,384 keys, 2 M characters (128 on average: a full cache of usual URIs, or 4,096 of the longest kept)
+_URI_BOUND: Final = TextBound(_CACHE_MAX, 2 << 20)
+_NAME_ADDR_BOUND: Final = TextBound(_CACHE_MAX, 2 << 20)
 _Key = TypeVar("_Key")
-_Parsed = TypeVar("_Parsed")
 
 
 def cache_put(cache: dict[_Key, _Parsed], key: _Key, value: _Parsed, limit: int) -> None:
@@ -435,6 +477,8 @@ def cache_put(cache: dict[_Key, _Parsed], key: _Key, value: _Parsed, limit: int)
     cache[key] = value
 
 
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI, reusing the result for text seen recently: the same Request-URIs, AORs and contacts come
     back in every refresh and every call, and parsing is the hot path's largest cost. The returned object is
@@ -442,7 +486,7 @@ def parse_uri(text: str) -> URI:
     uri = _URI_CACHE.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        cache_put(_URI_CACHE, text, uri, _CACHE_MAX)
+        cache_text(_URI_CACHE, _URI_BOUND, text, uri)
     return uri
 
 
@@ -597,7 +641,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if tagged is not None:
             return tagged
         na = _parse_name_addr(text)
-        cache_put(_NAME_ADDR_CACHE, text, na, _CACHE_MAX)
+        cache_text(_NAME_ADDR_CACHE, _NAME_ADDR_BOUND, text, na)
     return na
 
 
@@ -719,12 +763,15 @@ _VIA_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS
 #: client's as the proxy stamped it. Smaller than the URI caches: a Via lives as long as its transaction.
 _VIA_CACHE: Final[dict[str, Via]] = {}
 _VIA_CACHE_MAX: Final = 4096
+#: 4,096 keys, 1 M characters (256 on average: a Via with received, rport and a branch is about 100)
+_VIA_BOUND: Final = TextBound(_VIA_CACHE_MAX, 1 << 20)
+_VIA_SHAPES_BOUND: Final = TextBound(_VIA_CACHE_MAX, 1 << 20)
 
 
 def remember_via(via: Via) -> None:
     """Put a Via built by hand (ours, or a client's stamped with received/rport) in the parse cache under its
     text: it must be what :func:`parse_via` would make of that text (tests hold the two builders to it)."""
-    cache_put(_VIA_CACHE, via.text, via, _VIA_CACHE_MAX)
+    cache_text(_VIA_CACHE, _VIA_BOUND, via.text, via)
 
 
 #: parsed Vias by their text with the branch value cut out (:func:`_with_branch`): one entry per client sent-by
@@ -739,7 +786,7 @@ def parse_via(text: str) -> Via:
         via = _with_branch(text)
         if via is None:
             via = _parse_via(text)
-            cache_put(_VIA_CACHE, text, via, _VIA_CACHE_MAX)
+            cache_text(_VIA_CACHE, _VIA_BOUND, text, via)
     return via
 
 
@@ -771,7 +818,7 @@ def _with_branch(text: str) -> Via | None:
         # "branch" once in the rest, in any case: no other parameter (a second ;branch=, names being case-blind
         # and LWS allowed around '=') can override ours, in this text or any other with the same key
         if key.lower().count("branch") == 1:
-            cache_put(_VIA_SHAPES, key, via, _VIA_CACHE_MAX)
+            cache_text(_VIA_SHAPES, _VIA_SHAPES_BOUND, key, via)
         return via
     params = dict(shape.params)
     params["branch"] = branch

@@ -8,7 +8,7 @@ moves on as the runtime's one timer would (every deadline fired) and housekeepin
 
 Every table the core keeps must stop growing once the traffic pattern has been seen (reply cache, transaction
 table and its heap, proxy contexts and Timer C heap, failure limiter, nonce counter, URI/name-addr caches,
-location store), and the memory traced by :mod:`tracemalloc` after a warm-up round must not grow beyond a
+location store, and the bytes the core's byte bounds count), and the memory traced by :mod:`tracemalloc` after a warm-up round must not grow beyond a
 small margin over the further rounds. In-process rather than over sockets: the same code, 50 times faster.
 """
 
@@ -326,6 +326,8 @@ def sizes(core: ServerCore) -> dict[str, int]:
     auth = core.authenticator
     return {
         "reply_cache": len(core._reply_cache),
+        "reply_cache_bytes": core._reply_cache.nbytes,
+        "held_bytes": core.held_bytes(),  # what the byte bounds count: replies and transactions
         "transactions": len(table) if table is not None else 0,
         "transaction_heap": len(table._heap) if table is not None else 0,
         "contexts": len(getattr(proxy, "contexts", {})),
@@ -423,7 +425,7 @@ def test_no_input_leaks_memory(core: ServerCore, no_log_capture: None) -> None:
         assert value <= max(first[name] * 1.1, first[name] + 50), f"{name} grew: {report}"
     # and once the timers have run out, nothing of the calls is left
     for name in ("transactions", "transaction_heap", "contexts", "client_branches", "timer_c", "reply_cache",
-                 "limiter"):
+                 "reply_cache_bytes", "held_bytes", "limiter"):
         assert last[name] == 0, f"{name} not emptied: {report}"
     # the interpreter holds no more objects in the last rounds than in the first ones (the count swings by a
     # few thousand blocks with what is in flight when a round ends, so compare averages of three)
