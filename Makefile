@@ -1,7 +1,7 @@
 # leansip developer commands.
 #   make run    demo server: stateful proxy + registrar on udp:127.0.0.1:5060 (or a free port it prints)
 #   make test   ruff and mypy, a check that the core runs compiled, then the whole pytest suite
-#   make lint | make bench | make clean
+#   make lint | make bench | make soak | make clean
 #   make browser-deps   JsSIP for the browser-phone tests (npm ci + esbuild, tests/browser/dist/jssip.js)
 # Everything runs from ./.venv, created on first use; `pip install -e` is redone only when
 # pyproject.toml is newer than the stamp file, so repeated runs start immediately.
@@ -19,7 +19,7 @@ CORE_SOURCES := $(wildcard leansip/sip/*.py leansip/server/*.py leansip/server/s
   setup.py leansip/_build.py
 VENV_HINT := On Debian/Ubuntu run: apt-get install -y python3-venv
 
-.PHONY: run test lint bench build clean venv browser-deps
+.PHONY: run test lint bench soak build clean venv browser-deps
 
 run: $(STAMP) $(BUILD_STAMP)
 	$(VENV)/bin/leansip serve --demo $(ARGS)
@@ -43,6 +43,10 @@ lint: $(TEST_STAMP)
 
 bench: $(STAMP) $(BUILD_STAMP)
 	bash bench/run.sh
+
+# Memory under a hostile flood (issue 23): ~10 minutes of a core; writes bench/soak.md and bench/plots/soak-rss.png
+soak: $(STAMP) $(BUILD_STAMP)
+	$(VPY) bench/soak.py --publish $(ARGS)
 
 venv: $(VPY)
 

@@ -485,6 +485,9 @@ def main(outdir: Path, write_md: bool = True) -> int:
             us = fx.split("srv_us_per_call=", 1)[1].split()[0] if "srv_us_per_call=" in fx else "?"
             md += [f"### {scen} load at {rate}/s (server {us} µs/call during the profiled step, py-spy overhead "
                    "included)", "", profile_top(p)]
+    soak = HERE / "soak.md"  # written by `make soak` (bench/soak.py --publish): memory under a hostile flood
+    if soak.exists():
+        md += [soak.read_text().rstrip(), ""]
     analysis = HERE / "analysis.md"
     if analysis.exists():
         md += [analysis.read_text().rstrip(), ""]
