@@ -18,6 +18,8 @@ import pytest
 
 from leansip.app.memtrim import MemoryTrimmer
 from leansip.server import services as services_mod
+from leansip.server.context import FailureHandler, RequestContext
+from leansip.server.handler import ResponseContext
 from leansip.server.registrar import _CONTACT_KEYS, _CONTACT_KEYS_BOUND, RegistrarPolicy, contact_key
 from leansip.server.replycache import ReplyCache
 from leansip.server.stats import MAX_LABEL, Stats
@@ -31,7 +33,7 @@ from leansip.sip.digest import (
     DigestAuthenticator,
     _ha2,
 )
-from leansip.sip.message import Request, footprint, make_response, parse_message
+from leansip.sip.message import Request, Response, footprint, make_response, parse_message
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
 from leansip.sip.transaction import TooManyTransactions, TransactionTable
@@ -295,6 +297,50 @@ def test_stateful_proxy_challenges_keep_only_their_answers() -> None:
                      ("192.0.2.7", 5062), "udp", NOW)
     assert len(table) == 400 and all(t.answered for t in table.transactions())
     assert table.held_bytes == table.answered_bytes < 400 * 2000  # the 407s (and keys), not the 30 kB requests
+
+
+class _Decides:
+    """A route script's handler, as a plain object: replies 404 to one request in three, drops one, relays the
+    third statelessly -- each after the core made the request's server transaction."""
+
+    wants_in_dialog = False
+    wants_register = False
+    wants_responses = False
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_request(self, req: Request, ctx: RequestContext) -> None:
+        self.n += 1
+        if self.n % 3 == 0:
+            ctx.reply(404)
+        elif self.n % 3 == 1:
+            ctx.drop()
+        else:
+            ctx.relay("sip:bob@192.0.2.50:5070", stateful=False)
+
+    def on_register(self, req: Request, ctx: RequestContext) -> None:
+        ctx.reply(403)
+
+    def on_response(self, resp: Response, ctx: ResponseContext) -> None:  # pragma: no cover - wants_responses
+        raise AssertionError("not asked for")
+
+    def on_failure(self, fn: FailureHandler, req: Request, ctx: RequestContext, resp: Response) -> None:
+        fn(req, ctx, resp)  # pragma: no cover - nothing relayed statefully
+
+
+def test_handler_decisions_keep_only_answers() -> None:
+    """A handler's reply leaves its transaction with the response only; a drop or a stateless relay forgets
+    the transaction the core made before asking, with every byte it was counted for."""
+    core = make_core(handler=_Decides(), max_transactions=100_000)
+    table = core.proxy.table
+    for n in range(300):
+        core.receive(hostile_request(n, pad=30_000, method="INVITE"), ("192.0.2.7", 5062), "udp", NOW)
+    assert len(table) == 100 and all(t.answered for t in table.transactions())
+    assert table.held_bytes == table.answered_bytes < 100 * 2000  # the 404s (and keys), not the 30 kB requests
+    assert core.held_bytes() == table.held_bytes + core._reply_cache.nbytes
+    table.handle_timers(NOW + 100)
+    assert len(table) == 0 and table.held_bytes == 0
 
 
 # ------------------------------------------------------------------ rate limiter, digest, stats, registrar
