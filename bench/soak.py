@@ -42,8 +42,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "tools"))
 
 from hostile import Hostile  # noqa: E402
+from memprobe import rss_kib  # noqa: E402
 
 from leansip.sip.digest import build_authorization, choose_challenge  # noqa: E402
 
@@ -54,17 +56,6 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,7 +79,8 @@ def host_load() -> float:
 
 @dataclass
 class Registrations:
-    """``total`` users registering once each, with digest: REGISTER, 401, REGISTER + credentials, 200."""
+    """``total`` users registering once each, with digest: REGISTER, 401, REGISTER + credentials, 200; then
+    refreshes of users who registered (counted apart: ``done``/``failed`` are the first registrations)."""
 
     sock: socket.socket
     server: tuple[str, int]
@@ -98,8 +90,9 @@ class Registrations:
     failed: int = 0
     sent: int = 0
     refreshes: int = 0
-    #: Call-ID -> (user number, stage 1 or 2, time sent, tries, CSeq sent)
-    pending: dict[str, tuple[int, int, float, int, int]] = field(default_factory=dict)
+    refresh_failed: int = 0
+    #: Call-ID -> (user number, stage 1 or 2, time sent, tries, CSeq sent, a refresh?)
+    pending: dict[str, tuple[int, int, float, int, int, bool]] = field(default_factory=dict)
 
     def request(self, n: int, cseq: int, authorization: str | None = None) -> bytes:
         port = self.sock.getsockname()[1]
@@ -117,7 +110,7 @@ class Registrations:
     def start_one(self, now: float) -> None:
         n = self.next_user
         self.next_user += 1
-        self.pending[f"reg-{n}@soak"] = (n, 1, now, 1, 1)
+        self.pending[f"reg-{n}@soak"] = (n, 1, now, 1, 1, False)
         self.send(self.request(n, 1))
 
     def refresh(self, n: int, now: float) -> None:
@@ -127,7 +120,7 @@ class Registrations:
             return
         self.refreshes += 1
         cseq = 100 + 10 * self.refreshes  # above every CSeq its first registration used
-        self.pending[call_id] = (n, 1, now, 1, cseq)
+        self.pending[call_id] = (n, 1, now, 1, cseq, True)
         self.send(self.request(n, cseq))
 
     def send(self, data: bytes) -> None:
@@ -145,7 +138,7 @@ class Registrations:
         entry = self.pending.get(m.group(1))
         if entry is None:
             return
-        n, stage, _at, tries, cseq = entry
+        n, stage, _at, tries, cseq, refresh = entry
         c = re.search(r"\r\nCSeq:\s*(\d+)", head, re.IGNORECASE)
         if c is None or int(c.group(1)) != cseq:
             return  # a late answer to an earlier try (UDP under a flood loses and delays): not this one's
@@ -154,25 +147,32 @@ class Registrations:
             challenges = re.findall(r"\r\nWWW-Authenticate:\s*([^\r\n]+)", head, re.IGNORECASE)
             credentials = build_authorization(choose_challenge(challenges), "REGISTER",
                                               f"sip:127.0.0.1:{self.server[1]}", f"user{n}", f"pw{n}")
-            self.pending[m.group(1)] = (n, 2, now, tries, cseq + 1)
+            self.pending[m.group(1)] = (n, 2, now, tries, cseq + 1, refresh)
             self.send(self.request(n, cseq + 1, credentials))
         elif status == 200 and stage == 2:
             del self.pending[m.group(1)]
-            self.done += 1
+            if not refresh:
+                self.done += 1
         elif status >= 200:
             del self.pending[m.group(1)]
+            self.fail(refresh)
+
+    def fail(self, refresh: bool) -> None:
+        if refresh:
+            self.refresh_failed += 1
+        else:
             self.failed += 1
 
     def retry(self, now: float) -> None:
         """A registration unanswered for 2 s starts again (UDP under a flood loses some); given up after 4."""
-        for call_id, (n, _stage, at, tries, cseq) in list(self.pending.items()):
+        for call_id, (n, _stage, at, tries, cseq, refresh) in list(self.pending.items()):
             if now - at < 2.0:
                 continue
             if tries >= 4:
                 del self.pending[call_id]
-                self.failed += 1
+                self.fail(refresh)
                 continue
-            self.pending[call_id] = (n, 1, now, tries + 1, cseq + 1)
+            self.pending[call_id] = (n, 1, now, tries + 1, cseq + 1, refresh)
             self.send(self.request(n, cseq + 1))
 
 
@@ -294,7 +294,7 @@ def main() -> int:
                 next_sample += 1.0
                 row = {"t": round(now, 1), "phase": name, "rss_kib": rss_kib(server.pid), "hostile_sent": sent,
                        "hostile_replies": replies, "registered": regs.done, "reg_failed": regs.failed,
-                       "refreshes": regs.refreshes,
+                       "refreshes": regs.refreshes, "refresh_failed": regs.refresh_failed,
                        "server_cpu_s": round(cpu_seconds(server.pid) - cpu0, 1), "load": host_load()}
                 rows.append(row)
                 if len(rows) % 30 == 1:
@@ -327,14 +327,15 @@ def summarize(rows: list[dict], a: argparse.Namespace, stats: dict, alive: bool,
     by_phase: dict[str, list[dict]] = {}
     for r in rows:
         by_phase.setdefault(r["phase"], []).append(r)
-    register, flood = by_phase.get("register", []), by_phase.get("flood", [])
+    flood = by_phase.get("flood", [])
     quiet, again = by_phase.get("quiet", []), by_phase.get("again", [])
     mib = lambda kib: round(kib / 1024, 1)  # noqa: E731
     tenth = max(1, len(flood) // 10)
     return {
         "hostile_sent": rows[-1]["hostile_sent"], "rate": a.rate, "registrations": a.registrations,
-        "registered": max(r["registered"] for r in register) if register else 0,
+        "registered": rows[-1]["registered"],
         "reg_failed": rows[-1]["reg_failed"], "refreshes": rows[-1]["refreshes"],
+        "refresh_failed": rows[-1]["refresh_failed"],
         "hostile_replies": rows[-1]["hostile_replies"],
         "rss_start_mib": mib(rows[0]["rss_kib"]),
         "rss_registered_mib": mib(flood[0]["rss_kib"]) if flood else 0,
@@ -412,7 +413,8 @@ def publish(out: Path, png: Path | None, summary: dict, a: argparse.Namespace) -
         f"{s['registrations']} users in the users file): first {s['registered']} distinct users register with "
         f"digest ({s['reg_failed']} failed), then {s['hostile_sent'] - int(a.again * a.rate)} hostile datagrams "
         f"at {s['rate']:g}/s (bench/hostile.py: mutated REGISTERs and INVITEs up to 64 kB, about 12 kB on "
-        f"average, every one distinct) while the users refresh ({s['refreshes']} refreshes in all), "
+        f"average, every one distinct) while the users refresh ({s['refreshes']} refreshes in all, "
+        f"{s['refresh_failed']} failed), "
         f"{a.quiet:g} s of quiet, and {a.again:g} s more of the flood. Host load average {s['load_mean']} "
         "(2 cores, shared).", "",
         f"* RSS {s['rss_start_mib']} MiB at the start, **{s['rss_registered_mib']} MiB with the users "
