@@ -135,6 +135,17 @@ def test_nodes_see_each_others_changes(redis_server: RedisServer) -> None:
                     "A sees B's refresh")
         assert a.loc.remove("alice", "sip:alice@10.0.0.2") is not None
         await until(lambda: b.contacts() == {"alice": ["sip:alice@10.0.0.1"]}, "B sees A's remove")
+        # a delete that reaches Redis after a newer registration of the same contact leaves that one in place
+        a.loc.put(mk("dave", "sip:dave@h", at=NOW))
+        await until(lambda: "dave" in b.contacts(), "dave in Redis and on B")
+        client = redis_server.client()
+        newer = json.dumps({"aor": "dave", "contact": "sip:dave@h", "expires_at": NOW + 600, "registered_at": NOW + 9})
+        client.hset(RedisKeys().bindings, "dave\nsip:dave@h", newer)  # another node's newer REGISTER, first
+        a.loc.remove("dave", "sip:dave@h")  # deletes the version A had
+        await until(lambda: "dave" not in b.contacts(), "B sees A's delete (published by the same script call)")
+        assert "dave\nsip:dave@h" in in_redis(redis_server)
+        client.hdel(RedisKeys().bindings, "dave\nsip:dave@h")
+        client.close()
         b.loc.remove_all("alice")
         await until(lambda: a.contacts() == {} and in_redis(redis_server) == {}, "the remove-all everywhere")
         assert a.link.outages == 0 and a.link.state()["connected"] is True

@@ -68,7 +68,9 @@ CLOCK_SLACK = 2.0
 
 # KEYS[1] = bindings hash, KEYS[2] = expiry zset, KEYS[3] = nodes set; ARGV[1] = the batch as JSON:
 # [[field, json|false, score], ...], ARGV[2] = node id, ARGV[3] = channel prefix.  Applies the batch and publishes
-# it to every other node, forgetting a node nobody listens for.
+# it to every other node, forgetting a node nobody listens for.  A delete removes only the version it names or an
+# older one: a newer registration through another node that reached Redis first stays (writes are not checked:
+# an older version that arrives last is replaced by the newer one at the next resync, which pushes it).
 _WRITE_LUA = """
 local changes = cjson.decode(ARGV[1])
 for _, c in ipairs(changes) do
@@ -76,8 +78,11 @@ for _, c in ipairs(changes) do
     redis.call('HSET', KEYS[1], c[1], c[2])
     redis.call('ZADD', KEYS[2], c[3], c[1])
   else
-    redis.call('HDEL', KEYS[1], c[1])
-    redis.call('ZREM', KEYS[2], c[1])
+    local current = redis.call('HGET', KEYS[1], c[1])
+    if current and cjson.decode(current)['registered_at'] <= c[3] then
+      redis.call('HDEL', KEYS[1], c[1])
+      redis.call('ZREM', KEYS[2], c[1])
+    end
   end
 end
 local message = ARGV[2] .. '\\n' .. ARGV[1]
