@@ -3,7 +3,7 @@
 
     python3 bench/bench.py [--quick] [--servers kamailio,leansip,bare]
                            [--scenarios register,register-auth,stateless,stateful,stateful-script,store-durable,
-                                        store-relaxed,store-redis]
+                                        store-relaxed,store-redis,stateful-nocalls]
                            [--no-memory] [--no-profile] [--out DIR] [--no-report]
 
 For each scenario and each server: start the server pinned to core 1 (Kamailio: one UDP worker, `-n 1 -m 2048 -M 16
@@ -26,7 +26,7 @@ Environment knobs (defaults for the full run in brackets):
   STEP_SECS [5]  LAT_RATE [500]  LAT_SECS [10]  REFINE [2]  SETTLE [5]  FIXED_DRAIN [34, calls only]
   FIXED_REGISTER [1000]  FIXED_CALL [200]   fixed-rate CPU step (same rate for both servers)
   FIXED_ROUNDS [3]   fixed-rate steps per scenario; the report takes the median
-  MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]   memory test
+  MEM_BINDINGS [100000]  MEM_RATE [1000]  MEM_TXNS [5000]  MEM_CALLS [20000]   memory test
   PORT_BASE [38260]  the servers listen on PORT_BASE (Kamailio) / PORT_BASE+1 (leansip, bare); sipp uses
                      PORT_BASE+40..+52
 Every load is bounded (sipp -m, -timeout, coreutils timeout) and only touches 127.0.0.1.
@@ -66,8 +66,14 @@ SCENARIOS: dict[str, tuple[str | None, list[str], str]] = {
     "store-durable": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "durable"], "register"),
     "store-relaxed": (None, [*_REGISTRAR, "--location", "sqlite", "--durability", "relaxed"], "register"),
     "store-redis": (None, [*_REGISTRAR, "--location", "redis"], "register"),
+    # the stateful call without call tracking and CDRs (issue 22's budget: tracking costs <= 10 % of the stateful
+    # call's CPU): leansip only, and only the fixed-rate CPU step (no ladder, no latency)
+    "stateful-nocalls": (None, ["--mode", "proxy", "--stateful", "--no-auth", "--no-calls"], "call"),
 }
-DEFAULT_SCENARIOS = "register,register-auth,stateless,stateful,stateful-script,store-durable,store-relaxed,store-redis"
+DEFAULT_SCENARIOS = ("register,register-auth,stateless,stateful,stateful-script,store-durable,store-relaxed,"
+                     "store-redis,stateful-nocalls")
+#: scenarios measured by their fixed-rate step alone: a switch of leansip's against itself
+FIXED_ONLY = ("stateful-nocalls",)
 QUICK = os.environ.get("QUICK", "0") == "1"
 #: the server kinds that are leansip (`bare` is `leansip serve --bare`)
 LEANSIP_KINDS = ("leansip", "bare")
@@ -399,6 +405,13 @@ def memory_test(outdir: Path) -> None:
             f.write(line + "\n")
     finally:
         srv.stop()
+    # what the call tracker holds per answered call (in-process, tracemalloc: no server, no RSS noise)
+    cm = run([sys.executable, str(HERE / "tools" / "callmem.py"), "--n", env("MEM_CALLS", "20000", "5000")])
+    last = (cm.stdout.strip().splitlines() or ["fail=no_output " + cm.stderr[-200:].replace("\n", " ")])[-1]
+    line = f"RESULT label=leansip scenario=memory kind=calls {last}"
+    say(line)
+    with open(res, "a") as f:
+        f.write(line + "\n")
 
 
 def profile(outdir: Path, have_pyspy: bool) -> None:
@@ -536,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
                         {**{k: knobs[k] for k in ("STEP_SECS", "LAT_RATE", "LAT_SECS", "REFINE", "SETTLE",
                                                   "FIXED_ROUNDS")},
                          # calls leave transactions that end up to 32 s later: their CPU counts for the calls
-                         "FIXED_DRAIN": knobs["FIXED_DRAIN"] if call else "0"},
+                         "FIXED_DRAIN": knobs["FIXED_DRAIN"] if call else "0",
+                         **({"FIXED_ONLY": "1"} if scen in FIXED_ONLY else {})},
                         SCENARIOS[scen][2])
                 if kind in LEANSIP_KINDS:
                     tm = srv.timings() if use_admin else None

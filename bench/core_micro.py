@@ -15,6 +15,9 @@ and the best is reported (the least disturbed run).
 * ``stateless``      INVITE, 180, 200, ACK, BYE, 200 through the stateless proxy (per call, six messages)
 * ``stateful``       the same call through the transaction-stateful proxy
 * ``stateful-script`` the same call through a route script doing what the built-in proxy does
+* ``stateful-calls`` the same, with the call tracked and its record written (the server's default): the
+                     tracker in the core, and every 50 calls the records handed to the CDR writer thread, whose
+                     work counts too (callgrind counts every thread; the timed run waits for its commits)
 
     python3 bench/core_micro.py [--n 3000] [--rounds 5] [--only stateful,...] [--loops N]
 
@@ -37,9 +40,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from leansip.app.cdr import CdrWriter  # noqa: E402
 from leansip.app.config import Config, parse_listen  # noqa: E402
 from leansip.app.serve import build_core, tune_gc  # noqa: E402
 from leansip.routes import load_routes  # noqa: E402
+from leansip.server.calls import CallTracker  # noqa: E402
 from leansip.server.core import ServerCore  # noqa: E402
 from leansip.server.users import UserRecord, UserStore  # noqa: E402
 from leansip.sip.message import Request, Response, parse_message  # noqa: E402
@@ -58,6 +63,7 @@ MODES = {  # workload -> Config fields (what bench.py passes as `leansip serve` 
     # the stateful call through a route script that does what the built-in proxy does (bench/routes/proxy.py)
     "stateful-script": {"mode": "proxy", "stateful": True, "auth": False,
                         "routes": Path(__file__).resolve().parent / "routes" / "proxy.py"},
+    "stateful-calls": {"mode": "proxy", "stateful": True, "auth": False},
 }
 
 _SDP = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -70,7 +76,8 @@ def make_core(workload: str) -> ServerCore:
     os.environ["LEANSIP_SECRET"] = "bench-secret-0123456789"  # as bench.py runs the server: no secret file
     users = UserStore(UserRecord(f"user{i}", password=f"pw{i}") for i in range(USERS))
     handler = load_routes(config.routes) if config.routes is not None else None
-    return build_core(config, users, time.time(), handler)
+    tracker = CallTracker() if workload == "stateful-calls" else None
+    return build_core(config, users, time.time(), handler, tracker)
 
 
 def _register(user: str, n: int, cseq: int = 1, auth: str = "", at: tuple[str, int] = CALLER) -> bytes:
@@ -112,13 +119,31 @@ def _answer(req: Request, status: int, tag: str, body: bytes = b"") -> bytes:
 
 
 class Flow:
-    """Feeds one workload's messages to a core, counting only the nanoseconds spent inside ``receive()``."""
+    """Feeds one workload's messages to a core, counting only the nanoseconds spent inside ``receive()`` (and,
+    with a call tracker, the CDR writer thread's time, as its CPU time)."""
 
     def __init__(self, core: ServerCore, timed: bool) -> None:
         self.core = core
         self.timed = timed
         self.ns = 0
         self.now = time.time()
+        self.writer: CdrWriter | None = None
+        if core.services.calls is not None:
+            import tempfile
+
+            self.writer = CdrWriter(Path(tempfile.mkdtemp(prefix="leansip-micro-")) / "cdr.db")
+
+    def records(self, done: bool = False) -> None:
+        """Hand the ended calls to the writer (what the server's tick does); ``done``: wait for the commits
+        and count the writer thread's CPU time."""
+        tracker = self.core.services.calls
+        writer = self.writer
+        if tracker is None or writer is None:
+            return
+        writer.submit(tracker.drain())
+        if done:
+            writer.close()
+            self.ns += writer.thread_ns
 
     def send(self, data: bytes, source: tuple[str, int]) -> list[Request | Response]:
         receive = self.core.receive
@@ -190,11 +215,15 @@ def run_call(flow: Flow, n: int, base: int) -> None:
         bye = _one_of(out, Request, "the forwarded BYE")
         assert isinstance(bye, Request)
         _one_of(flow.send(_answer(bye, 200, f"u{k}"), CALLEE), Response, "200 to the BYE")
+        if i % 50 == 49:
+            flow.records()
+    flow.records(done=True)
 
 
 RUNNERS: dict[str, Callable[[Flow, int, int], None]] = {
     "register": run_register, "register-auth": run_register_auth, "stateless": run_call, "stateful": run_call,
     "stateful-script": run_call,
+    "stateful-calls": run_call,
 }
 
 

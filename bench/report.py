@@ -100,6 +100,29 @@ def figures(rows: list[dict[str, str]]) -> dict[str, float | None]:
     return out
 
 
+def calls_cost(rows: dict[tuple[str, str], list[dict[str, str]]]) -> list[str]:
+    """The stateful call with call tracking and CDRs (the default) against the same call without them
+    (``--no-calls``), in the same run: issue 22's budget is at most +10 % CPU per call."""
+    on = figures(rows.get(("leansip", "stateful"), []))
+    off = figures(rows.get(("leansip", "stateful-nocalls"), []))
+    if on["fixed_us"] is None or off["fixed_us"] is None:
+        return []
+    growth = (on["fixed_us"] / off["fixed_us"] - 1) * 100 if off["fixed_us"] else float("nan")
+    net = ""
+    if on["fixed_net_us"] is not None and off["fixed_net_us"]:
+        net = (f"; idle CPU subtracted {f0(on['fixed_net_us'])} against {f0(off['fixed_net_us'])} µs "
+               f"({(on['fixed_net_us'] / off['fixed_net_us'] - 1) * 100:+.1f} %)")
+    rounds_on = ", ".join(f"{float(r['srv_us_per_call']):.0f}" for r in of_kind(rows[("leansip", "stateful")], "fixed"))
+    rounds_off = ", ".join(f"{float(r['srv_us_per_call']):.0f}"
+                           for r in of_kind(rows[("leansip", "stateful-nocalls")], "fixed"))
+    return ["### What call tracking and CDRs cost", "",
+            f"The stateful call above tracks its dialog and writes its CDR (the default). The same fixed-rate step "
+            f"with `--no-calls`, in this run: **{f0(on['fixed_us'])} against {f0(off['fixed_us'])} CPU µs per call, "
+            f"{growth:+.1f} %** (budget: +10 %){net}. Rounds: with {rounds_on}; without {rounds_off}. The host's "
+            "noise moves single steps by more than this; `bench/tools/callgrind_server.sh stateful` with "
+            "`EXTRA=--no-calls` counts instructions instead (bench/analysis.md).", ""]
+
+
 def _rounds_table(rows: dict[tuple[str, str], list[dict[str, str]]], title: str,
                   cell: Callable[[list[dict[str, str]]], tuple[str, bool]]) -> list[str]:
     """A scenario x server table of the rounds behind a median; ``cell`` gives a server's text for one scenario
@@ -300,7 +323,7 @@ def core_micro_table(outdir: Path) -> list[str]:
           "datagram also costs the kernel and the event loop, and at these rates every one arrives at an idle, "
           "cold process.", "",
           "| workload | compiled µs | pure Python µs | speed-up |", "|---|---:|---:|---:|"]
-    for w in ("register", "register-auth", "stateless", "stateful", "stateful-script"):
+    for w in ("register", "register-auth", "stateless", "stateful", "stateful-script", "stateful-calls"):
         c, q = comp.get(w), pure.get(w)
         if c and q:
             unit = "registration" if w.startswith("register") else "call"
@@ -401,6 +424,7 @@ def main(outdir: Path, write_md: bool = True) -> int:
     md += store_table(rows)
     md += bare_table(rows)
     md += rates_table(rows)
+    md += calls_cost(rows)
     md += fixed_rounds_table(rows)
     md += probe_rounds_table(rows)
     # ladder detail
@@ -432,11 +456,19 @@ def main(outdir: Path, write_md: bool = True) -> int:
     t = pick(mem, "transactions")
     if t and "bytes_per_live_txn" in t:
         md.append(f"* **{t['bytes_per_live_txn']} bytes RSS per live INVITE transaction** (server + client "
-                  f"transaction of the stateful proxy, callee never answers): {t['n']} INVITEs with "
+                  f"transaction of the stateful proxy and the call attempt it tracks, callee never answers): "
+                  f"{t['n']} INVITEs with "
                   f"{t['bindings_held']} bindings held, VmRSS {t['rss_before_kib']} → {t['rss_live_kib']} KiB. "
                   "Method: `bench/tools/memprobe.py`.")
     elif t:
         md.append(f"* live-transaction test failed: `{' '.join(f'{k}={v}' for k, v in t.items())}`")
+    c = pick(mem, "calls")
+    if c and "bytes_per_call" in c:
+        md.append(f"* **{c['bytes_per_call']} bytes per tracked call** (what the call tracker holds for an answered "
+                  f"call: the Call object, its strings, its dict and deadline entries; {c['n']} calls, {c['core']}, "
+                  "tracemalloc in-process). Method: `bench/tools/callmem.py`.")
+    elif c:
+        md.append(f"* tracked-call memory test failed: `{' '.join(f'{k}={v}' for k, v in c.items())}`")
     if not mem:
         md.append("* not run")
     md += ["* Kamailio is not measured here: it preallocates its shared memory (`-m 2048`), so RSS does not show "

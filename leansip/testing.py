@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leansip.routes import Routes, load_routes
+from leansip.server.calls import STATE_ENDED, Call, CallTracker
 from leansip.server.core import CoreSettings, ServerCore
+from leansip.server.gateways import parse_gateways
 from leansip.server.handler import Handler
 from leansip.server.location import LocationService
 from leansip.server.registrar import contact_key
@@ -152,11 +154,15 @@ class RouteTest:
 
     ``script``: a path to the script (loaded as ``leansip serve --routes`` does) or a Routes object.
     ``users``: name -> password for digest authentication. ``stateful``: the server's default relay.
-    ``realm``: the domain of the server (its users are ``user@realm``). ``now``: the fake clock's start."""
+    ``realm``: the domain of the server (its users are ``user@realm``). ``now``: the fake clock's start.
+    ``gateways`` / ``gateway_routes``: gateway sets as the TOML config's ``[gateways.NAME]`` tables and
+    ``[[gateway_routes]]`` entries (dicts), for ``ctx.relay(gateways=...)``. ``calls``: track calls as the
+    server does; the ended ones (with a script's ``ctx.cdr`` fields) are then in :meth:`records`."""
 
     def __init__(self, script: str | Path | Handler, *, users: dict[str, str] | None = None,
                  stateful: bool = True, auth: bool = False, realm: str = "leansip", now: float = 1000.0,
-                 record_route: bool = True) -> None:
+                 record_route: bool = True, gateways: dict[str, object] | None = None,
+                 gateway_routes: list[dict[str, object]] | None = None, calls: bool = False) -> None:
         handler: Handler = load_routes(script) if isinstance(script, (str, Path)) else script
         self.routes = handler
         self.passwords = dict(users or {})
@@ -167,10 +173,22 @@ class RouteTest:
         self.core = ServerCore(settings, LocationService(open_store("memory"), key=contact_key),
                                ha1_lookup=self.users.ha1_lookup, user_exists=self.users.exists,
                                authenticator=DigestAuthenticator(_SECRET, realm, 300, ("MD5",)),
-                               local_addresses=[("udp", *SERVER)], secret=_SECRET, handler=handler)
+                               local_addresses=[("udp", *SERVER)], secret=_SECRET, handler=handler,
+                               calls=CallTracker() if calls else None,
+                               gateways=parse_gateways(gateways, gateway_routes) if gateways else None)
         self.core.users = self.users
         self._calls: dict[str, Exchange] = {}
         self._count = itertools.count(1)
+
+    def records(self) -> list[Call]:
+        """The calls that ended since the last look (``calls=True``), oldest first: what the server would write
+        as call detail records (``status``, ``end_reason``, ``hangup``, the script's fields in ``extra``...)."""
+        tracker = self.core.services.calls
+        if tracker is None:
+            raise ValueError("RouteTest(..., calls=True) tracks calls")
+        tracker.expire(self.now)
+        ended = {c.id: c for c in tracker.drain() if c.state == STATE_ENDED}  # an answered call comes twice
+        return list(ended.values())
 
     @property
     def stats(self) -> dict[str, object]:

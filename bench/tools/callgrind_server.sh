@@ -19,6 +19,7 @@
 # before each run). Every thread of the server is counted (the SQLite writer, the Redis link), not redis-server.
 # CALL_RATE (default 50 calls/s): lower it on a busy host, where a slowed server makes SIPp retransmit and the
 # retransmissions are counted as the calls' work.
+# EXTRA="--no-calls" adds flags to leansip's command line (a switch's cost: run with and without it).
 # Needs valgrind and sipp; takes a few minutes.
 set -euo pipefail
 scenario=${1:?register, register-auth, stateless, stateful or stateful-script}
@@ -66,7 +67,7 @@ total() { # COUNT: instructions of one server run that handles the warm-up and C
   else
     (cd "$work" && PYTHONHASHSEED=0 LEANSIP_SECRET=callgrind-secret-0123456789 exec valgrind --tool=callgrind \
       --callgrind-out-file="$out.main" "$repo/.venv/bin/python" -m leansip serve --listen "udp:127.0.0.1:$port" \
-      "${flags[@]}" --users "$users" "${store[@]}" --db "$work/store.$count.db" --workers 1 --fail-slow-after 0 \
+      "${flags[@]}" ${EXTRA:-} --users "$users" "${store[@]}" --db "$work/store.$count.db" --workers 1 --fail-slow-after 0 \
       --fail-block-after 0 --admin off --log-level error --realm 127.0.0.1 > "$log" 2>&1) &
   fi
   local server=$!

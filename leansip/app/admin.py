@@ -14,7 +14,9 @@ Routes::
     GET  /api/users            user names            POST /api/users {username, password}
     DELETE /api/users/{name}
     GET  /api/bindings         registered contacts (?user=NAME, ?limit=N)
-    GET  /api/calls            transactions / calls in progress, as far as the proxy exposes them
+    GET  /api/calls            calls in progress (caller, callee, state, legs); says why when none are tracked
+    GET  /api/cdrs             call detail records (?user=, ?since=, ?until=, ?limit=, ?offset=; ?format=csv)
+    GET  /api/gateways         gateway sets: each destination's state, probes, selections, failovers
     GET  /api/stats            the core's counters
     GET  /api/timings          per-step REGISTER / INVITE latency summary (leansip.server.timing)
     GET  /api/events           server-sent events: a fresh snapshot each second and right after a change
@@ -49,6 +51,7 @@ from typing import Any
 
 from aiohttp import web
 
+from leansip.app.calls import CallsCollector, CallsRuntime
 from leansip.app.config import Config
 from leansip.logevent import log_event
 
@@ -140,6 +143,8 @@ class AdminView:
     def __init__(self, runtime: Any, config: Config | None = None, clock: Callable[[], float] = time.time) -> None:
         self.runtime = runtime
         self.core = runtime.core
+        #: call tracking, CDRs and gateways (leansip.app.calls.CallsRuntime)
+        self.calls_rt: CallsRuntime = runtime.calls
         self.config = config
         self.clock = clock
         self.started_at = clock()
@@ -169,20 +174,12 @@ class AdminView:
         return 0
 
     def call_count(self) -> int:
-        """INVITE dialogs being set up through the proxy (``proxy.calls_in_progress``), else listed calls."""
-        n = _number(getattr(self.core.proxy, "calls_in_progress", None))
-        return n if n is not None else len(self.calls())
+        """Calls being set up or talked (0 when calls are not tracked: see ``calls_doc``)."""
+        return self.calls_rt.call_count()
 
-    def calls(self) -> list[Any]:
-        """Calls in progress as the proxy exposes them (``proxy.calls``: a list, dict or method); else []."""
-        calls = getattr(self.core.proxy, "calls", None)
-        if callable(calls):
-            calls = calls()
-        if isinstance(calls, dict):
-            calls = list(calls.values())
-        if not isinstance(calls, list | tuple):
-            return []
-        return [_jsonable(c) for c in calls]
+    def calls(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Calls in progress, oldest first."""
+        return list(self.calls_rt.calls_doc(self.clock(), limit)["calls"])
 
     def connection_count(self) -> int:
         for owner in (self.runtime, getattr(self.runtime, "streams", None)):
@@ -212,6 +209,8 @@ class AdminView:
             "bindings": self.binding_count(),
             "transactions": self.transaction_count(),
             "calls": self.call_count(),
+            "calls_tracked": self.calls_rt.tracking,
+            "calls_note": self.calls_rt.why_not,
             "connections": self.connection_count(),
             "uptime": round(self.clock() - self.started_at, 1),
             "stats": self.stats(),
@@ -266,7 +265,9 @@ class AdminView:
             "status": self.status(),
             "users": self.user_list(SNAPSHOT_ROWS),
             "bindings": self.bindings(limit=SNAPSHOT_ROWS),
-            "calls": self.calls()[:SNAPSHOT_ROWS],
+            "calls": self.calls(SNAPSHOT_ROWS),
+            "gateways": self.calls_rt.gateways_doc()["sets"],
+            "cdr": self.calls_rt.cdr_path is not None,
             "timings": self.timings(),
         }
 
@@ -406,6 +407,7 @@ def _openapi() -> dict[str, Any]:
                         "transport": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"}}}},
                     "users": {"type": "integer"}, "bindings": {"type": "integer"},
                     "transactions": {"type": "integer"}, "calls": {"type": "integer"},
+                    "calls_tracked": {"type": "boolean"}, "calls_note": {"type": "string"},
                     "connections": {"type": "integer"}, "uptime": {"type": "number"},
                     "stats": ref("Stats")}},
                 "User": {"type": "object", "properties": {
@@ -418,6 +420,29 @@ def _openapi() -> dict[str, Any]:
                     "transport": {"type": "string"}, "user_agent": {"type": "string"},
                     "expires_in": {"type": "integer", "description": "seconds"}, "q": {"type": "number"},
                     "registered_at": {"type": "number", "description": "Unix time"}}},
+                "Call": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "caller": {"type": "string"}, "callee": {"type": "string"},
+                    "state": {"type": "string", "enum": ["trying", "ringing", "answered"]},
+                    "start": {"type": "number", "description": "Unix time"},
+                    "answer": {"type": "number", "nullable": True}, "duration": {"type": "number"},
+                    "age": {"type": "number"}, "call_id": {"type": "string"}, "caller_addr": {"type": "string"},
+                    "caller_transport": {"type": "string"}, "callee_addr": {"type": "string"},
+                    "callee_transport": {"type": "string"},
+                    "session_expires": {"type": "integer", "nullable": True},
+                    "extra": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                "Cdr": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "start": {"type": "number"},
+                    "answer": {"type": "number", "nullable": True}, "end": {"type": "number", "nullable": True},
+                    "duration": {"type": "number"}, "caller": {"type": "string"}, "callee": {"type": "string"},
+                    "status": {"type": "integer"}, "reason": {"type": "string"},
+                    "end_reason": {"type": "string", "description": "bye, cancel, rejected, timeout, "
+                                   "session-expired, shutdown, or 'in progress'"},
+                    "hangup": {"type": "string", "enum": ["caller", "callee", "proxy", ""]},
+                    "call_id": {"type": "string"}, "caller_addr": {"type": "string"},
+                    "caller_transport": {"type": "string"}, "callee_addr": {"type": "string"},
+                    "callee_transport": {"type": "string"}, "ring": {"type": "number", "nullable": True},
+                    "setup": {"type": "number", "nullable": True},
+                    "extra": {"type": "object", "additionalProperties": {"type": "string"}}}},
                 "StepSummary": {"type": "object", "properties": {
                     "count": {"type": "integer"}, "mean_us": {"type": "number"}, "p50_us": {"type": "number"},
                     "p90_us": {"type": "number"}, "p99_us": {"type": "number"}, "max_us": {"type": "number"}}},
@@ -461,12 +486,38 @@ def _openapi() -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
                 "responses": {"200": ok({"type": "array", "items": ref("Binding")}), "400": err,
                               "401": unauthorized}}},
-            "/api/calls": {"get": {"summary": "transactions and calls in progress (as far as the proxy keeps them)",
+            "/api/calls": {"get": {"summary": "calls in progress through the stateful proxy; `tracking` false "
+                                              "and a `reason` when this server does not track calls",
                                    "responses": {"200": ok({"type": "object", "properties": {
+                                       "tracking": {"type": "boolean"}, "reason": {"type": "string"},
                                        "transactions": {"type": "integer"},
                                        "calls_in_progress": {"type": "integer"},
-                                       "calls": {"type": "array", "items": {"type": "object"}}}}),
+                                       "ringing": {"type": "integer"}, "answered": {"type": "integer"},
+                                       "limit": {"type": "integer"},
+                                       "calls": {"type": "array", "items": ref("Call")}}}),
                                        "401": unauthorized}}},
+            "/api/cdrs": {"get": {
+                "summary": "call detail records, newest first; ?format=csv downloads them as CSV",
+                "parameters": [
+                    {"name": "user", "in": "query", "schema": {"type": "string"},
+                     "description": "caller or callee: alice, or alice@host"},
+                    {"name": "since", "in": "query", "schema": {"type": "string"},
+                     "description": "start at or after: epoch seconds, ISO date/time, or an age (30m, 12h, 7d)"},
+                    {"name": "until", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}}],
+                "responses": {"200": ok({"type": "object", "properties": {
+                    "recording": {"type": "boolean"}, "total": {"type": "integer"},
+                    "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                    "next_offset": {"type": "integer", "nullable": True},
+                    "cdrs": {"type": "array", "items": ref("Cdr")}}}), "400": err, "401": unauthorized}}},
+            "/api/gateways": {"get": {"summary": "gateway sets, their destinations' health and counters, and the "
+                                                 "routes that lead to them",
+                                      "responses": {"200": ok({"type": "object", "properties": {
+                                          "sets": {"type": "array", "items": {"type": "object"}},
+                                          "routes": {"type": "array", "items": {"type": "object"}}}}),
+                                          "401": unauthorized}}},
             "/api/stats": {"get": {"summary": "counters", "responses": {"200": ok(ref("Stats")), "401": unauthorized}}},
             "/api/timings": {"get": {"summary": "per-step REGISTER / INVITE latencies",
                                      "responses": {"200": ok(ref("Timings")), "401": unauthorized}}},
@@ -507,6 +558,7 @@ class AdminServer:
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CoreCollector(self.view))  # type: ignore[arg-type]
+        self.registry.register(CallsCollector(self.view.calls_rt))  # type: ignore[arg-type]
         self.app = self._build_app()
 
     # access -----------------------------------------------------------------------------------
@@ -551,6 +603,8 @@ class AdminServer:
             web.delete("/api/users/{name}", self._remove_user),
             web.get("/api/bindings", self._bindings),
             web.get("/api/calls", self._calls),
+            web.get("/api/cdrs", self._cdrs),
+            web.get("/api/gateways", self._gateways),
             web.get("/api/stats", self._stats),
             web.get("/api/timings", self._timings),
             web.get("/api/events", self._events),
@@ -637,8 +691,46 @@ class AdminServer:
 
     async def _calls(self, request: web.Request) -> web.Response:
         view = self.view
-        return web.json_response({"transactions": view.transaction_count(), "calls_in_progress": view.call_count(),
-                                  "calls": view.calls()})
+        doc = view.calls_rt.calls_doc(view.clock())
+        return web.json_response({"transactions": view.transaction_count(), **doc})
+
+    async def _cdrs(self, request: web.Request) -> web.StreamResponse:
+        """Call detail records, newest first; the SQLite read runs in a thread, never on the event loop."""
+        from leansip.app import cdr
+
+        path = self.view.calls_rt.cdr_path
+        q = request.query
+        csv_format = q.get("format", "json") == "csv"
+        try:
+            now = self.view.clock()
+            since = cdr.parse_since(q["since"], now) if q.get("since") else None
+            until = cdr.parse_since(q["until"], now) if q.get("until") else None
+            most = cdr.MAX_CSV if csv_format else cdr.MAX_LIMIT
+            limit = int(q.get("limit", most if csv_format else 100))
+            offset = int(q.get("offset", 0))
+            if not 1 <= limit <= most or offset < 0:
+                raise ValueError(f"limit must be 1-{most} and offset >= 0")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if q.get("format", "json") not in ("json", "csv"):
+            return _error(400, "format must be json or csv")
+        if path is None:
+            if csv_format:
+                return web.Response(text=cdr.to_csv([]), content_type="text/csv")
+            return web.json_response({"recording": False, "reason": self.view.calls_rt.why_not or
+                                      "call detail records are off (cdr = false)", "total": 0, "cdrs": []})
+        flt = cdr.CdrFilter(q.get("user") or None, since, until, limit, offset)
+        records, total = await asyncio.to_thread(cdr.query, path, flt)
+        if csv_format:
+            name = f"leansip-cdrs-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+            return web.Response(text=cdr.to_csv(records), content_type="text/csv",
+                                headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        nxt = offset + len(records) if offset + len(records) < total else None
+        return web.json_response({"recording": True, "total": total, "offset": offset, "limit": limit,
+                                  "next_offset": nxt, "cdrs": records})
+
+    async def _gateways(self, request: web.Request) -> web.Response:
+        return web.json_response(self.view.calls_rt.gateways_doc())
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.view.stats())

@@ -8,16 +8,20 @@ queue put); the writer's own thread turns the calls into rows and commits each b
 event loop never waits on the disk, and what a ``kill -9`` loses is only what was not committed yet: the
 calls of the last fraction of a second.
 
-An answered call is written twice: once when it is answered (its row without an end) and once when it ends (the
-whole row, replacing the first by id). A call still up when the server stops (or is killed) thus keeps a row
-without an end, and :func:`open_calls` gives those back at the next start for the tracker to carry on with: the
-BYE that comes later ends the call and completes its record, or the call timeout does. Attempts that never got
-an answer are written once, when they end.
+A call is written once, when it ends, unless it lasts: a call still up :data:`leansip.app.calls.OPEN_DELAY`
+seconds after its answer gets its row then (without an end), and its end is an ``UPDATE`` of that row. So a
+call up when the server stops (or is killed) keeps a row without an end, and :func:`open_calls` gives those back
+at the next start for the tracker to carry on with: the BYE that comes later ends the call and completes its
+record, or the call timeout does. Short calls, most of a busy proxy's, cost one insert.
 
 The database is its own file (``cdr_db``, by default ``cdr.db`` beside the location database), in WAL mode with
 ``synchronous=NORMAL`` like the location store: a committed batch survives the process being killed (it is in
 the WAL file); only an OS crash can lose the last commits. A separate file means the writer thread never holds
-a lock the location store's flush on the event loop would wait for.
+a lock the location store's flush on the event loop would wait for. The table has no index but the key and the
+open calls: the key is the start time in milliseconds (times 1,024, plus a count), so a time range is a key
+range, and a search by user scans that range. Every index would cost each call a B-tree insert (~6,000
+instructions, about 1 % of a stateful call: bench/analysis.md), paid by the server for queries an operator runs
+now and then.
 
 Rows older than ``retention_days`` are deleted at start and then hourly by the writer thread (0 keeps them
 forever). Reads (:func:`query`, the admin API, ``leansip cdr``) open their own connection: WAL lets them read
@@ -38,13 +42,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from leansip.server.calls import STATE_ANSWERED, STATE_ENDED, Call, party
+from leansip.server.calls import ROW_COLUMNS, STATE_ANSWERED, Call, parse_addr, record_rows
 
 log = logging.getLogger("leansip.cdr")
 
@@ -52,45 +56,34 @@ __all__ = ["COLUMNS", "CdrFilter", "CdrWriter", "next_id", "open_calls", "parse_
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cdrs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY,  -- the start in milliseconds times 1024 plus a count: a time range is a key range
     call_id TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    callee TEXT NOT NULL,
-    caller_user TEXT NOT NULL,
-    callee_user TEXT NOT NULL,
-    ruri TEXT NOT NULL,
     from_tag TEXT NOT NULL,
     to_tag TEXT NOT NULL,
-    from_value TEXT NOT NULL,
-    to_value TEXT NOT NULL,
+    caller TEXT NOT NULL,    -- user@host of the From
+    callee TEXT NOT NULL,    -- user@host of the To
     start_time REAL NOT NULL,
     ring_time REAL,
     answer_time REAL,
-    end_time REAL,
+    end_time REAL,           -- NULL: the call is up (its row was written when it had lasted OPEN_DELAY)
     duration REAL NOT NULL,
     status INTEGER NOT NULL,
     reason TEXT NOT NULL,
     end_reason TEXT NOT NULL,
     hangup TEXT NOT NULL,
-    caller_addr TEXT NOT NULL,
-    caller_transport TEXT NOT NULL,
-    callee_addr TEXT NOT NULL,
-    callee_transport TEXT NOT NULL,
+    caller_leg TEXT NOT NULL,  -- "udp 192.0.2.10:5062"
+    callee_leg TEXT NOT NULL,
     session_expires INTEGER NOT NULL,
-    extra TEXT
+    extra TEXT               -- JSON object of a route script's fields
 );
-CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs (start_time);
-CREATE INDEX IF NOT EXISTS cdrs_caller_user ON cdrs (caller_user, start_time);
-CREATE INDEX IF NOT EXISTS cdrs_callee_user ON cdrs (callee_user, start_time);
 CREATE INDEX IF NOT EXISTS cdrs_open ON cdrs (end_time) WHERE end_time IS NULL;
+PRAGMA user_version = 1;
 """
 
-_ROW_COLUMNS = (
-    "id", "call_id", "caller", "callee", "caller_user", "callee_user", "ruri", "from_tag", "to_tag", "from_value",
-    "to_value", "start_time", "ring_time", "answer_time", "end_time", "duration", "status", "reason", "end_reason",
-    "hangup", "caller_addr", "caller_transport", "callee_addr", "callee_transport", "session_expires", "extra",
-)  # fmt: skip
-_UPSERT = f"INSERT OR REPLACE INTO cdrs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))})"
+_ROW_COLUMNS = ROW_COLUMNS
+_INSERT = f"INSERT OR REPLACE INTO cdrs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))})"
+#: the end of a call whose row was written while it was up
+_END = "UPDATE cdrs SET end_time = ?, duration = ?, end_reason = ?, hangup = ?, extra = ? WHERE id = ?"
 
 #: The record as the API, the page, the CSV file and ``leansip cdr`` show it, in this order (plus ``extra``).
 COLUMNS = (
@@ -103,37 +96,29 @@ PURGE_EVERY = 3600.0
 #: Most rows one JSON page returns, and one CSV download (narrow it by time for more: ?since=&until=).
 MAX_LIMIT = 10_000
 MAX_CSV = 100_000
+#: ids run ahead of the start time only past 1,024 calls in a millisecond: this much slack (in ids) is plenty
+_ID_SLACK = 60_000 * 1024
 
 
-def _user(who: str) -> str:
-    user, at, _host = who.partition("@")
-    return user if at else who
-
-
-def _row(call: Call) -> tuple[Any, ...]:
-    """The row for ``call`` as it is now: complete when it has ended, the answer-time part while it is up."""
-    ended = call.state == STATE_ENDED  # read first: the tracker sets it last (see the module docstring)
-    caller = party(call.from_value)
-    callee = party(call.to_value)
-    extra = json.dumps(call.extra, ensure_ascii=False) if call.extra else None
-    answer = call.answer or None
-    end = call.end if ended else None
-    duration = max(0.0, call.end - call.answer) if ended and call.answer else 0.0
-    return (
-        call.id, call.call_id, caller, callee, _user(caller), _user(callee), call.ruri, call.from_tag, call.to_tag,
-        call.from_value, call.to_value, call.start, call.ring or None, answer, end, duration, call.status,
-        call.reason, call.end_reason if ended else "", call.hangup if ended else "", call.caller_addr,
-        call.caller_transport, call.callee_addr, call.callee_transport, call.session_expires, extra,
-    )  # fmt: skip
+def _id_at(t: float) -> int:
+    """The smallest id of a call that started at ``t`` (epoch seconds)."""
+    return int(t * 1000.0) * 1024
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection to the CDR database (created with its table), in WAL mode, committing only when told."""
+    """A connection to the CDR database (created with its table), in WAL mode, committing only when told. A
+    table of another layout (a development version's) is kept under another name, and a new one made."""
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        columns = [r[1] for r in db.execute("PRAGMA table_info(cdrs)")]
+        if columns and columns != list(_ROW_COLUMNS):
+            old = f"cdrs_before_{int(time.time())}"
+            db.execute(f"ALTER TABLE cdrs RENAME TO {old}")
+            db.execute("DROP INDEX IF EXISTS cdrs_open")
+            log.warning("event=cdr_table_kept_aside table=%s reason=%r", old, "another column layout")
         db.executescript(_SCHEMA)
     except BaseException:
         db.close()
@@ -145,7 +130,7 @@ def next_id(path: str | Path) -> int:
     """The id the next call gets (one past the largest in the file): ids stay unique across restarts."""
     db = connect(path)
     try:
-        (largest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM cdrs").fetchone()
+        (largest,) = db.execute("SELECT COALESCE(MAX(id), -1) FROM cdrs").fetchone()
     finally:
         db.close()
     return int(largest) + 1
@@ -156,18 +141,21 @@ def open_calls(path: str | Path) -> list[Call]:
     db = connect(path)
     try:
         rows = db.execute(
-            "SELECT id, call_id, from_tag, to_tag, from_value, to_value, ruri, caller_addr, caller_transport, "
-            "callee_addr, callee_transport, start_time, ring_time, answer_time, status, reason, session_expires, "
-            "extra FROM cdrs WHERE end_time IS NULL AND answer_time IS NOT NULL ORDER BY id").fetchall()
+            "SELECT id, call_id, from_tag, to_tag, caller, callee, caller_leg, callee_leg, start_time, ring_time, "
+            "answer_time, status, reason, session_expires, extra FROM cdrs "
+            "WHERE end_time IS NULL AND answer_time IS NOT NULL ORDER BY id").fetchall()
     finally:
         db.close()
     calls = []
-    for (id_, call_id, from_tag, to_tag, from_value, to_value, ruri, caller_addr, caller_transport, callee_addr,
-         callee_transport, start, ring, answer, status, reason, session_expires, extra) in rows:
-        call = Call(int(id_), call_id, from_tag, from_value, to_value, ruri, caller_addr, caller_transport,
-                    float(start))
+    for (id_, call_id, from_tag, to_tag, caller, callee, caller_leg, callee_leg, start, ring, answer, status,
+         reason, session_expires, extra) in rows:
+        caller_transport, _, caller_addr = caller_leg.partition(" ")
+        callee_transport, _, callee_addr = callee_leg.partition(" ")
+        # the From/To as a name-addr of the user@host kept: what the live view shows of them again
+        call = Call(int(id_), call_id, from_tag, f"<sip:{caller}>", f"<sip:{callee}>", parse_addr(caller_addr),
+                    caller_transport, float(start))
         call.to_tag = to_tag
-        call.callee_addr = callee_addr
+        call.callee_dest = parse_addr(callee_addr)
         call.callee_transport = callee_transport
         call.ring = float(ring or 0.0)
         call.answer = float(answer)
@@ -184,14 +172,19 @@ def open_calls(path: str | Path) -> list[Call]:
 
 class CdrWriter:
     """The thread that writes CDRs: :meth:`submit` batches from the event loop, :meth:`close` at shutdown.
+    ``open_ids``: the ids of the calls :func:`open_calls` returned (their rows exist, without an end).
 
     ``retention_days`` (0: keep forever) is applied at start and every :data:`PURGE_EVERY` seconds. Counters
     (``written``, ``batches``, ``errors``, ``pending``) are read by the admin view; a database error is logged,
     counted, and the batch retried with the next one (nothing is dropped while the queue lives).
     """
 
-    def __init__(self, path: str | Path, *, retention_days: int = 0, clock: Any = time.time) -> None:
+    def __init__(self, path: str | Path, *, retention_days: int = 0, clock: Any = time.time,
+                 open_ids: Iterable[int] = ()) -> None:
         self.path = Path(path)
+        #: ids of the calls whose row is written without an end (their end is an UPDATE): the calls answered
+        #: since the start, and ``open_ids``, those :func:`open_calls` gave back at the start
+        self._open: set[int] = set(open_ids)
         self.retention_days = retention_days
         self.clock = clock
         self.written = 0
@@ -199,6 +192,8 @@ class CdrWriter:
         self.errors = 0
         self.purged = 0
         self._pending = 0
+        self._thread_ns = 0
+        self._failing = False
         self._queue: queue.SimpleQueue[list[Call] | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +233,18 @@ class CdrWriter:
         if not self._thread.is_alive():
             self._db.close()
 
+    @property
+    def thread_ns(self) -> int:
+        """CPU time the writer thread has used, ns (benchmarks: bench/core_micro.py)."""
+        return self._thread_ns
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._thread_ns = time.thread_time_ns()
+
+    def _loop(self) -> None:
         retry: list[Call] = []
         while True:
             # a failed batch is tried again after a second (a locked or full disk), with whatever came since;
@@ -266,19 +272,32 @@ class CdrWriter:
                     log.error("event=cdr_lost count=%d reason=%r", len(retry), "database error at shutdown")
                 return
 
-    def _write(self, batch: Sequence[Call]) -> bool:
+    def _write(self, batch: list[Call]) -> bool:
+        """One transaction: a row per new call (whole when it ended, the answer-time part while it is up), an
+        UPDATE of its end for a call whose row was written when it was answered. A call that appears twice in
+        the batch (answered, then ended) is written once, as it is now."""
         db = self._db
+        rows = record_rows(batch, self._open)
         try:
-            rows = [_row(call) for call in batch]
             db.execute("BEGIN")
-            db.executemany(_UPSERT, rows)
+            if rows.inserts:
+                db.executemany(_INSERT, rows.inserts)
+            if rows.ends:
+                db.executemany(_END, rows.ends)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self.errors += 1
-            log.error("event=cdr_write_failed count=%d error=%r", len(batch), str(exc))
+            if not self._failing:  # once, not at every retry; the recovery is logged too
+                log.error("event=cdr_write_failed count=%d error=%r retry_every=1s", len(batch), str(exc))
+            self._failing = True
             return False
+        if self._failing:
+            self._failing = False
+            log.warning("event=cdr_write_recovered count=%d", len(batch))
+        self._open.update(rows.opened)
+        self._open.difference_update(rows.closed)
         self.written += len(batch)
         self.batches += 1
         with self._idle:
@@ -325,8 +344,8 @@ def query(path: str | Path, flt: CdrFilter) -> tuple[list[dict[str, Any]], int]:
         db.execute("PRAGMA busy_timeout=5000")
         (total,) = db.execute(f"SELECT COUNT(*) FROM cdrs{where}", args).fetchone()
         limit = max(0, min(flt.limit, MAX_CSV))
-        cur = db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM cdrs{where} ORDER BY start_time DESC, id DESC "
-                         "LIMIT ? OFFSET ?", [*args, limit, max(0, flt.offset)])
+        cur = db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM cdrs{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                         [*args, limit, max(0, flt.offset)])
         rows = [_record(dict(zip(_ROW_COLUMNS, r, strict=True))) for r in cur]
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
@@ -338,21 +357,31 @@ def query(path: str | Path, flt: CdrFilter) -> tuple[list[dict[str, Any]], int]:
 
 
 def _where(flt: CdrFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause of a filter. Times bound the key first (the id is the start time: a key range), then
+    the start itself; a user is found by a scan of that range (no index per user: each would cost every call
+    a B-tree insert on the straight path's budget)."""
     clauses: list[str] = []
     args: list[Any] = []
+    if flt.since is not None:
+        clauses.append("id >= ? AND start_time >= ?")
+        args += [_id_at(flt.since), flt.since]
+    if flt.until is not None:
+        clauses.append("id < ? AND start_time < ?")
+        args += [_id_at(flt.until) + _ID_SLACK, flt.until]
     if flt.user:
         if "@" in flt.user:
             clauses.append("(caller = ? OR callee = ?)")
+            args += [flt.user, flt.user]
         else:
-            clauses.append("(caller_user = ? OR callee_user = ?)")
-        args += [flt.user, flt.user]
-    if flt.since is not None:
-        clauses.append("start_time >= ?")
-        args.append(flt.since)
-    if flt.until is not None:
-        clauses.append("start_time < ?")
-        args.append(flt.until)
+            pattern = flt.user.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "@%"
+            clauses.append("(caller LIKE ? ESCAPE '\\' OR callee LIKE ? ESCAPE '\\' OR caller = ? OR callee = ?)")
+            args += [pattern, pattern, flt.user, flt.user]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _split_leg(leg: str) -> tuple[str, str]:
+    transport, _, addr = leg.partition(" ")
+    return transport, addr
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +390,8 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
     ring = row["ring_time"]
     answer = row["answer_time"]
     first = min(t for t in (ring, answer) if t is not None) if (ring or answer) else None
+    caller_transport, caller_addr = _split_leg(row["caller_leg"])
+    callee_transport, callee_addr = _split_leg(row["callee_leg"])
     return {
         "id": row["id"],
         "start": start,
@@ -374,10 +405,10 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
         "end_reason": row["end_reason"] or ("in progress" if row["end_time"] is None else ""),
         "hangup": row["hangup"],
         "call_id": row["call_id"],
-        "caller_addr": row["caller_addr"],
-        "caller_transport": row["caller_transport"],
-        "callee_addr": row["callee_addr"],
-        "callee_transport": row["callee_transport"],
+        "caller_addr": caller_addr,
+        "caller_transport": caller_transport,
+        "callee_addr": callee_addr,
+        "callee_transport": callee_transport,
         "ring": ring,
         "setup": round(first - start, 3) if first is not None else None,
         "extra": json.loads(row["extra"]) if row["extra"] else {},

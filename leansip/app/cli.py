@@ -1,4 +1,4 @@
-"""The ``leansip`` command: ``serve``, ``users``, ``status``, ``phone`` and ``bench``.
+"""The ``leansip`` command: ``serve``, ``users``, ``status``, ``cdr``, ``phone`` and ``bench``.
 
 Theory of operation: ``serve`` builds a :class:`~leansip.app.config.Config` from (in order of
 precedence) its flags, ``--config FILE``, and the built-in defaults (or ``--demo``), validates it,
@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from leansip.app.config import (
     DEMO_USERS_FILE,
     FIELDS,
+    TABLE_KINDS,
     Config,
     ConfigError,
     apply_overrides,
@@ -103,6 +104,8 @@ def _add_serve_parser(commands: Any) -> None:
                        help="print the effective configuration as TOML and exit")
     defaults = Config()
     for name, info in FIELDS.items():
+        if info.kind in TABLE_KINDS:
+            continue  # tables (gateway sets) are set in the config file only
         flag = "--" + name.replace("_", "-")
         help_text = info.help + _default_text(name, defaults)
         if info.kind == "bool":
@@ -171,6 +174,27 @@ def version() -> str:
         return "(not installed)"
 
 
+def _add_cdr_parser(commands: Any) -> None:
+    cdr = commands.add_parser(
+        "cdr", help="list call detail records (who called whom, when, how long, how it ended)",
+        description="List the call detail records of the database a server writes (newest first).  Reads the "
+                    "file directly: works while the server runs and after it stopped.")
+    cdr.add_argument("--user", metavar="U", help="calls from or to this user (alice, or alice@host)")
+    cdr.add_argument("--since", metavar="T", help="calls that started at or after T: epoch seconds, an ISO "
+                                                  "date/time (UTC unless given), or an age like 30m, 12h, 7d")
+    cdr.add_argument("--until", metavar="T", help="calls that started before T (same forms)")
+    cdr.add_argument("--limit", type=int, default=None, metavar="N",
+                     help="at most N records (default: 50, all with --csv)")
+    cdr.add_argument("--csv", action="store_true", help="print CSV (a header line, ISO UTC times) for a "
+                                                       "spreadsheet or a billing import")
+    cdr.add_argument("--json", action="store_true", help="print the records as JSON")
+    cdr.add_argument("--db", type=Path, metavar="PATH", help="CDR database (default: cdr_db of --config, else "
+                                                          "var/cdr.db)")
+    cdr.add_argument("--config", type=Path, metavar="FILE", help="the server's TOML config, to find its CDR "
+                                                              "database")
+    cdr.set_defaults(func=_cmd_cdr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``leansip`` argument parser (exposed for tests and docs generation)."""
     parser = _Parser(prog=PROG, description="leansip: a lean SIP server (registrar, proxy, redirect) "
@@ -180,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(commands)
     _add_users_parser(commands)
     _add_status_parser(commands)
+    _add_cdr_parser(commands)
     for name, (_module, _function, help_text) in PASSTHROUGH.items():
         # Listed for --help only: main() dispatches these before parsing (see _passthrough).
         sub = commands.add_parser(name, help=help_text, add_help=False)
@@ -284,6 +309,43 @@ def _reason(exc: BaseException, path: Path) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     status = _import_optional("leansip.app.status", "status")
     return int(status.main(args) or 0)
+
+
+def _cmd_cdr(args: argparse.Namespace) -> int:
+    import json
+    import sqlite3
+    import time
+
+    cdr = _import_optional("leansip.app.cdr", "cdr")
+    if args.db is not None:
+        path = args.db
+    elif args.config is not None:
+        path = load_config(args.config).cdr_path
+    else:
+        path = Config().cdr_path
+    now = time.time()
+    try:
+        since = cdr.parse_since(args.since, now) if args.since else None
+        until = cdr.parse_since(args.until, now) if args.until else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    limit = args.limit if args.limit is not None else (cdr.MAX_CSV if args.csv or args.json else 50)
+    if not Path(path).exists():
+        raise CommandFailed(f"{path}: no such file (no call recorded yet, or give --db / --config)")
+    try:
+        records, total = cdr.query(path, cdr.CdrFilter(args.user, since, until, limit))
+    except sqlite3.Error as exc:
+        raise CommandFailed(f"{path}: {exc}") from None
+    if args.csv:
+        sys.stdout.write(cdr.to_csv(records))
+    elif args.json:
+        json.dump({"total": total, "cdrs": records}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(cdr.render(records, total))
+    return 0
 
 
 def _passthrough(command: str, argv: list[str]) -> int:

@@ -179,6 +179,16 @@ class Config:
     t2: float = 4.0
     t4: float = 5.0
     server_name: str = "leansip"
+    calls: bool = True
+    max_calls: int = 100000
+    call_timeout: float = 14400.0
+    cdr: bool = True
+    cdr_db: Path | None = None
+    cdr_retention_days: int = 90
+    #: ``[gateways.NAME]`` tables and ``[[gateway_routes]]`` entries as decoded from TOML (checked by validate;
+    #: ``leansip.server.gateways.parse_gateways`` builds the live sets from them at start)
+    gateways: dict[str, Any] = field(default_factory=dict)
+    gateway_routes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def demo(cls) -> Config:
@@ -199,6 +209,11 @@ class Config:
             db=Path("var/leansip.db"),
             location="sqlite",
         )
+
+    @property
+    def cdr_path(self) -> Path:
+        """Where call detail records go: ``cdr_db``, else ``cdr.db`` beside the location database."""
+        return self.cdr_db if self.cdr_db is not None else Path(self.db).parent / "cdr.db"
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -241,7 +256,7 @@ class Config:
                 f"{self.min_expires} <= {self.default_expires} <= {self.max_expires}",
                 key="min_expires" if self.min_expires > self.default_expires else "max_expires")
         for name in ("max_transactions", "nonce_ttl", "max_connections", "max_connections_per_ip",
-                     "workers", "block_seconds"):
+                     "workers", "block_seconds", "max_calls"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.workers > 1:
@@ -259,7 +274,10 @@ class Config:
         for name in ("fail_slow_after", "fail_block_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be >= 0 (0 disables it), got {getattr(self, name)}", key=name)
-        for name in ("t1", "t2", "t4", "tcp_idle_timeout"):
+        if self.cdr_retention_days < 0:
+            raise ConfigError(f"must be >= 0 (0 keeps records forever), got {self.cdr_retention_days}",
+                              key="cdr_retention_days")
+        for name in ("t1", "t2", "t4", "tcp_idle_timeout", "call_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be > 0 seconds, got {getattr(self, name)}", key=name)
         if self.t2 < self.t1:
@@ -274,6 +292,12 @@ class Config:
         if self.location == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"must start with redis://, rediss:// or unix://, got {self.redis_url!r}",
                               key="redis_url")
+        from leansip.server.gateways import GatewayConfigError, parse_gateways
+
+        try:
+            parse_gateways(self.gateways, self.gateway_routes)
+        except GatewayConfigError as exc:
+            raise ConfigError(exc.reason, key=exc.key) from None
         if self.admin is not None:
             try:
                 _split_hostport(self.admin)
@@ -371,7 +395,22 @@ FIELDS: dict[str, FieldInfo] = {
     "t2": FieldInfo("float", "RFC 3261 timer T2 (max non-INVITE retransmit interval), seconds", "SECONDS"),
     "t4": FieldInfo("float", "RFC 3261 timer T4 (max message lifetime in the network), seconds", "SECONDS"),
     "server_name": FieldInfo("str", "value of the Server and User-Agent headers", "NAME"),
+    "calls": FieldInfo("bool", "track the calls through the stateful proxy (live calls, call records, call "
+                       "metrics); off only to measure what it costs"),
+    "max_calls": FieldInfo("int", "calls tracked at once; past it new calls are answered 503", "N"),
+    "call_timeout": FieldInfo("float", "a call with no sign of life (BYE, re-INVITE, UPDATE) for this long is "
+                              "over: a lost BYE; RFC 4028 session timers end it sooner, seconds", "SECONDS"),
+    "cdr": FieldInfo("bool", "write a call detail record per call attempt (SQLite, off the straight path)"),
+    "cdr_db": FieldInfo("optpath", "call detail records database (default: cdr.db beside db)", "PATH"),
+    "cdr_retention_days": FieldInfo("int", "delete call records older than this (0 = keep forever), days", "N"),
+    "gateways": FieldInfo("gateways", "gateway sets: [gateways.NAME] tables with destinations, a policy and "
+                          "health probes (config file only; see leansip.example.toml)"),
+    "gateway_routes": FieldInfo("gateway_routes", "[[gateway_routes]] entries sending a domain or a number prefix "
+                                "to a gateway set (config file only)"),
 }
+
+#: Kinds of field that only a config file can set (tables): no command-line flag.
+TABLE_KINDS = ("gateways", "gateway_routes")
 
 _TOML_TYPE_NAMES = {
     "bool": "a boolean (true/false)",
@@ -385,6 +424,8 @@ _TOML_TYPE_NAMES = {
     "listen": 'a list of strings like ["udp:127.0.0.1:5060"]',
     "strlist": "a list of strings",
     "admin": 'a "HOST:PORT" string or false',
+    "gateways": "a table of [gateways.NAME] tables",
+    "gateway_routes": "an array of [[gateway_routes]] tables",
 }
 
 
@@ -437,6 +478,14 @@ def convert_toml(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
             raise wrong()
         return list(value)
+    if kind == "gateways":  # checked as a whole by Config.validate (routes refer to sets)
+        if not isinstance(value, dict):
+            raise wrong()
+        return value
+    if kind == "gateway_routes":
+        if not isinstance(value, list):
+            raise wrong()
+        return value
     raise AssertionError(f"unknown field kind {kind!r}")  # a bug in FIELDS, not in the user's file
 
 
@@ -460,6 +509,8 @@ def _check_type(name: str, value: Any) -> None:
         "admin": lambda v: v is None or isinstance(v, str),
         "listen": lambda v: isinstance(v, list) and all(isinstance(i, ListenSpec) for i in v),
         "strlist": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+        "gateways": lambda v: isinstance(v, dict),
+        "gateway_routes": lambda v: isinstance(v, list),
     }
     if not expected[kind](value):
         raise ConfigError(f"must be {_TOML_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r}", key=name)
@@ -561,7 +612,10 @@ def load_config(path: str | Path, *, base: Config | None = None) -> Config:
     try:
         return config.validate()
     except ConfigError as exc:
-        line = _key_line(text, exc.key) if exc.key in data else None
+        if exc.key in data:
+            line = _key_line(text, exc.key)
+        else:
+            line = _nested_key_line(text, exc.key) if exc.key and re.split(r"[.\[]", exc.key)[0] in data else None
         raise ConfigError(exc.reason, key=exc.key, path=path, line=line) from None
 
 
@@ -599,6 +653,36 @@ def _key_line(text: str, key: str | None) -> int | None:
     return None
 
 
+def _nested_key_line(text: str, key: str) -> int | None:
+    """Line of a key inside tables, named as ``gateways.pstn.destinations[1].address`` (parse_gateways' keys).
+
+    Each table header gets its full path (an array of tables counts its headers: the second
+    ``[[gateway_routes]]`` is ``gateway_routes[1]``); the deepest header that the key starts with is the
+    table, and the key's next part written in that table is the line (else the header's own line)."""
+    counts: dict[str, int] = {}
+    best: tuple[int, int] | None = None  # (length of the matched path, line)
+    current: str | None = None
+    header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = header.match(line)
+        if match:
+            name = ".".join(part.strip().strip('"\'') for part in match.group(2).split("."))
+            if match.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                name = f"{name}[{counts[name]}]"
+            current = name
+            if (key == name or key.startswith(name + ".")) and (best is None or len(name) > best[0]):
+                best = (len(name), number)
+            continue
+        if current is None or not key.startswith(current + "."):
+            continue
+        part = re.split(r"[.\[]", key[len(current) + 1:], maxsplit=1)[0]
+        if re.match(rf"""^\s*(?:{re.escape(part)}|"{re.escape(part)}")\s*=""", line) and (
+                best is None or len(current) + 1 + len(part) > best[0]):
+            best = (len(current) + 1 + len(part), number)
+    return best[1] if best is not None else None
+
+
 def _suggest(key: str) -> str:
     """Suggest the nearest known setting for a typo, e.g. ``min_expire`` -> ``min_expires``."""
     import difflib
@@ -615,6 +699,8 @@ def config_to_toml(config: Config) -> str:
     """
     lines = []
     for name, info in FIELDS.items():
+        if info.kind in TABLE_KINDS:
+            continue  # tables come after every plain key (TOML puts a key after a table header in that table)
         value = getattr(config, name)
         lines.append(f"# {info.help}")
         if value is None and info.kind == "admin":
@@ -631,7 +717,36 @@ def config_to_toml(config: Config) -> str:
             lines.append(f"{name} = {value!r}")
         else:
             lines.append(f"{name} = {_toml_str(str(value))}")
+    for set_name, table in config.gateways.items():
+        lines.append(f"\n[gateways.{_toml_key(set_name)}]")
+        dests = table.get("destinations", [])
+        inline = all(isinstance(d, str) for d in dests)  # written as they were: a list of addresses
+        for key, value in table.items():
+            if key != "destinations" or inline:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for dest in [] if inline else dests:
+            lines.append(f"\n[[gateways.{_toml_key(set_name)}.destinations]]")
+            dest = dest if isinstance(dest, dict) else {"address": dest}
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in dest.items())
+    for route in config.gateway_routes:
+        lines.append("\n[[gateway_routes]]")
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in route.items())
     return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_str(key)
+
+
+def _toml_value(value: Any) -> str:
+    """A scalar or a list of scalars as TOML (what gateway tables hold)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return _toml_str(str(value))
 
 
 def _toml_str(text: str) -> str:

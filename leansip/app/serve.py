@@ -15,6 +15,7 @@ they always do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import logging
@@ -22,10 +23,12 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
+from leansip.app.calls import CallsRuntime
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
 from leansip.app.memtrim import MemoryTrimmer
@@ -35,7 +38,9 @@ from leansip.io.netif import interface_addresses
 from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.routes import Routes, RouteScriptError, load_routes
+from leansip.server.calls import CallTracker
 from leansip.server.core import CoreSettings, ServerCore
+from leansip.server.gateways import Gateways
 from leansip.server.handler import Handler
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
@@ -107,9 +112,11 @@ def open_sqlite(db: Path, now: float, durability: str = "durable") -> LocationSt
                             "phones)") from None
 
 
-def build_core(config: Config, users: UserStore, now: float, handler: Handler | None = None) -> ServerCore:
+def build_core(config: Config, users: UserStore, now: float, handler: Handler | None = None,
+               calls: CallTracker | None = None, gateways: Gateways | None = None) -> ServerCore:
     """The sans-I/O server for a configuration (used by the runtime and by in-process tests); ``handler``: a
-    route script's :class:`~leansip.routes.Routes` instead of the mode's built-in handler."""
+    route script's :class:`~leansip.routes.Routes` instead of the mode's built-in handler; ``calls``: the
+    tracker the stateful relay feeds (None: calls are not tracked); ``gateways``: the gateway sets."""
     if config.location == "sqlite":
         store = open_sqlite(Path(config.db), now, config.durability)
     elif config.location == "redis":
@@ -151,6 +158,8 @@ def build_core(config: Config, users: UserStore, now: float, handler: Handler | 
         local_addresses=[(spec.transport, spec.host, spec.port) for spec in config.listen],
         secret=secret,
         handler=handler,
+        calls=calls,
+        gateways=gateways,
     )
     core.users = users
     core.timing = StepTimer(clock=time.perf_counter_ns)  # always on: see leansip.server.timing
@@ -160,9 +169,12 @@ def build_core(config: Config, users: UserStore, now: float, handler: Handler | 
 class Runtime:
     """Sockets, timers and signal handling around one :class:`ServerCore`."""
 
-    def __init__(self, config: Config, core: ServerCore) -> None:
+    def __init__(self, config: Config, core: ServerCore, calls: CallsRuntime | None = None) -> None:
         self.config = config
         self.core = core
+        #: call tracking, CDRs and gateway probes (off when not given: a runtime built for a test)
+        self.calls = calls if calls is not None else CallsRuntime(
+            dataclasses.replace(config, calls=False, gateways={}, gateway_routes=[]), time.time())
         self.udp: list[UdpServerSocket] = []
         #: transaction timers fire on a grid of T1/25, at most 20 ms (see TimerGrid)
         self.timers = TimerGrid(core, self._fire, min(0.02, config.t1 / 25))
@@ -213,7 +225,10 @@ class Runtime:
 
     def send_failed(self, data: bytes, dest: tuple[str, int], reason: str) -> None:
         """A stream transport could not deliver ``data``: let the core react (RFC 3261 16.9, 17.1.4)."""
-        out = self.core.transport_error(data, time.time(), reason)
+        now = time.time()
+        if self.calls.on_transport_error(data, now):
+            return  # a gateway probe: the gateway is down
+        out = self.core.transport_error(data, now, reason)
         if out:
             self.dispatch(out)
 
@@ -332,6 +347,8 @@ class Runtime:
         interval = float(getattr(self.core.location.store, "flush_interval", 0.0) or 0.0)
         if interval > 0:
             tasks.append(asyncio.create_task(self._flusher(interval)))
+        tasks.extend(self.calls.start(self.core.local_addresses, self.dispatch, self.config.server_name))
+        self.core.prober = self.calls.prober
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -351,7 +368,7 @@ class Runtime:
                 admin_mod = None  # type: ignore[assignment]
             if admin_mod is not None and hasattr(admin_mod, "start_admin"):
                 admin = await admin_mod.start_admin(self, self.config)
-        _announce(self.config, addresses, admin)
+        _announce(self.config, addresses, admin, self.calls)
         await self._stop.wait()
         log_event(log, "stopping", level=logging.INFO, reason=self.stop_reason)
         for t in tasks:
@@ -364,6 +381,7 @@ class Runtime:
             self.bare.close()
         for ep in self.udp:
             ep.close()
+        self.calls.close(time.time())
         self.core.location.close()
         if admin is not None and hasattr(admin, "close"):
             await admin.close()
@@ -461,7 +479,7 @@ def age_gc(ticks: int) -> None:
     gc.freeze()
 
 
-def _announce(config: Config, addresses: list[str], admin: object) -> None:
+def _announce(config: Config, addresses: list[str], admin: object, calls: CallsRuntime) -> None:
     mode = config.mode + ("" if config.mode != "proxy" else (" (stateful)" if config.stateful else " (stateless)"))
     lines = [f"leansip listening on {', '.join(addresses)}",
              f"  mode: {mode}, auth: {'on' if config.auth else 'off'}, realm: {config.realm}"]
@@ -469,6 +487,15 @@ def _announce(config: Config, addresses: list[str], admin: object) -> None:
         lines.append(f"  location: sqlite {config.db} ({config.durability})")
     else:
         lines.append(f"  location: {config.location}")
+    if calls.tracking:
+        records = f"records in {calls.cdr_path}" if calls.cdr_path is not None else "no records (cdr = false)"
+        restored = f", {calls.restored} still up from before" if calls.restored else ""
+        lines.append(f"  calls: tracked, {records}{restored}")
+    elif config.mode == "proxy":
+        lines.append(f"  calls: not tracked ({calls.why_not})")
+    for s in calls.sets.values():
+        probes = f"probed every {s.probe_interval:g} s" if s.probe_interval else "not probed"
+        lines.append(f"  gateways {s.name}: {len(s.gateways)} ({s.policy}, {probes})")
     url = getattr(admin, "url", None)
     if url:
         lines.append(f"  admin: {url}")
@@ -519,7 +546,14 @@ def run(config: Config) -> int:
         except (OSError, ValueError) as exc:
             print(f"leansip: error: {exc}", file=sys.stderr)
             return 2
-        runtime = Runtime(config, core)
+        try:  # after the location store: a --db refused leaves no records file beside it either
+            calls = CallsRuntime(config, time.time())
+        except (OSError, sqlite3.Error) as exc:
+            print(f"leansip: error: call records database {config.cdr_path} (--cdr-db): {exc}", file=sys.stderr)
+            return 2
+        core.services.calls = calls.tracker
+        core.services.gateways = calls.gateways if len(calls.gateways) else None
+        runtime = Runtime(config, core, calls)
         try:
             return await runtime.run()
         except ListenError as exc:

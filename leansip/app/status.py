@@ -1,8 +1,8 @@
 """``leansip status``: ask a running server's admin endpoint how it is doing, and print it for a person.
 
 Uses only the standard library (urllib), so the command works wherever the package imports, even without the
-admin server's own dependencies.  Reads ``/api/status`` and ``/api/bindings``; ``--json`` prints both as one JSON
-object for scripts.  Any failure to get an answer is one ``leansip: error: ...`` line on stderr and exit status 1
+admin server's own dependencies.  Reads ``/api/status``, ``/api/calls`` and ``/api/bindings``; ``--json`` prints
+them as one JSON object for scripts.  Any failure to get an answer is one ``leansip: error: ...`` line on stderr and exit status 1
 (the same convention as the rest of the CLI), because the usual cause -- no server there, wrong port, wrong
 token -- needs one sentence, not a traceback.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -96,7 +97,28 @@ def _store(store: dict[str, Any]) -> str:
     return ""
 
 
-def render(status: dict[str, Any], bindings: list[dict[str, Any]]) -> str:
+def _calls_lines(calls: dict[str, Any] | None) -> list[str]:
+    if calls is None:
+        return []
+    if not calls.get("tracking", True):
+        return [f"calls: not tracked ({calls.get('reason', '')})", ""]
+    listed = calls.get("calls", [])
+    if not listed:
+        return ["calls: none in progress", ""]
+    rows = [[c.get("caller", ""), c.get("callee", ""), c.get("state", ""),
+             time.strftime("%H:%M:%S", time.localtime(c.get("start") or 0)),
+             _duration(c.get("duration", 0)) if c.get("answer") else "-",
+             f"{c.get('caller_transport', '').upper()} {c.get('caller_addr', '')}",
+             f"{c.get('callee_transport', '').upper()} {c.get('callee_addr', '')}" if c.get("callee_addr") else "-"]
+            for c in listed]
+    lines = [f"calls in progress ({calls.get('calls_in_progress', len(listed))})"]
+    lines.extend("  " + row for row in _table(["CALLER", "CALLEE", "STATE", "STARTED", "TALKING", "CALLER LEG",
+                                               "CALLEE LEG"], rows))
+    lines.append("")
+    return lines
+
+
+def render(status: dict[str, Any], bindings: list[dict[str, Any]], calls: dict[str, Any] | None = None) -> str:
     """The human-readable report (what ``leansip status`` prints without ``--json``)."""
     mode = status.get("mode", "?")
     if mode == "proxy":
@@ -122,6 +144,7 @@ def render(status: dict[str, Any], bindings: list[dict[str, Any]]) -> str:
         f"retransmissions: {stats.get('retransmissions', 0)}",
         "",
     ]
+    lines.extend(_calls_lines(calls))
     if bindings:
         lines.append(f"bindings ({len(bindings)})")
         rows = [[b.get("user", ""), b.get("contact", ""), b.get("source", ""), b.get("transport", "").upper(),
@@ -138,15 +161,16 @@ def main(args: argparse.Namespace) -> int:
     base = _base(args.admin)
     try:
         status = fetch(base, "/api/status", args.admin_token)
+        calls = fetch(base, "/api/calls", args.admin_token)
         bindings = fetch(base, "/api/bindings", args.admin_token)
     except StatusError as exc:
         sys.stderr.write(f"leansip: error: {exc}\n")
         return 1
     if args.json:
-        json.dump({"status": status, "bindings": bindings}, sys.stdout, indent=2)
+        json.dump({"status": status, "calls": calls, "bindings": bindings}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(render(status, bindings))
+        print(render(status, bindings, calls))
     return 0
 
 

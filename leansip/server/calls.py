@@ -34,13 +34,14 @@ Times are the ``now`` the core is given (wall-clock seconds in the server), so a
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Final
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import KIND_CALL_ID, KIND_FROM, KIND_TO, Request, Response
 from leansip.sip.transaction import DeadlineQueue
-from leansip.sip.uri import SipURI, digits_value, parse_name_addr
+from leansip.sip.uri import SipURI, cache_put, digits_value, parse_name_addr
 
 __all__ = [
     "Call",
@@ -57,6 +58,11 @@ __all__ = [
     "STATE_NAMES",
     "STATE_RINGING",
     "STATE_TRYING",
+    "ROW_COLUMNS",
+    "RecordRows",
+    "format_addr",
+    "record_rows",
+    "parse_addr",
     "party",
 ]
 
@@ -85,6 +91,9 @@ _NBOUNDS: Final = 11
 #: RFC 4028 section 4: no session interval is shorter than 90 s (a smaller value from a peer is not trusted to
 #: end a call early)
 MIN_SESSION_EXPIRES: Final = 90
+#: party()'s memory: name-addr text (without the tag) -> user@host
+_PARTIES: Final[dict[str, str]] = {}
+_PARTIES_MAX: Final = 4096
 #: a route script's extra CDR fields: how many, and how long a name or value may be
 MAX_EXTRA_FIELDS: Final = 32
 MAX_EXTRA_LENGTH: Final = 256
@@ -95,13 +104,15 @@ class Call:
     written only by :class:`CallTracker`."""
 
     __slots__ = (
-        "id", "call_id", "from_tag", "to_tag", "from_value", "to_value", "ruri", "caller_addr",
-        "caller_transport", "callee_addr", "callee_transport", "start", "ring", "answer", "end", "state",
-        "status", "reason", "hangup", "end_reason", "cancel", "session_expires", "deadline", "queued", "extra",
+        "id", "call_id", "from_tag", "to_tag", "from_value", "to_value", "caller_source", "caller_transport",
+        "callee_dest", "callee_transport", "start", "ring", "answer", "end", "state", "status", "reason", "hangup",
+        "end_reason", "cancel", "session_expires", "deadline", "queued", "extra",
     )  # fmt: skip
 
-    def __init__(self, id: int, call_id: str, from_tag: str, from_value: str, to_value: str, ruri: str,
-                 caller_addr: str, caller_transport: str, start: float) -> None:
+    def __init__(self, id: int, call_id: str, from_tag: str, from_value: str, to_value: str,
+                 caller_source: tuple[str, int], caller_transport: str, start: float) -> None:
+        #: unique, and its start in milliseconds times 1024 plus a count (CallTracker.start): the records' key,
+        #: which makes a time range a key range
         self.id = id
         self.call_id = call_id
         self.from_tag = from_tag
@@ -110,11 +121,11 @@ class Call:
         #: the INVITE's From and To values as received (parse with :func:`party`)
         self.from_value = from_value
         self.to_value = to_value
-        self.ruri = ruri
-        self.caller_addr = caller_addr
+        #: where the INVITE came from, and the branch that answered (or rang, or last failed): kept as they are
+        #: and formatted only when read (:attr:`caller_addr`, :attr:`callee_addr`); ("", 0) until known
+        self.caller_source = caller_source
         self.caller_transport = caller_transport
-        #: the branch that answered (or rang, or last failed); "" until one responds
-        self.callee_addr = ""
+        self.callee_dest = ("", 0)
         self.callee_transport = ""
         self.start = start
         self.ring = 0.0
@@ -134,6 +145,14 @@ class Call:
         self.queued = 0.0
         #: fields a route script added to the record (name -> value), None when none
         self.extra: dict[str, str] | None = None
+
+    @property
+    def caller_addr(self) -> str:
+        return format_addr(self.caller_source)
+
+    @property
+    def callee_addr(self) -> str:
+        return format_addr(self.callee_dest)
 
     @property
     def state_name(self) -> str:
@@ -162,17 +181,43 @@ class Call:
         return f"<Call {self.id} {self.call_id!r} {STATE_NAMES[self.state]} {self.status}>"
 
 
+def format_addr(addr: tuple[str, int]) -> str:
+    """``host:port`` (``[v6]:port``), "" for none."""
+    host, port = addr
+    if not host:
+        return ""
+    return ("[" + host + "]" if ":" in host else host) + ":" + str(port)
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """The address :func:`format_addr` wrote (("", 0) for "" or anything else)."""
+    host, sep, port = text.rpartition(":")
+    number = digits_value(port, 5)
+    if not sep or not host or number < 0:
+        return ("", 0)
+    return (host[1:-1] if host.startswith("[") else host, number)
+
+
 def party(value: str) -> str:
     """``user@host`` of a From/To value (the URI without parameters for other schemes); the value itself when it
-    does not parse (a record keeps what it can)."""
+    does not parse (a record keeps what it can). Remembered by the value without its tag: the same callers and
+    callees come back call after call (bounded, thread-safe: the CDR writer's thread calls it too)."""
+    i = value.rfind(";tag=")
+    base = value[:i] if i > value.rfind(">") >= 0 else value
+    known = _PARTIES.get(base)
+    if known is not None:
+        return known
     try:
-        uri = parse_name_addr(value).uri
+        uri = parse_name_addr(base).uri
     except SipParseError:
         return value
     if isinstance(uri, SipURI):
         user = uri.user_unescaped
-        return f"{user}@{uri.host}" if user else uri.host
-    return str(uri)
+        who = f"{user}@{uri.host}" if user else uri.host
+    else:
+        who = str(uri)
+    cache_put(_PARTIES, base, who, _PARTIES_MAX)
+    return who
 
 
 def _dialog_key(call_id: str, tag: str) -> str:
@@ -194,11 +239,12 @@ class CallTracker:
     """The calls of a stateful proxy: a dict by (Call-ID, caller's tag), a deadline queue, counters.
 
     ``max_calls`` bounds what is tracked at once; ``call_timeout`` is how long a call lives without a sign of
-    life (seconds); ``record``: keep ended calls in :attr:`finished` for the CDR writer (off: counters only).
+    life (seconds); ``record``: keep ended calls in :attr:`finished` for the CDR writer (off: counters only);
+    ``first_id``: no call gets a smaller id (one past the largest id already recorded).
     """
 
     def __init__(self, *, max_calls: int = 100_000, call_timeout: float = 14_400.0, record: bool = True,
-                 max_finished: int = 100_000, first_id: int = 1) -> None:
+                 max_finished: int = 100_000, first_id: int = 0) -> None:
         if max_calls < 1:
             raise ValueError("max_calls must be positive")
         if not call_timeout > 0:
@@ -238,9 +284,14 @@ class CallTracker:
             return None
         call_id = req.first_value(KIND_CALL_ID) or ""
         from_tag = req.from_tag or ""
-        call = Call(self._next_id, call_id, from_tag, req.first_value(KIND_FROM) or "",
-                    req.first_value(KIND_TO) or "", req.uri, source[0] + ":" + str(source[1]), transport, now)
-        self._next_id += 1
+        # the id: the start in ms times 1024, or one more than the last when that is larger (more than 1,024 in a
+        # millisecond, or a clock set back): unique and in start order
+        cid = int(now * 1000.0) * 1024
+        if cid < self._next_id:
+            cid = self._next_id
+        self._next_id = cid + 1
+        call = Call(cid, call_id, from_tag, req.first_value(KIND_FROM) or "", req.first_value(KIND_TO) or "",
+                    source, transport, now)
         self.attempts += 1
         # the same caller's new attempt (after a 3xx, or a parallel one) takes the key; the older one still ends
         # through its own transaction (_forget compares identity)
@@ -254,7 +305,7 @@ class CallTracker:
             return
         call.state = STATE_RINGING
         call.ring = now
-        call.callee_addr = dest[0] + ":" + str(dest[1])
+        call.callee_dest = dest
         call.callee_transport = transport
         self._observe_setup(now - call.start)
 
@@ -270,8 +321,8 @@ class CallTracker:
         call.answer = now
         call.status = resp.status
         call.reason = resp.reason
-        call.to_tag = resp.to_tag or ""
-        call.callee_addr = dest[0] + ":" + str(dest[1])
+        call.to_tag = _to_tag(resp)
+        call.callee_dest = dest
         call.callee_transport = transport
         self.answered_count += 1
         self._alive(call, resp, now)
@@ -290,8 +341,8 @@ class CallTracker:
             return
         call.status = status
         call.reason = reason
-        if dest is not None and not call.callee_addr:
-            call.callee_addr = dest[0] + ":" + str(dest[1])
+        if dest is not None and not call.callee_dest[0]:
+            call.callee_dest = dest
             call.callee_transport = transport
         if call.cancel:
             self._end(call, now, END_CANCEL, BY_CALLER)
@@ -407,9 +458,7 @@ class CallTracker:
             call.queued = at
 
     def _observe_setup(self, seconds: float) -> None:
-        i = 0
-        while i < _NBOUNDS and seconds > SETUP_BOUNDS[i]:
-            i += 1
+        i = _setup_bucket(seconds)
         self.setup_buckets[i] = self.setup_buckets[i] + 1
         self.setup_sum += seconds
         self.setup_count += 1
@@ -440,5 +489,100 @@ class CallTracker:
             finished.append(call)
 
 
+# --------------------------------------------------------------------------------------- records
+#: the columns of a call's record, in the order :func:`record_rows` fills them (``leansip.app.cdr``'s table)
+ROW_COLUMNS: Final = (
+    "id", "call_id", "from_tag", "to_tag", "caller", "callee", "start_time", "ring_time", "answer_time", "end_time",
+    "duration", "status", "reason", "end_reason", "hangup", "caller_leg", "callee_leg", "session_expires", "extra",
+)  # fmt: skip
+
+
+class RecordRows:
+    """What one batch of calls writes (see :func:`record_rows`)."""
+
+    def __init__(self) -> None:
+        #: whole rows (an ended call) or answer-time rows (a call up), in ROW_COLUMNS order
+        self.inserts: list[tuple[object, ...]] = []
+        #: (end_time, duration, end_reason, hangup, extra, id) of calls whose row was written while they were up
+        self.ends: list[tuple[object, ...]] = []
+        #: ids whose row is written without an end now, and ids whose row got its end
+        self.opened: list[int] = []
+        self.closed: list[int] = []
+
+
+def record_rows(batch: list[Call], open_ids: set[int]) -> RecordRows:
+    """The database writes for a batch of calls handed over by the tracker (answered or ended). ``open_ids``:
+    the calls whose row exists without an end (their end is an update). A call in the batch twice (answered, then
+    ended) is written once, as it is now. Here, compiled, because the CDR writer thread runs it for every call."""
+    out = RecordRows()
+    seen: set[int] = set()
+    for call in batch:
+        cid = call.id
+        if cid in seen:
+            continue
+        seen.add(cid)
+        ended = call.state == STATE_ENDED  # first: the tracker sets it last, so an ended call is complete
+        extra: str | None = None
+        if call.extra:
+            extra = json.dumps(call.extra, ensure_ascii=False)
+        answer = call.answer
+        duration = call.end - answer if ended and answer > 0.0 else 0.0
+        if duration < 0.0:
+            duration = 0.0
+        if ended and cid in open_ids:
+            out.ends.append((call.end, duration, call.end_reason, call.hangup, extra, cid))
+            out.closed.append(cid)
+            continue
+        out.inserts.append((
+            cid, call.call_id, call.from_tag, call.to_tag, party(call.from_value), party(call.to_value), call.start,
+            call.ring if call.ring > 0.0 else None, answer if answer > 0.0 else None, call.end if ended else None,
+            duration, call.status, call.reason, call.end_reason if ended else "", call.hangup if ended else "",
+            _leg(call.caller_transport, call.caller_source), _leg(call.callee_transport, call.callee_dest),
+            call.session_expires, extra,
+        ))  # fmt: skip
+        if not ended:
+            out.opened.append(cid)
+    return out
+
+
+def _leg(transport: str, addr: tuple[str, int]) -> str:
+    """A leg as the record keeps it: ``udp 192.0.2.10:5062`` ("" when unknown)."""
+    if not addr[0]:
+        return ""
+    return transport + " " + format_addr(addr)
+
+
 def _start_of(call: Call) -> float:
     return call.start
+
+
+def _setup_bucket(seconds: float) -> int:
+    """The index in SETUP_BOUNDS of the first bound at or above ``seconds`` (11: above them all). Written out:
+    compiled, a comparison with a literal is a machine compare, where indexing a tuple of floats boxes each."""
+    if seconds <= 0.25:
+        if seconds <= 0.025:
+            return 0 if seconds <= 0.01 else 1
+        if seconds <= 0.05:
+            return 2
+        return 3 if seconds <= 0.1 else 4
+    if seconds <= 2.5:
+        if seconds <= 0.5:
+            return 5
+        return 6 if seconds <= 1.0 else 7
+    if seconds <= 5.0:
+        return 8
+    if seconds <= 10.0:
+        return 9
+    return 10 if seconds <= 30.0 else 11
+
+
+def _to_tag(resp: Response) -> str:
+    """The To tag of a 2xx: cut from the value when it is the usual ``...>;tag=x`` (no name-addr parse, which
+    costs a parameter dict and a NameAddr the proxy never reads), else from the parsed To."""
+    value = resp.first_value(KIND_TO) or ""
+    i = value.rfind(";tag=")
+    if i > value.rfind(">") >= 0:
+        tag = value[i + 5:]
+        if tag and ";" not in tag and " " not in tag and "\t" not in tag:
+            return tag
+    return resp.to_tag or ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from leansip.server.gateways import GatewaySet
 from leansip.server.routing import Target, contact_targets, uri_destination
 from leansip.server.services import Services
 from leansip.sip.errors import SipParseError
@@ -64,8 +65,13 @@ class RequestContext:
         #: limit but the transaction's own timers), and what to run when every branch failed
         self.timeout = 0.0
         self.on_failure: FailureHandler | None = None
+        #: RELAY: the gateway set to relay to (``relay(gateways=...)``), None for the targets above
+        self.gateway_set: GatewaySet | None = None
         #: the authenticated user name, once :meth:`authenticate` succeeded
         self.user: str | None = None
+        #: fields to add to this call's record (its CDR, when the server tracks calls): name -> value; read after
+        #: the handler returns (and after a failure handler, whose own ``ctx.cdr`` adds to the same record)
+        self.cdr: dict[str, str] = {}
 
     # ------------------------------------------------------------------ questions
     def authenticate(self) -> bool:
@@ -113,18 +119,36 @@ class RequestContext:
         self.headers = list(headers) if headers else None
 
     def relay(self, to: object = None, *, timeout: float = 0.0, on_failure: FailureHandler | None = None,
-              stateful: bool | None = None, record_route: bool | None = None) -> None:
+              stateful: bool | None = None, record_route: bool | None = None, gateways: str | None = None) -> None:
         """Forward the request. ``to``: nothing (where the request leads: its Route, else the location service
         for our users, else its Request-URI), one target (a SIP URI string: it becomes the Request-URI and the
         next hop; or a target from :meth:`lookup`) or a list of them (parallel forking: every one at once, the
         first 2xx wins). An empty list answers 480.
+
+        ``gateways``: instead of ``to``, the name of a gateway set of the configuration (``[gateways.NAME]``):
+        the request goes to the destination the set's policy picks, and on to the next one on a 408, a 503, a
+        transport error or silence (the set's ``failover_on`` and ``timeout``), within the same transaction;
+        503 at once when every destination is down. Always stateful.
 
         ``timeout``: seconds an INVITE branch may go unanswered before it is cancelled and counts as 408.
         ``on_failure(req, ctx, response)``: called when every branch failed (no 2xx) with the best final
         response, to decide again (relay elsewhere: serial forking; reply; or nothing: that response goes
         back). ``stateful``: default the server's mode (stateful whenever ``timeout`` or ``on_failure`` is given).
         ``record_route``: default the server's setting."""
+        found: GatewaySet | None = None
+        if gateways is not None:
+            if to is not None:
+                raise ValueError("relay() takes a target or a gateway set, not both")
+            if stateful is False:
+                raise ValueError("a gateway set is relayed statefully (failover needs the transaction)")
+            found = self.services.gateways.get(gateways) if self.services.gateways is not None else None
+            if found is None:
+                known = ", ".join(self.services.gateways.sets) if self.services.gateways is not None else ""
+                raise ValueError(f"no gateway set {gateways!r} (configured: {known or 'none'})")
+            stateful = True
         self._decide(RELAY)
+        if gateways is not None:
+            self.gateway_set = found
         if to is not None:
             self.targets = self._targets(to)
         if timeout:

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from leansip.logevent import log_event
+from leansip.server.calls import CallTracker
 from leansip.server.context import ABSORB, DROP, RELAY, REPLY, RequestContext
 from leansip.server.flows import Flows, drop_flow_bindings
+from leansip.server.gateways import GatewayProber, Gateways
 from leansip.server.handler import ALLOW_SELF, Handler, ProxyHandler, RegistrarHandler
 from leansip.server.location import Binding, LocationService
 from leansip.server.redirect import RedirectHandler
@@ -108,6 +110,8 @@ class ServerCore:
         local_addresses: list[tuple[str, str, int]] | None = None,
         secret: bytes | None = None,
         handler: Handler | None = None,
+        calls: CallTracker | None = None,
+        gateways: Gateways | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
@@ -116,8 +120,11 @@ class ServerCore:
             authenticator = DigestAuthenticator(self.secret, settings.realm)
         #: what handlers and relays may use (they never hold the core)
         self.services = Services(settings, location, self.secret, ha1_lookup=ha1_lookup, user_exists=user_exists,
-                                 authenticator=authenticator, limiter=limiter, local_addresses=local_addresses)
+                                 authenticator=authenticator, limiter=limiter, local_addresses=local_addresses,
+                                 calls=calls, gateways=gateways)
         self.registrar = Registrar(location, settings.policy, self.services.flows)
+        #: the gateways' OPTIONS prober, set by the shell once it listens: it takes the answers to its probes
+        self.prober: GatewayProber | None = None
         #: the user store behind ``ha1_lookup``/``user_exists`` (a ``UserStore``), for the admin view; may be None
         self.users: Any = None
         #: datagram -> what we sent: a retransmission is answered before parsing (see receive); bounded in bytes
@@ -258,6 +265,9 @@ class ServerCore:
             except SipParseError as exc:
                 services.stats.dropped(exc.reason)
                 return []
+            prober = self.prober
+            if prober is not None and prober.on_response(msg, now):
+                return []  # the answer to one of our gateway health probes
             if self.relay is not None:
                 return self.relay.on_response(msg, source, transport, now, conn_id)
             services.stats.dropped("response without a transaction")

@@ -46,7 +46,7 @@ from typing import Any, Final
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import KIND_CALL_ID, KIND_FROM, Request, Response
 from leansip.sip.send import Send
-from leansip.sip.uri import SipURI, is_ip_literal, parse_name_addr
+from leansip.sip.uri import SipURI, is_ip_literal, parse_name_addr, parse_uri
 
 __all__ = [
     "DOWN",
@@ -56,6 +56,7 @@ __all__ = [
     "GatewayRoute",
     "GatewayRoutes",
     "GatewaySet",
+    "Gateways",
     "HEALTH",
     "POLICIES",
     "UP",
@@ -276,6 +277,56 @@ class GatewayRoutes:
 
 def _route_order(r: GatewayRoute) -> tuple[int, int]:
     return (-len(r.prefix), 0 if r.domain else 1)
+
+
+class Gateways:
+    """The configured sets by name and the routes to them: what the proxy asks when it relays a request."""
+
+    def __init__(self, sets: dict[str, GatewaySet], routes: GatewayRoutes) -> None:
+        self.sets = sets
+        self.routes = routes
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def get(self, name: str) -> GatewaySet | None:
+        return self.sets.get(name)
+
+    def route(self, req: Request) -> tuple[GatewaySet, str] | None:
+        """The set the configuration sends an initial request to (by its Request-URI's domain or user prefix)
+        and the Request-URI to send (the user rewritten by the route's strip/add), or None."""
+        ruri = req.ruri
+        if not isinstance(ruri, SipURI) or not self.routes.routes:
+            return None
+        route = self.routes.match(ruri)
+        if route is None:
+            return None
+        gset = self.sets[route.set_name]
+        if not route.strip and not route.add:
+            return gset, req.uri
+        user = route.rewrite(ruri.user_unescaped or "")
+        return gset, SipURI(ruri.scheme, user, ruri.password, ruri.host, ruri.port, ruri.params,
+                            ruri.headers).build()
+
+    @staticmethod
+    def request_uri(gset: GatewaySet, g: Gateway, ruri: str) -> str:
+        """The Request-URI for gateway ``g``: ``ruri`` itself, or with the gateway's host and port when the set
+        says ``rewrite_host``."""
+        if not gset.rewrite_host:
+            return ruri
+        try:
+            uri = parse_uri(ruri)
+        except SipParseError:
+            return ruri
+        if not isinstance(uri, SipURI):
+            return ruri
+        params = dict(uri.params)
+        if g.transport != "udp":
+            params["transport"] = g.transport
+        else:
+            params.pop("transport", None)
+        host = f"[{g.host}]" if ":" in g.host else g.host
+        return SipURI(uri.scheme, uri.user, uri.password, host, g.port, params, uri.headers).build()
 
 
 # --------------------------------------------------------------------------------------- probes
@@ -506,7 +557,7 @@ def _parse_set(name: str, table: Any) -> GatewaySet:
                       failover_on=tuple(int(s) for s in failover), rewrite_host=rewrite)
 
 
-def parse_gateways(sets: Any, routes: Any) -> tuple[dict[str, GatewaySet], GatewayRoutes]:
+def parse_gateways(sets: Any, routes: Any) -> Gateways:
     """The ``[gateways.NAME]`` tables and ``[[gateway_routes]]`` entries of a TOML config (decoded), checked.
     Raises GatewayConfigError naming the first wrong key."""
     if sets is None:
@@ -540,7 +591,7 @@ def parse_gateways(sets: Any, routes: Any) -> tuple[dict[str, GatewaySet], Gatew
         if strip < 0:
             raise GatewayConfigError(f"must be >= 0, got {strip}", f"{key}.strip")
         out.append(GatewayRoute(set_name, prefix, domain, strip, _get(r, "add", str, "", key)))
-    return parsed, GatewayRoutes(out)
+    return Gateways(parsed, GatewayRoutes(out))
 
 
 def caller_of(req: Request) -> str:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from leansip.logevent import log_event
+from leansip.server.calls import CallTracker
 from leansip.server.flows import Flows
+from leansip.server.gateways import Gateways
 from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy
 from leansip.server.routing import WILDCARD_HOSTS
@@ -96,6 +98,8 @@ class Services:
         authenticator: DigestAuthenticator | None = None,
         limiter: FailureLimiter | None = None,
         local_addresses: list[tuple[str, str, int]] | None = None,
+        calls: CallTracker | None = None,
+        gateways: Gateways | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
@@ -117,6 +121,10 @@ class Services:
         #: connections clients opened to us (RFC 5626 flows): the shell reports them through the core
         self.flows = Flows(secret)
         self.stats = Stats()
+        #: the calls the stateful relay tracks (leansip.server.calls), None when calls are not tracked
+        self.calls = calls
+        #: the gateway sets by name and the routes to them (leansip.server.gateways), None when none
+        self.gateways = gateways
         #: per-step timings of REGISTER / initial INVITE; the app injects one with its clock, None = off
         self.timing: StepTimer | None = None
         self._tag_salt = secret[:8]

@@ -18,14 +18,24 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
+from leansip.server.calls import Call
 from leansip.server.context import RELAY, REPLY, FailureHandler, RequestContext
+from leansip.server.gateways import Gateway, Gateways, GatewaySet, caller_of
 from leansip.server.handler import Handler, ResponseContext
 from leansip.server.proxy import StatelessRelay
 from leansip.server.routing import Target
 from leansip.server.services import Services
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION
 from leansip.sip.errors import SipParseError
-from leansip.sip.message import Header, Request, Response, make_response, parse_message
+from leansip.sip.message import (
+    KIND_CALL_ID,
+    KIND_ROUTE,
+    Header,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+)
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
     Action,
@@ -54,9 +64,11 @@ class Branch:
     provisional: bool
     cancel_pending: bool
     cancelled: bool
+    gateway: Gateway | None
 
     # explicit __init__s here: mypyc compiles them (a generated dataclass __init__ stays interpreted)
-    def __init__(self, txn: ClientTransaction, request: Request, target: Target) -> None:
+    def __init__(self, txn: ClientTransaction, request: Request, target: Target,
+                 gateway: Gateway | None = None) -> None:
         self.txn = txn
         self.request = request
         self.target = target
@@ -64,6 +76,8 @@ class Branch:
         self.provisional = False
         self.cancel_pending = False
         self.cancelled = False
+        #: the gateway of a set this branch went to (its failover and counters)
+        self.gateway = gateway
 
 
 @dataclass(slots=True, eq=False)
@@ -86,6 +100,11 @@ class Context:
     timeout: float
     on_failure: FailureHandler | None
     cancelled: bool
+    call: Call | None
+    initial: bool
+    gset: GatewaySet | None
+    failover: list[Gateway]
+    ruri: str
 
     def __init__(self, server: ServerTransaction, request: Request, base: str, handler: Handler,
                  ctx: RequestContext) -> None:
@@ -108,6 +127,15 @@ class Context:
         self.on_failure = ctx.on_failure
         #: the caller cancelled: no failure handler runs any more
         self.cancelled = False
+        #: the tracked call this request belongs to (an initial INVITE's attempt, or the call of an in-dialog
+        #: request), and whether the request starts it (leansip.server.calls)
+        self.call = None
+        self.initial = False
+        #: a relay to a gateway set: the set, the destinations still to try when the current one fails (408,
+        #: 503, transport error, silence: the set's failover_on and timeout) and the Request-URI for them
+        self.gset = None
+        self.failover = []
+        self.ruri = ""
 
 
 TIMER_C: Final = 180.0  # RFC 3261 16.6 step 11: greater than 3 minutes; refreshed by nothing here (one shot)
@@ -123,6 +151,12 @@ def _forget_views(ctx: Context) -> None:
     for b in ctx.branches:
         if b.final:
             b.request.forget_views()
+
+
+def _add_fields(call: Call, fields: dict[str, str]) -> None:
+    """A handler's ``ctx.cdr`` fields onto the call's record (bounded by Call.add_field)."""
+    for name, value in fields.items():
+        call.add_field(str(name), str(value))
 
 
 def _rank(status: int) -> tuple[int, int]:
@@ -157,6 +191,8 @@ class StatefulRelay(StatelessRelay):
         self.timer_c = TIMER_C
         #: a handler's per-branch timeout (``ctx.relay(timeout=...)``): branches by the time they give up
         self._ring: DeadlineQueue[Branch] = DeadlineQueue()
+        #: a gateway branch with no response at all by its set's ``timeout``: failed over as a 408
+        self._silent: DeadlineQueue[Branch] = DeadlineQueue()
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
@@ -165,6 +201,9 @@ class StatefulRelay(StatelessRelay):
         ring = self._ring.earliest
         if ring < c:
             c = ring
+        silent = self._silent.earliest
+        if silent < c:
+            c = silent
         if c != math.inf and (at is None or c < at):
             return c
         return at
@@ -177,6 +216,14 @@ class StatefulRelay(StatelessRelay):
                 break
             for b in rung:
                 out.extend(self._give_up(b, now))
+        while (silent := self._silent.pop_due(now)) is not None:
+            for b in silent:
+                if b.final or b.provisional or b.txn.state is State.TERMINATED:
+                    continue  # it answered something: alive
+                ctxb = self.branch_of.get(b.txn)
+                if ctxb is not None:
+                    out.extend(self._branch_failed(ctxb, now, 408))
+                out.extend(self._run(b.txn.transport_error(now, "gateway silent"), now))
         while True:
             due = self._timer_c.pop_due(now)
             if due is None:
@@ -245,6 +292,10 @@ class StatefulRelay(StatelessRelay):
     def respond(self, stx: ServerTransaction, ctx: RequestContext) -> list[Send]:
         """Carry out a handler's reply through the request's server transaction."""
         resp = ctx.response
+        status = resp.status if resp is not None else ctx.status
+        if status != 401 and status != 407:  # a challenge is a step of the attempt that follows, not one
+            self._reject_call(ctx.request, ctx.source, ctx.transport, status,
+                              resp.reason if resp is not None else (ctx.reason or ""), ctx.now, ctx.cdr)
         if resp is None:
             return self._respond(stx, ctx.request, ctx.status, ctx.now, ctx.reason, ctx.headers, ctx.conn_id)
         self.services.stats.response(resp.status)
@@ -276,7 +327,28 @@ class StatefulRelay(StatelessRelay):
         if router.loop_detected(req, base):
             return self._respond(stx, req, 482, now, conn_id=ctx.conn_id)
         chosen = ctx.targets
-        if chosen is None:
+        gset = ctx.gateway_set
+        ruri = req.uri
+        gateways = self.services.gateways
+        if gset is None and chosen is None and gateways is not None and req.to_tag is None \
+                and req.first_value(KIND_ROUTE) is None:
+            route = gateways.route(req)  # the configuration sends this domain or number prefix to a set
+            if route is not None:
+                gset, ruri = route
+        first: Gateway | None = None
+        rest: list[Gateway] = []
+        headers: list[tuple[str, str]] | None = None
+        if gset is not None:
+            candidates = gset.candidates(req.first_value(KIND_CALL_ID) or "", caller_of(req))
+            targets = []
+            status = 503
+            reason: str | None = "No Gateway Available"
+            headers = [("Retry-After", "5")]
+            if candidates:
+                first = candidates[0]
+                rest = candidates[1:]
+                targets = [Target(Gateways.request_uri(gset, first, ruri), first.dest, first.transport)]
+        elif chosen is None:
             decision = router.decide(req, now)
             targets = list(decision.targets)
             status = decision.status
@@ -289,15 +361,35 @@ class StatefulRelay(StatelessRelay):
         if timing is not None:
             timing.mark(STEP_LOCATION)
         if not targets and ctx.on_failure is None:
-            return self._respond(stx, req, status, now, reason, conn_id=ctx.conn_id)
+            self._reject_call(req, ctx.source, ctx.transport, status, reason or "", now, ctx.cdr)
+            return self._respond(stx, req, status, now, reason, headers, conn_id=ctx.conn_id)
         rc = Context(stx, req, base, handler, ctx)
+        tracker = self.services.calls
+        if tracker is not None:
+            method = req.method
+            if req.to_tag is None:
+                if method == "INVITE":
+                    call = tracker.start(req, ctx.source, ctx.transport, now)
+                    if call is None:  # max_calls: a call that cannot be tracked (billed) is not connected
+                        return self._respond(stx, req, 503, now, "Too Many Calls", [("Retry-After", "5")],
+                                             ctx.conn_id)
+                    rc.call = call
+                    rc.initial = True
+            elif method == "BYE" or method == "INVITE" or method == "UPDATE":
+                rc.call = tracker.in_dialog(req, now)  # a BYE ends its call here
+            if rc.call is not None and ctx.cdr:
+                _add_fields(rc.call, ctx.cdr)
         self.contexts[stx] = rc
+        if gset is not None:
+            rc.gset = gset
+            rc.ruri = ruri
+            rc.failover = rest
         if not targets:  # nobody to try: straight to the failure handler, with the status we would answer
-            rc.best = make_response(req, status, reason, to_tag=self.services.to_tag(req))
+            rc.best = make_response(req, status, reason, to_tag=self.services.to_tag(req), headers=headers or ())
             return self._all_failed(rc, now)
-        return self._fork(rc, targets, now)
+        return self._fork(rc, targets, now, first)
 
-    def _fork(self, rc: Context, targets: list[Target], now: float) -> list[Send]:
+    def _fork(self, rc: Context, targets: list[Target], now: float, gateway: Gateway | None = None) -> list[Send]:
         """A client transaction per target (INVITE: all of them; others: the first), each with our Via
         ``<base>.<n>`` and, per ``rc.record_route``, our Record-Route. When none could be made: 503/500 for a
         new request; the best response so far for a serial fork."""
@@ -332,12 +424,15 @@ class StatefulRelay(StatelessRelay):
                 break
             except TransactionError:
                 continue
-            b = Branch(txn, fwd, target)
+            b = Branch(txn, fwd, target, gateway)
             rc.branches.append(b)
             self.branch_of[txn] = (rc, b)
             services.stats.forwarded_requests += 1
             if rc.timeout > 0.0:
                 self._ring.add(now + rc.timeout, b)
+            if gateway is not None and rc.gset is not None:
+                gateway.selected += 1
+                self._silent.add(now + rc.gset.timeout, b)
             out.extend(self._run(txn.start(now), now, target.conn_id))
         if len(rc.branches) > before:
             return out
@@ -345,7 +440,9 @@ class StatefulRelay(StatelessRelay):
             return out + self._send_best(rc, now)
         del self.contexts[stx]
         if full:
+            self._call_failed(rc, 503, "Service Unavailable", now)
             return self._respond(stx, req, 503, now, headers=[("Retry-After", "5")], conn_id=rc.conn_id)
+        self._call_failed(rc, 500, "No branch could be created", now)
         return self._respond(stx, req, 500, now, "No branch could be created", conn_id=rc.conn_id)
 
     def _give_up(self, b: Branch, now: float) -> list[Send]:
@@ -376,10 +473,25 @@ class StatefulRelay(StatelessRelay):
         fctx = RequestContext(self.services, req, rc.source, rc.transport, now, rc.conn_id)
         rc.handler.on_failure(fn, req, fctx, best)
         action = fctx.action
+        if rc.call is not None and fctx.cdr:
+            _add_fields(rc.call, fctx.cdr)
         if action == RELAY:
             rc.timeout = fctx.timeout
             rc.on_failure = fctx.on_failure
             rc.record_route = fctx.record_route
+            gset = fctx.gateway_set
+            if gset is not None:  # serial forking to a gateway set
+                candidates = gset.candidates(req.first_value(KIND_CALL_ID) or "", caller_of(req))
+                if not candidates:
+                    rc.best = make_response(req, 503, "No Gateway Available", to_tag=self.services.to_tag(req),
+                                            headers=[("Retry-After", "5")])
+                    return self._all_failed(rc, now)
+                rc.gset = gset
+                rc.ruri = req.uri
+                rc.failover = candidates[1:]
+                rc.best = None
+                g = candidates[0]
+                return self._fork(rc, [Target(Gateways.request_uri(gset, g, req.uri), g.dest, g.transport)], now, g)
             targets = fctx.targets
             if targets is None:
                 decision = self.router.decide(req, now)
@@ -397,6 +509,7 @@ class StatefulRelay(StatelessRelay):
 
     def _answer(self, rc: Context, resp: Response, now: float) -> list[Send]:
         """Our own final response upstream for a relayed request (a failure handler's reply)."""
+        self._call_failed(rc, resp.status, resp.reason, now)
         rc.final_sent = True
         _forget_views(rc)
         self.services.stats.response(resp.status)
@@ -421,6 +534,11 @@ class StatefulRelay(StatelessRelay):
         if ctx is None:
             return self._respond(stx, cancel, 481, now, conn_id=conn_id)
         ctx.cancelled = True
+        call = ctx.call
+        if call is not None and ctx.initial:
+            tracker = self.services.calls
+            assert tracker is not None
+            tracker.cancelled(call)
         out = self._respond(stx, cancel, 200, now, conn_id=conn_id)
         out.extend(self._cancel_branches(ctx, now))
         return out
@@ -474,6 +592,9 @@ class StatefulRelay(StatelessRelay):
             rctx = ResponseContext(self.services, b.request, resp, now)
             handler.on_response(resp, rctx)
             hidden = rctx.dropped
+        call = ctx.call
+        if call is not None and not hidden:
+            self._track(ctx, call, b, resp, now)
         if status < 200:
             if not b.provisional and ctx.request.method == "INVITE":
                 self._arm_timer_c(b, now + self.timer_c)
@@ -500,13 +621,74 @@ class StatefulRelay(StatelessRelay):
         if status >= 600:
             out.extend(self._cancel_branches(ctx, now))
         if all(br.final for br in ctx.branches):
+            gset = ctx.gset
+            if gset is not None and b.gateway is not None and status in gset.failover_on and not ctx.cancelled:
+                b.gateway.failed += 1
+                started = self._next_gateway(ctx, now)
+                if started is not None:
+                    return out + started
             out.extend(self._all_failed(ctx, now))
         return out
+
+    def _next_gateway(self, ctx: Context, now: float) -> list[Send] | None:
+        """The branch to a gateway failed over (RFC 3261 16.7 lets a proxy try more targets before it answers):
+        a branch to the next gateway of the set, in the same server transaction; None when none is left."""
+        gset = ctx.gset
+        assert gset is not None
+        while ctx.failover:
+            g = ctx.failover.pop(0)
+            before = len(ctx.branches)
+            ctx.best = None  # the answer now is the next gateway's, not the one that failed
+            out = self._fork(ctx, [Target(Gateways.request_uri(gset, g, ctx.ruri), g.dest, g.transport)], now, g)
+            if len(ctx.branches) > before or ctx.final_sent:
+                return out
+        return None
+
+    def _track(self, ctx: Context, call: Call, b: Branch, resp: Response, now: float) -> None:
+        """A response on a branch of a tracked call's request (see leansip.server.calls)."""
+        tracker = self.services.calls
+        assert tracker is not None
+        status = resp.status
+        if not ctx.initial:
+            if 200 <= status < 300:
+                tracker.refreshed(call, resp, now)  # a re-INVITE's or UPDATE's 2xx
+        elif status < 200:
+            tracker.progress(call, status, b.target.dest, b.target.transport, now)
+        elif status < 300:
+            tracker.answered(call, resp, b.target.dest, b.target.transport, now)
+
+    def _call_failed(self, ctx: Context, status: int, reason: str, now: float, answered_by: int = 0) -> None:
+        """The attempt's final answer is not a 2xx: it ends (``answered_by``: the status of the branch whose
+        answer it is, to name its leg)."""
+        call = ctx.call
+        if call is None or not ctx.initial:
+            return
+        tracker = self.services.calls
+        assert tracker is not None
+        for b in ctx.branches:
+            if answered_by and b.final == answered_by:
+                tracker.failed(call, status, reason, now, b.target.dest, b.target.transport)
+                return
+        tracker.failed(call, status, reason, now)
+
+    def _reject_call(self, req: Request, source: tuple[str, int], transport: str, status: int, reason: str,
+                     now: float, fields: dict[str, str]) -> None:
+        """An initial INVITE answered here (no such user, nobody registered, no gateway up, a script's reply) is
+        a call attempt too: it gets its record."""
+        tracker = self.services.calls
+        if tracker is None or req.method != "INVITE" or req.to_tag is not None or status < 300:
+            return
+        call = tracker.start(req, source, transport, now)
+        if call is not None:
+            if fields:
+                _add_fields(call, fields)
+            tracker.failed(call, status, reason, now)
 
     def _send_best(self, ctx: Context, now: float) -> list[Send]:
         best = ctx.best
         if best is None or ctx.final_sent:
             return []
+        branch_status = best.status
         if best.status == 503:
             # RFC 3261 16.7 step 6: a 503 from downstream says nothing about us; answer 500 instead
             best = best.copy()
@@ -516,6 +698,8 @@ class StatefulRelay(StatelessRelay):
             name = "www-authenticate" if best.status == 401 else "proxy-authenticate"
             best = best.copy()
             best.headers = [h for h in best.headers if h.name != name] + ctx.auth_headers
+        if ctx.call is not None:
+            self._call_failed(ctx, best.status, best.reason, now, branch_status)  # what the caller hears ends it
         return self._forward_up(ctx, best, now)
 
     def _forward_up(self, ctx: Context, resp: Response, now: float) -> list[Send]:

@@ -83,12 +83,14 @@ class SippServer:
     """A UAS scenario listening on a free port, e.g. the callee of a call: ``with SippServer(...) as uas``."""
 
     def __init__(self, scenario_path: Path, workdir: Path, server_port: int, *, name: str = "uas",
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", extra: list[str] | None = None, port: int | None = None) -> None:
+        """``extra``: more SIPp options (``-aa`` answers OPTIONS); ``port``: listen there (a restart)."""
         self.host = host
-        self.port = free_udp_port(host)
+        self.port = port or free_udp_port(host)
         self.messages = workdir / f"{name}.messages"
         self.cmd = ["sipp", _target(host, server_port), "-sf", str(scenario_path), "-i", host,
-                    "-p", str(self.port), "-nostdin", "-trace_msg", "-message_file", str(self.messages)]
+                    "-p", str(self.port), "-nostdin", "-trace_msg", "-message_file", str(self.messages),
+                    *(extra or [])]
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -126,6 +128,12 @@ class SippServer:
         text = self.messages.read_text(errors="replace")
         return sum(1 for chunk in text.split("message received")[1:]
                    if chunk.split("\n", 1)[-1].lstrip().startswith(start_line))
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the port stops answering at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

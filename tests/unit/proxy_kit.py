@@ -165,6 +165,20 @@ def only(outs: list[Out]) -> Out:
     return outs[0]
 
 
+def forwarded(outs: list[Out], dest: tuple[str, int], method: str = "INVITE") -> Request:
+    """The one request of ``method`` the core sent to ``dest``."""
+    hits = [o for o in requests(outs, method) if o.dest == dest]
+    assert len(hits) == 1, outs
+    msg = hits[0].msg
+    assert isinstance(msg, Request)
+    return msg
+
+
+def upstream(outs: list[Out]) -> list[int]:
+    """Statuses sent back to the caller (alice)."""
+    return [o.status for o in outs if not o.is_request and o.dest == ALICE]
+
+
 def registered(core: ServerCore, user: str, addr: tuple[str, int], now: float = 0.0, q: float | None = None) -> None:
     """Register ``user`` at ``addr`` (through the registrar, without auth) and check the 200."""
     out = feed(core, register(user, addr, q=q), addr, now)

@@ -137,3 +137,21 @@ def test_bare_beside_the_normal_mode_and_kamailio(tmp_path: Path, report) -> Non
     assert "|  | 4000/s | 15 | 45* | 3.00× |" in rates  # leansip's 4,000/s step failed
     assert "|  | own max (4000 / 1000/s) | 15 | 80 | 5.33× |" in rates
     assert report.bare_table({k: v for k, v in rows.items() if k[0] != "bare"}) == []
+
+
+def _fixed(scen: str, us: int, k: int) -> str:
+    return (f"RESULT label=leansip scenario={scen} kind=fixed rate=200 round={k} n=1000 ok=1000 failed=0 pass=1 "
+            f"server_ns={us * 1000 * 1000} wall_s=5.0 srv_us_per_call={us}")
+
+
+def test_call_tracking_cost_is_the_median_against_the_no_calls_run(tmp_path: Path, report) -> None:
+    _write_run(tmp_path, "leansip", "stateful", [_fixed("call", us, k) for k, us in enumerate((560, 530, 900))])
+    _write_run(tmp_path, "leansip", "stateful-nocalls", [_fixed("call", us, k) for k, us in enumerate((500, 510, 505))])
+    text = "\n".join(report.calls_cost(report.results(tmp_path)))
+    assert "**560 against 505 CPU µs per call, +10.9 %**" in text
+    assert "with 560, 530, 900; without 500, 510, 505" in text
+
+
+def test_no_call_tracking_section_without_both_runs(tmp_path: Path, report) -> None:
+    _write_run(tmp_path, "leansip", "stateful", [_fixed("call", 560, 1)])
+    assert report.calls_cost(report.results(tmp_path)) == []

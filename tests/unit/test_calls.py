@@ -17,6 +17,8 @@ from leansip.server.calls import (
     SETUP_BOUNDS,
     Call,
     CallTracker,
+    format_addr,
+    parse_addr,
     party,
 )
 from leansip.sip.message import Request
@@ -260,7 +262,7 @@ def test_a_new_attempt_of_the_same_caller_and_call_id_takes_over_the_key() -> No
 
 
 def test_extra_fields_are_bounded() -> None:
-    call = Call(1, "c", "t", "<sip:a@h>", "<sip:b@h>", "sip:b@h", "1.2.3.4:5", "udp", 0.0)
+    call = Call(1, "c", "t", "<sip:a@h>", "<sip:b@h>", ("1.2.3.4", 5), "udp", 0.0)
     for i in range(MAX_EXTRA_FIELDS):
         assert call.add_field(f"k{i}", "v")
     assert not call.add_field("one-more", "v")
@@ -274,6 +276,37 @@ def test_extra_fields_are_bounded() -> None:
     ("<sip:example.com>", "example.com"),
     ("<tel:+4930123>", "tel:+4930123"),
     ("not a uri <", "not a uri <"),
+    ('"Bob" <sip:bob@example.com>;tag=77;x=1', "bob@example.com"),
 ])
 def test_party_names_the_user_at_host(value: str, expected: str) -> None:
     assert party(value) == expected
+    assert party(value) == expected  # remembered
+
+
+@pytest.mark.parametrize(("addr", "text"), [(("192.0.2.1", 5060), "192.0.2.1:5060"),
+                                            (("2001:db8::1", 5061), "[2001:db8::1]:5061"), (("", 0), "")])
+def test_addresses_are_formatted_and_read_back(addr: tuple[str, int], text: str) -> None:
+    assert format_addr(addr) == text and parse_addr(text) == addr
+
+
+def test_ids_are_unique_and_follow_the_start_time() -> None:
+    tracker = CallTracker()
+    a = tracker.start(_invite("a"), ALICE, "udp", 1000.0)
+    b = tracker.start(_invite("b"), ALICE, "udp", 1000.0)  # the same millisecond
+    c = tracker.start(_invite("c"), ALICE, "udp", 999.0)  # a clock set back
+    d = tracker.start(_invite("d"), ALICE, "udp", 1000.5)
+    assert a is not None and b is not None and c is not None and d is not None
+    assert a.id == 1_000_000 * 1024 and b.id == a.id + 1 and c.id == b.id + 1 and d.id == 1_000_500 * 1024
+    assert CallTracker(first_id=d.id + 5).start(_invite("e"), ALICE, "udp", 1000.0).id == d.id + 5  # type: ignore[union-attr]
+
+
+def test_the_to_tag_is_read_from_the_2xx_in_every_form() -> None:
+    for to, tag in (("<sip:bob@leansip>;tag=abc", "abc"), ("<sip:bob@leansip>;TAG=Up", "Up"),
+                    ("<sip:bob@leansip>;tag=abc;x=y", "abc"), ("sip:bob@leansip;tag=plain", "plain")):
+        tracker = CallTracker()
+        inv = _invite()
+        call = tracker.start(inv, ALICE, "udp", 1.0)
+        assert call is not None
+        ok = response_to(inv, 200, to_tag=None).replace(b"To: <sip:bob@leansip>", f"To: {to}".encode())
+        tracker.answered(call, as_response(ok), BOB1, "udp", 2.0)
+        assert call.to_tag == tag, to

@@ -82,10 +82,30 @@ def test_an_answered_call_keeps_an_open_row_until_it_ends_and_comes_back_after_a
     assert after.restore(again, T0 + 50)
     bye = as_request(request("BYE", "sip:bob@192.0.2.21:5062", call_id="call-1", to_tag="callee1", cseq=2))
     after.in_dialog(bye, T0 + 60)
-    writer = _write(db, after)
+    writer = CdrWriter(db, clock=lambda: T0 + 100, open_ids=[again.id])
+    writer.submit(after.drain())
+    assert writer.wait_idle()
     writer.close()
     (row,), total = query(db, CdrFilter())
     assert total == 1 and row["end"] == T0 + 60 and row["duration"] == 59.0 and row["hangup"] == "caller"
+    assert open_calls(db) == []
+
+
+def test_a_call_answered_in_one_batch_and_ended_in_a_later_one_is_one_complete_row(db: Path) -> None:
+    tracker = CallTracker()
+    call = _call(tracker, 1, T0, answer=T0 + 1)
+    writer = CdrWriter(db, clock=lambda: T0)
+    writer.submit(tracker.drain())
+    assert writer.wait_idle()
+    assert query(db, CdrFilter())[0][0]["end"] is None
+    bye = as_request(request("BYE", "sip:bob@192.0.2.21:5062", call_id="call-1", to_tag="callee1", cseq=2))
+    tracker.in_dialog(bye, T0 + 31)
+    writer.submit(tracker.drain())
+    assert writer.wait_idle()
+    writer.close()
+    (row,), total = query(db, CdrFilter())
+    assert total == 1 and (row["id"], row["end"], row["duration"], row["end_reason"]) == (call.id, T0 + 31, 30.0,
+                                                                                        "bye")
     assert open_calls(db) == []
 
 

@@ -15,7 +15,9 @@ from leansip.server.gateways import (
     GatewayConfigError,
     GatewayProber,
     GatewayRoutes,
+    Gateways,
     GatewaySet,
+    caller_of,
     parse_gateways,
 )
 from leansip.sip.message import Request, Response, parse_message
@@ -228,11 +230,12 @@ def _uri(text: str) -> SipURI:
 
 
 def test_routes_take_the_longest_prefix_and_prefer_a_named_domain() -> None:
-    sets, routes = parse_gateways(
+    routes = parse_gateways(
         {"a": {"destinations": ["10.0.0.1"]}, "b": {"destinations": ["10.0.0.2"]},
          "c": {"destinations": ["10.0.0.3"]}},
         [{"prefix": "+1", "set": "a"}, {"prefix": "+1800", "set": "b", "strip": 1, "add": "00"},
-         {"domain": "pstn.example.com", "set": "c"}, {"prefix": "+1", "domain": "Carrier.example", "set": "c"}])
+         {"domain": "pstn.example.com", "set": "c"}, {"prefix": "+1", "domain": "Carrier.example", "set": "c"}],
+    ).routes
     assert routes.match(_uri("sip:+15551234@leansip")).set_name == "a"  # type: ignore[union-attr]
     toll_free = routes.match(_uri("sip:+18005551234@leansip"))
     assert toll_free is not None and toll_free.set_name == "b" and toll_free.rewrite("+18005551234") == "0018005551234"
@@ -242,12 +245,39 @@ def test_routes_take_the_longest_prefix_and_prefer_a_named_domain() -> None:
     assert len(GatewayRoutes([])) == 0
 
 
+def _invite(ruri: str) -> Request:
+    msg = parse_message((f"INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n"
+                         "From: <sip:alice@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\n"
+                         "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_a_request_is_routed_to_its_set_with_the_user_rewritten() -> None:
+    gateways = parse_gateways(
+        {"pstn": {"destinations": ["10.0.0.1", {"address": "10.0.0.2:5080", "transport": "tcp"}]},
+         "trunk": {"destinations": ["10.0.0.3"], "rewrite_host": True}},
+        [{"prefix": "0", "strip": 1, "add": "+49", "set": "pstn"}, {"domain": "trunk.example", "set": "trunk"}])
+    routed = gateways.route(_invite("sip:03012345@leansip;user=phone"))
+    assert routed is not None and routed[0].name == "pstn" and routed[1] == "sip:+493012345@leansip;user=phone"
+    pstn = gateways.sets["pstn"]
+    assert Gateways.request_uri(pstn, pstn.gateways[1], routed[1]) == routed[1]  # the next hop only
+    trunk_routed = gateways.route(_invite("sip:bob@trunk.example"))
+    assert trunk_routed is not None and trunk_routed[1] == "sip:bob@trunk.example"
+    trunk = gateways.sets["trunk"]
+    assert Gateways.request_uri(trunk, trunk.gateways[0], trunk_routed[1]) == "sip:bob@10.0.0.3:5060"
+    tcp = Gateway("trunk", "2001:db8::5", 5061, "tls")
+    assert Gateways.request_uri(trunk, tcp, "sip:bob@trunk.example") == "sip:bob@[2001:db8::5]:5061;transport=tls"
+    assert gateways.route(_invite("sip:bob@leansip")) is None and gateways.get("pstn") is pstn
+    assert caller_of(_invite("sip:bob@leansip")) == "alice@example.com"
+
+
 def test_a_full_set_table_parses_into_gateways() -> None:
-    sets, _ = parse_gateways({"pstn": {
+    sets = parse_gateways({"pstn": {
         "policy": "priority", "probe_interval": 5, "probe_timeout": 1.5, "down_after": 3, "up_after": 1,
         "timeout": 3, "failover_on": [408, 500, 503], "rewrite_host": True,
         "destinations": [{"address": "gw1.example.com", "transport": "TLS", "priority": 1},
-                         {"address": "[2001:db8::1]:5080", "weight": 4}, "192.0.2.7:5070"]}}, None)
+                         {"address": "[2001:db8::1]:5080", "weight": 4}, "192.0.2.7:5070"]}}, None).sets
     s = sets["pstn"]
     assert (s.policy, s.probe_interval, s.probe_timeout, s.down_after, s.up_after, s.timeout) == (
         "priority", 5.0, 1.5, 3, 1, 3.0)

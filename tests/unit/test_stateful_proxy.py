@@ -5,7 +5,6 @@ Max-Forwards and the transaction bound."""
 from __future__ import annotations
 
 from leansip.server.core import ServerCore
-from leansip.sip.message import Request
 from leansip.sip.uri import parse_via
 from tests.unit.proxy_kit import (
     ALICE,
@@ -14,12 +13,14 @@ from tests.unit.proxy_kit import (
     PROXY,
     Out,
     feed,
+    forwarded,
     make_core,
     only,
     registered,
     request,
     requests,
     response_to,
+    upstream,
 )
 
 BOB_URI = "sip:bob@leansip"
@@ -30,17 +31,8 @@ def _invite(core: ServerCore, now: float = 1.0, **kw: object) -> tuple[bytes, li
     return data, feed(core, data, ALICE, now)
 
 
-def _fwd(outs: list[Out], dest: tuple[str, int], method: str = "INVITE") -> Request:
-    hits = [o for o in requests(outs, method) if o.dest == dest]
-    assert len(hits) == 1, outs
-    msg = hits[0].msg
-    assert isinstance(msg, Request)
-    return msg
-
-
-def _up(outs: list[Out]) -> list[int]:
-    """Statuses sent back to the caller."""
-    return [o.status for o in outs if not o.is_request and o.dest == ALICE]
+_fwd = forwarded
+_up = upstream
 
 
 def _drive(core: ServerCore, until: float) -> list[tuple[float, Out]]:

@@ -111,11 +111,68 @@ function renderUsers(list, total) {
   }));
 }
 
-function renderCalls(calls) {
-  $("calls").replaceChildren(...calls.map((c) => {
-    const parts = ["call_id", "from", "to", "state"].filter((k) => c[k] !== undefined).map((k) => `${k}: ${c[k]}`);
-    return el("li", parts.length ? parts.join(" · ") : JSON.stringify(c), "mono");
-  }));
+function fmtTime(t) {
+  return t ? new Date(t * 1000).toLocaleString() : "–";
+}
+
+function renderCalls(calls, st) {
+  const note = $("calls-note");
+  note.hidden = st.calls_tracked;
+  note.textContent = st.calls_tracked ? "" : "Calls are not tracked: " + st.calls_note;
+  $("calls-empty").hidden = calls.length > 0 || !st.calls_tracked;
+  replaceRows($("calls").tBodies[0], calls.map((c) => [
+    el("td", c.caller, "strong"), el("td", c.callee, "strong"), el("td", c.state, "state " + c.state),
+    fmtTime(c.start), c.answer ? fmtDuration(c.duration) : "–",
+    el("td", `${c.caller_transport.toUpperCase()} ${c.caller_addr}`, "mono"),
+    el("td", c.callee_addr ? `${c.callee_transport.toUpperCase()} ${c.callee_addr}` : "–", "mono"),
+  ]));
+}
+
+function renderGateways(sets) {
+  $("gateways-card").hidden = sets.length === 0;
+  const rows = [];
+  for (const s of sets) {
+    s.gateways.forEach((g, i) => rows.push([
+      el("td", i === 0 ? s.name : "", "strong"), i === 0 ? s.policy : "", el("td", g.address, "mono"),
+      g.transport.toUpperCase(), g.weight, g.priority, el("td", g.state, "state " + g.state),
+      g.last_probe ? `${g.last_result} at ${new Date(g.last_probe * 1000).toLocaleTimeString()}` : "–",
+      g.selected, g.failed_over,
+    ]));
+  }
+  replaceRows($("gateways").tBodies[0], rows);
+}
+
+// --- call records (fetched, not in the snapshot: they come from the database) ----------------------
+let cdrFilter = new URLSearchParams();
+let lastCallsSeen = null;
+async function loadCdrs() {
+  const q = new URLSearchParams(cdrFilter);
+  q.set("limit", "50");
+  if (token) q.set("token", token);
+  const csv = new URLSearchParams(cdrFilter);
+  csv.set("format", "csv");
+  if (token) csv.set("token", token);
+  $("cdrs-csv").href = "/api/cdrs?" + csv.toString();
+  let doc;
+  try {
+    const resp = await fetch("/api/cdrs?" + q.toString());
+    doc = await resp.json();
+    if (!resp.ok) { showCdrNote(doc.error || resp.statusText); return; }
+  } catch (e) { showCdrNote(String(e)); return; }
+  showCdrNote(doc.recording ? "" : "No call records are written: " + doc.reason);
+  $("cdrs-count").textContent = doc.total;
+  $("cdrs-empty").hidden = doc.cdrs.length > 0;
+  replaceRows($("cdrs").tBodies[0], doc.cdrs.map((r) => [
+    fmtTime(r.start), el("td", r.caller, "strong"), el("td", r.callee, "strong"),
+    r.answer && r.end ? fmtDuration(r.duration) : "–", `${r.status || ""} ${r.reason || ""}`.trim() || "–",
+    r.end_reason || "–", r.hangup || "–",
+  ]));
+}
+
+function showCdrNote(text) {
+  const note = $("cdrs-note");
+  note.hidden = !text;
+  note.textContent = text;
 }
 
 function renderTimings(t) {
@@ -137,8 +194,12 @@ function render(snap) {
   renderStatus(snap.status);
   renderBindings(snap.bindings, snap.status.bindings);
   renderUsers(snap.users, snap.status.users);
-  renderCalls(snap.calls);
+  renderCalls(snap.calls, snap.status);
+  renderGateways(snap.gateways || []);
   renderTimings(snap.timings);
+  // a call ended or started: the records may have changed
+  const seen = JSON.stringify([snap.status.calls, (snap.status.stats.requests || {}).BYE, (snap.status.stats.requests || {}).INVITE]);
+  if (seen !== lastCallsSeen) { lastCallsSeen = seen; loadCdrs(); }
 }
 
 // --- live updates -------------------------------------------------------------------------------
@@ -220,5 +281,15 @@ async function removeUser(name) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("add-user").addEventListener("submit", addUser);
+  $("cdrs-filter").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    cdrFilter = new URLSearchParams();
+    for (const name of ["user", "since"]) {
+      const value = ev.target[name].value.trim();
+      if (value) cdrFilter.set(name, value);
+    }
+    loadCdrs();
+  });
   connect();
+  setInterval(loadCdrs, 10000);  // timeouts end calls without a request: look now and then anyway
 });
