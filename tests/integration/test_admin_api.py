@@ -146,11 +146,18 @@ def test_calls_while_a_call_rings(tmp_path: Path, phones: tuple[socket.socket, s
 
 
 def test_calls_lists_the_ringing_call(tmp_path: Path, phones: tuple[socket.socket, socket.socket]) -> None:
+    """The live call itself, not a count (issue 22): who calls whom, its state and both legs."""
     bob, alice = phones
     with run_server(tmp_path) as server:
         _invite, call_id = _ringing_call(server, bob, alice)
-        calls = server.get("/api/calls")["calls"]
-        assert len(calls) == 1 and call_id in str(calls[0]), calls
+        doc = server.get("/api/calls")
+        assert doc["tracking"] is True and doc["calls_in_progress"] == 1 and doc["ringing"] == 1, doc
+        [call] = doc["calls"]
+        assert (call["call_id"], call["caller"], call["callee"], call["state"]) == \
+            (call_id, "alice@127.0.0.1", "bob@127.0.0.1", "ringing"), call
+        assert (call["caller_addr"], call["caller_transport"]) == (f"127.0.0.1:{alice.getsockname()[1]}", "udp")
+        assert (call["callee_addr"], call["callee_transport"]) == (f"127.0.0.1:{bob.getsockname()[1]}", "udp")
+        assert call["answer"] is None and call["duration"] == 0
 
 
 def test_bindings_follow_sipp_register_and_unregister(tmp_path: Path) -> None:
