@@ -263,7 +263,10 @@ class CallsCollector:
                     failed.add_metric(["none" if k == 0 else f"{k}xx"], n)
             yield failed
             yield CounterMetricFamily("leansip_calls_refused", "call attempts answered 503 because max_calls "
-                                      "calls were tracked", value=tracker.refused)
+                                      "calls were tracked (or their text reached its bound)",
+                                      value=tracker.refused)
+            yield GaugeMetricFamily("leansip_calls_text_bytes", "the peers' text the tracked calls keep (Call-ID, "
+                                    "tags, From, To), characters; bounded", value=tracker.held_bytes)
             yield CounterMetricFamily("leansip_calls_timed_out", "calls ended by call_timeout or an RFC 4028 "
                                       "session timer (a BYE that never came)", value=tracker.timed_out)
             setup = HistogramMetricFamily("leansip_call_setup_seconds", "INVITE relayed to the first 18x or 2xx")

@@ -23,8 +23,10 @@ for the shell to write as a call detail record (``leansip.app.cdr``): the core o
 callee stay the raw From/To values here; turning them into ``user@host`` is the reader's work, off the straight
 path (:func:`party`).
 
-Bounded: at most ``max_calls`` attempts and calls are tracked at once; past that :meth:`start` returns None, and
-the proxy answers the INVITE 503 (a call that cannot be billed is not connected), counted in :attr:`refused`. The
+Bounded: at most ``max_calls`` attempts and calls are tracked at once, and the peers' text they keep (Call-ID,
+tags, From, To, reason phrase: :attr:`Call.size`) is at most ``max_bytes`` together (a From of 60 kB is a peer's
+to send; 100,000 of them are not ours to hold); past either :meth:`start` returns None, and the proxy answers the
+INVITE 503 (a call that cannot be billed is not connected), counted in :attr:`refused`. The
 finished list is bounded by ``max_finished`` (records the shell has not collected are dropped and counted, which
 only happens when nothing drains it). One deadline entry per call at most (a refresh moves the deadline, and
 the entry is put back when it comes due: :meth:`expire`), so re-INVITEs cannot grow the queue.
@@ -41,7 +43,7 @@ from typing import Final
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import KIND_CALL_ID, KIND_FROM, KIND_TO, Request, Response
 from leansip.sip.transaction import DeadlineQueue
-from leansip.sip.uri import SipURI, cache_put, digits_value, parse_name_addr
+from leansip.sip.uri import SipURI, TextBound, cache_text, digits_value, parse_name_addr
 
 __all__ = [
     "Call",
@@ -93,7 +95,12 @@ _NBOUNDS: Final = 11
 MIN_SESSION_EXPIRES: Final = 90
 #: party()'s memory: name-addr text (without the tag) -> user@host
 _PARTIES: Final[dict[str, str]] = {}
-_PARTIES_MAX: Final = 4096
+_PARTIES_BOUND: Final = TextBound(4096, 1 << 20)
+#: the peers' text the tracked calls may keep together, characters (CallTracker's ``max_bytes``): about 650
+#: characters for each of 100,000 calls, where a phone's call keeps 150-300
+MAX_CALL_BYTES: Final = 64 << 20
+#: a reason phrase kept for a record (the rest of a longer one is a peer's padding)
+MAX_REASON: Final = 128
 #: a route script's extra CDR fields: how many, and how long a name or value may be
 MAX_EXTRA_FIELDS: Final = 32
 MAX_EXTRA_LENGTH: Final = 256
@@ -106,7 +113,7 @@ class Call:
     __slots__ = (
         "id", "call_id", "from_tag", "to_tag", "from_value", "to_value", "caller_source", "caller_transport",
         "callee_dest", "callee_transport", "start", "ring", "answer", "end", "state", "status", "reason", "hangup",
-        "end_reason", "cancel", "session_expires", "deadline", "queued", "extra",
+        "end_reason", "cancel", "session_expires", "deadline", "queued", "extra", "size", "held",
     )  # fmt: skip
 
     def __init__(self, id: int, call_id: str, from_tag: str, from_value: str, to_value: str,
@@ -145,6 +152,10 @@ class Call:
         self.queued = 0.0
         #: fields a route script added to the record (name -> value), None when none
         self.extra: dict[str, str] | None = None
+        #: the peers' text this call keeps, in characters (the tracker's byte bound), and whether it counts in
+        #: the tracker's ``held_bytes`` (it is in the tracker's dict)
+        self.size = 2 * (len(call_id) + len(from_tag)) + len(from_value) + len(to_value)
+        self.held = False
 
     @property
     def caller_addr(self) -> str:
@@ -216,7 +227,7 @@ def party(value: str) -> str:
         who = f"{user}@{uri.host}" if user else uri.host
     else:
         who = str(uri)
-    cache_put(_PARTIES, base, who, _PARTIES_MAX)
+    cache_text(_PARTIES, _PARTIES_BOUND, base, who)
     return who
 
 
@@ -238,13 +249,13 @@ def _session_expires(resp: Response) -> int:
 class CallTracker:
     """The calls of a stateful proxy: a dict by (Call-ID, caller's tag), a deadline queue, counters.
 
-    ``max_calls`` bounds what is tracked at once; ``call_timeout`` is how long a call lives without a sign of
-    life (seconds); ``record``: keep ended calls in :attr:`finished` for the CDR writer (off: counters only);
+    ``max_calls`` bounds what is tracked at once, ``max_bytes`` the peers' text those calls keep (characters);
+    ``call_timeout`` is how long a call lives without a sign of life (seconds); ``record``: keep ended calls in :attr:`finished` for the CDR writer (off: counters only);
     ``first_id``: no call gets a smaller id (one past the largest id already recorded).
     """
 
     def __init__(self, *, max_calls: int = 100_000, call_timeout: float = 14_400.0, record: bool = True,
-                 max_finished: int = 100_000, first_id: int = 0) -> None:
+                 max_finished: int = 100_000, first_id: int = 0, max_bytes: int = MAX_CALL_BYTES) -> None:
         if max_calls < 1:
             raise ValueError("max_calls must be positive")
         if not call_timeout > 0:
@@ -253,7 +264,10 @@ class CallTracker:
         self.call_timeout = call_timeout
         self.record = record
         self.max_finished = max_finished
+        self.max_bytes = max_bytes
         self.calls: dict[str, Call] = {}
+        #: the sum of :attr:`Call.size` over the calls in :attr:`calls`
+        self.held_bytes = 0
         #: ended calls not yet collected by the shell (:meth:`drain`)
         self.finished: list[Call] = []
         self._deadlines: DeadlineQueue[Call] = DeadlineQueue()
@@ -284,18 +298,22 @@ class CallTracker:
             return None
         call_id = req.first_value(KIND_CALL_ID) or ""
         from_tag = req.from_tag or ""
+        from_value = req.first_value(KIND_FROM) or ""
+        to_value = req.first_value(KIND_TO) or ""
+        if self.held_bytes + 2 * (len(call_id) + len(from_tag)) + len(from_value) + len(to_value) > self.max_bytes:
+            self.refused += 1
+            return None
         # the id: the start in ms times 1024, or one more than the last when that is larger (more than 1,024 in a
         # millisecond, or a clock set back): unique and in start order
         cid = int(now * 1000.0) * 1024
         if cid < self._next_id:
             cid = self._next_id
         self._next_id = cid + 1
-        call = Call(cid, call_id, from_tag, req.first_value(KIND_FROM) or "", req.first_value(KIND_TO) or "",
-                    source, transport, now)
+        call = Call(cid, call_id, from_tag, from_value, to_value, source, transport, now)
         self.attempts += 1
         # the same caller's new attempt (after a 3xx, or a parallel one) takes the key; the older one still ends
-        # through its own transaction (_forget compares identity)
-        calls[_dialog_key(call_id, from_tag)] = call
+        # through its own transaction (_end compares identity)
+        self._hold(call)
         self._arm(call, now + self.call_timeout)
         return call
 
@@ -320,8 +338,12 @@ class CallTracker:
         call.state = STATE_ANSWERED
         call.answer = now
         call.status = resp.status
-        call.reason = resp.reason
-        call.to_tag = _to_tag(resp)
+        call.reason = resp.reason[:MAX_REASON]
+        call.to_tag = to_tag = _to_tag(resp)
+        grown = len(to_tag) + len(call.reason)  # held past max_bytes at most by one response's To tag
+        call.size += grown
+        if call.held:
+            self.held_bytes += grown
         call.callee_dest = dest
         call.callee_transport = transport
         self.answered_count += 1
@@ -340,7 +362,7 @@ class CallTracker:
         if call.state >= STATE_ANSWERED:
             return
         call.status = status
-        call.reason = reason
+        call.reason = reason[:MAX_REASON]
         if dest is not None and not call.callee_dest[0]:
             call.callee_dest = dest
             call.callee_transport = transport
@@ -411,9 +433,12 @@ class CallTracker:
     def restore(self, call: Call, now: float) -> bool:
         """Track an answered call again after a restart (from its open record): its BYE or its timeout, counted
         from ``now``, ends it. False when the bound is reached (the record then stays open)."""
-        if len(self.calls) >= self.max_calls or call.state != STATE_ANSWERED:
+        call.size = 2 * (len(call.call_id) + len(call.from_tag)) + len(call.from_value) + len(call.to_value) \
+            + len(call.to_tag) + len(call.reason)
+        if len(self.calls) >= self.max_calls or call.state != STATE_ANSWERED \
+                or self.held_bytes + call.size > self.max_bytes:
             return False
-        self.calls[_dialog_key(call.call_id, call.from_tag)] = call
+        self._hold(call)
         self._next_id = max(self._next_id, call.id + 1)
         self._arm(call, now + (call.session_expires or self.call_timeout))
         return True
@@ -438,6 +463,18 @@ class CallTracker:
         return len(self.calls) - answered, answered
 
     # ------------------------------------------------------------------ internals
+    def _hold(self, call: Call) -> None:
+        """Put a call in the dict (in place of an older attempt under the same key, which stops counting)."""
+        key = _dialog_key(call.call_id, call.from_tag)
+        calls = self.calls
+        old = calls.get(key)
+        if old is not None:
+            old.held = False
+            self.held_bytes -= old.size
+        calls[key] = call
+        call.held = True
+        self.held_bytes += call.size
+
     def _alive(self, call: Call, resp: Response, now: float) -> None:
         se = _session_expires(resp)
         if se:
@@ -475,9 +512,10 @@ class CallTracker:
             k = call.status // 100
             k = k if 3 <= k <= 6 else 0
             self.failed_by_class[k] = self.failed_by_class[k] + 1
-        key = _dialog_key(call.call_id, call.from_tag)
-        if self.calls.get(key) is call:
-            del self.calls[key]
+        if call.held:
+            call.held = False
+            self.held_bytes -= call.size
+            del self.calls[_dialog_key(call.call_id, call.from_tag)]
         self._emit(call)
 
     def _emit(self, call: Call) -> None:

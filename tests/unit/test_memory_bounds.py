@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from leansip.app.memtrim import MemoryTrimmer
+from leansip.server import calls as calls_mod
 from leansip.server import services as services_mod
 from leansip.server.context import FailureHandler, RequestContext
 from leansip.server.handler import ResponseContext
@@ -37,7 +38,7 @@ from leansip.sip.message import Request, Response, footprint, make_response, par
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
 from leansip.sip.transaction import TooManyTransactions, TransactionTable
-from tests.unit.proxy_kit import make_core
+from tests.unit.proxy_kit import ALICE, BOB1, as_request, as_response, make_core, request, response_to
 
 NOW = 1_000_000.0
 MIB = 1 << 20
@@ -89,6 +90,8 @@ TEXT_CACHES: list[tuple[str, dict, uri_mod.TextBound, Callable[[int, int], objec
      lambda n, size: contact_key(f"sip:u{n}@h{'x' * size}.example.com")),
     ("ipv6-form", services_mod._IPV6_FORMS, services_mod._IPV6_FORMS_BOUND,
      lambda n, size: services_mod.canonical_ipv6(f"h{n}{'x' * size}")),
+    ("call-party", calls_mod._PARTIES, calls_mod._PARTIES_BOUND,
+     lambda n, size: calls_mod.party(f"<sip:u{n}@h{'x' * size}.example.com>;tag=t{n}")),
 ]
 
 
@@ -344,6 +347,35 @@ def test_handler_decisions_keep_only_answers() -> None:
 
 
 # ------------------------------------------------------------------ rate limiter, digest, stats, registrar
+
+
+def test_tracked_calls_are_refused_past_their_text_bytes() -> None:
+    """Calls whose From is 30 kB: the tracker refuses new attempts (the proxy answers 503) once their text
+    reaches ``max_bytes``, long before ``max_calls``; a long reason phrase is cut; ending them gives it all back."""
+    tracker = calls_mod.CallTracker(max_calls=100_000, max_bytes=2 * MIB)
+    started = []
+    for n in range(200):
+        inv = as_request(request("INVITE", "sip:bob@leansip", call_id=f"c{n}@x", from_user="a" * 30_000))
+        call = tracker.start(inv, ALICE, "udp", NOW)
+        if call is None:
+            break
+        started.append((inv, call))
+    assert tracker.refused == 1 and 2 * MIB // 30_100 <= len(started) <= 2 * MIB // 30_000
+    assert tracker.held_bytes == sum(c.size for c in tracker.calls.values()) <= 2 * MIB
+    inv, call = started[0]
+    ok = response_to(inv, 200).replace(b"SIP/2.0 200 X", b"SIP/2.0 200 " + b"r" * 20_000)
+    tracker.answered(call, as_response(ok), BOB1, "udp", NOW + 1)
+    assert len(call.reason) == calls_mod.MAX_REASON
+    assert tracker.held_bytes == sum(c.size for c in tracker.calls.values())
+    # a new attempt under a key already tracked (same Call-ID and From tag) takes its place: counted once
+    tracker.failed(started[2][1], 486, "Busy Here", NOW + 1)  # room for it
+    again = tracker.start(started[1][0], ALICE, "udp", NOW + 1)
+    assert again is not None and tracker.held_bytes == sum(c.size for c in tracker.calls.values())
+    for _inv, call in started:
+        tracker.failed(call, 486, "Busy Here", NOW + 2)
+    tracker.failed(again, 486, "Busy Here", NOW + 2)
+    assert tracker.expire(NOW + 10 * tracker.call_timeout) == 1  # the answered one: its BYE never came
+    assert tracker.held_bytes == 0 and len(tracker) == 0 and tracker.counts() == (0, 0)
 
 
 def test_limiter_bounds_sources_and_failure_times() -> None:
