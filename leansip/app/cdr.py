@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from leansip.io.affinity import helper_thread
 from leansip.server.calls import ROW_COLUMNS, STATE_ANSWERED, Call, parse_addr, record_rows
 
 log = logging.getLogger("leansip.cdr")
@@ -239,6 +240,7 @@ class CdrWriter:
         return self._thread_ns
 
     def _run(self) -> None:
+        helper_thread()  # off a --cpu pinned serving thread's CPU
         try:
             self._loop()
         finally:

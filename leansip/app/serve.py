@@ -26,14 +26,16 @@ import socket
 import sqlite3
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from leansip.app.calls import CallsRuntime
 from leansip.app.config import Config, ListenSpec
 from leansip.app.logging import log_event, setup_logging
 from leansip.app.memtrim import MemoryTrimmer
+from leansip.io import affinity, diskflush
 from leansip.io.bareloop import BareLoop
-from leansip.io.commit import GroupCommitter
+from leansip.io.commit import GroupCommitter, PolledCommitter
 from leansip.io.netif import interface_addresses
 from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
@@ -48,6 +50,7 @@ from leansip.server.routing import WILDCARD_HOSTS
 from leansip.server.stores import LocationStore, open_store
 from leansip.server.stores.redis import RedisStore
 from leansip.server.stores.replica import ReplicaStore
+from leansip.server.stores.sqlite import SqliteStore
 from leansip.server.timing import StepTimer
 from leansip.server.users import UserStore, load_users
 from leansip.sip.digest import DigestAuthenticator
@@ -294,7 +297,7 @@ class Runtime:
         """Open every listener; raises :class:`ListenError` naming the one that cannot be opened."""
         store = self.core.location.store
         if isinstance(store, ReplicaStore) and store.durable and self.committer is None:
-            self.committer = GroupCommitter(store, self.dispatch)
+            self.committer = self._committer(store)
         if isinstance(store, RedisStore) and self.redis is None:
             self.redis = RedisLink(store)
             self.redis.start()
@@ -310,9 +313,23 @@ class Runtime:
             self.core.local_ips |= interface_addresses()  # what a wildcard listener answers on (is_local)
         self.core.set_local(self.core.local_addresses)
         if self.config.bare and self.udp:
-            self.bare = BareLoop(self.udp, self.timers, self.config.bare_spin)
+            polled = self.committer if isinstance(self.committer, PolledCommitter) else None
+            self.bare = BareLoop(self.udp, self.timers, self.config.bare_spin, commit=polled)
+            if polled is not None:
+                polled.wake = self.bare.wake_soon
             self.bare.start()
         return addresses
+
+    def _committer(self, store: ReplicaStore) -> GroupCommitter:
+        """A durable store's committer: with ``bare`` (and UDP to poll) the polling loop commits, with a disk
+        sync that needs no Python thread (:class:`PolledCommitter`); otherwise a writer thread does."""
+        polls = self.config.bare and any(spec.transport == "udp" for spec in self.config.listen)
+        if polls and isinstance(store, SqliteStore) and diskflush.available():
+            try:
+                return PolledCommitter(store, self.dispatch)
+            except (OSError, ValueError) as exc:  # not a WAL file (":memory:"): the writer thread will do
+                log_event(log, "polled_commit_unavailable", level=logging.INFO, reason=str(exc))
+        return GroupCommitter(store, self.dispatch)
 
     async def _listen(self, spec: ListenSpec) -> list[str]:
         if spec.transport != "udp":
@@ -368,17 +385,20 @@ class Runtime:
                 admin_mod = None  # type: ignore[assignment]
             if admin_mod is not None and hasattr(admin_mod, "start_admin"):
                 admin = await admin_mod.start_admin(self, self.config)
+        affinity.release_helpers()  # threads a library started while we opened the listeners (--cpu)
         _announce(self.config, addresses, admin, self.calls)
         await self._stop.wait()
         log_event(log, "stopping", level=logging.INFO, reason=self.stop_reason)
         for t in tasks:
             t.cancel()
+        if self.bare is not None:
+            # first: no REGISTER read after the committer's last batch (its reply would be held for good); a
+            # polled committer's running sync is waited for by close() below
+            self.bare.close()
         if self.committer is not None:
             await self.committer.close()  # the last batch, and the replies that waited for it
         if self.redis is not None:
             await self.redis.close()
-        if self.bare is not None:
-            self.bare.close()
         for ep in self.udp:
             ep.close()
         self.calls.close(time.time())
@@ -437,19 +457,6 @@ def _listen_reason(spec: ListenSpec, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"permission denied ({detail}); ports below 1024 need root or CAP_NET_BIND_SERVICE"
     return detail
-
-def pin_to_cpu(cpu: int) -> None:
-    """Pin the calling thread (the one that serves: with ``bare``, the polling loop) to one CPU; threads started
-    later (the event loop's resolver) inherit it. OSError when the CPU does not exist or is not allowed."""
-    allowed = os.sched_getaffinity(0)
-    if cpu not in allowed:
-        raise OSError(f"no such CPU here (this process may use {_cpu_list(allowed)})")
-    os.sched_setaffinity(0, {cpu})
-
-
-def _cpu_list(cpus: set[int]) -> str:
-    return ", ".join(str(c) for c in sorted(cpus))
-
 
 def tune_gc() -> None:
     """The per-packet path allocates many short-lived objects and no cycles (tests/unit/test_gc.py): move
@@ -521,7 +528,7 @@ def run(config: Config) -> int:
         return 2
     if config.cpu is not None:
         try:
-            pin_to_cpu(config.cpu)
+            affinity.pin_serving_thread(config.cpu)  # only this thread: helpers run on the other CPUs
         except OSError as exc:
             print(f"leansip: error: --cpu {config.cpu}: {exc}", file=sys.stderr)
             return 2
@@ -541,6 +548,9 @@ def run(config: Config) -> int:
     tune_gc()
 
     async def main() -> int:
+        if affinity.helper_cpus() is not None:  # run_in_executor's threads, off the pinned CPU too
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(thread_name_prefix="leansip-helper", initializer=affinity.helper_thread))
         try:
             core = build_core(config, users, time.time(), routes)
         except (OSError, ValueError) as exc:

@@ -18,7 +18,11 @@ spinning one at 68 us; issue 25). :class:`BareLoop` is that thread's loop:
 * after ``spin`` seconds without a datagram or a timer the loop stops polling: the sockets are handed back
   to the event loop's poll (level-triggered, so a datagram that came meanwhile wakes it at once) and the
   grid to its timer; the next datagram starts the polling again. ``spin = inf`` never stops: a core at
-  100 %, by design.
+  100 %, by design;
+* with a durable SQLite store, its committer (``commit``, a :class:`Poller`:
+  :class:`leansip.io.commit.PolledCommitter`) is a third source of work: each pass commits what the
+  datagrams changed and sends the replies whose commit is on disk, and an idle pass while a disk sync
+  runs yields the core (``sched_yield``) to the thread doing it, which then runs at once.
 
 There is one thread. Everything that touches the core (datagrams, timers, stream messages, admin reads and
 user edits, flushes) runs on it, one thing at a time, so nothing needs a lock and no request can be lost
@@ -32,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import select
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from leansip.io.udpserver import TimerGrid, UdpServerSocket
 
@@ -50,18 +55,33 @@ BATCH: Final = 64
 FOREVER: Final = math.inf
 
 
+class Poller(Protocol):
+    """Work the polling loop does in every pass besides datagrams and timers (a durable store's commits)."""
+
+    #: something to do or under way: :meth:`poll` it, and do not sleep
+    active: bool
+    #: waiting for a thread of its own (a disk sync) that needs the CPU for a moment: idle passes yield it
+    flushing: bool
+
+    def poll(self) -> bool:
+        """One step; True when it did work (counted as busy)."""
+        ...
+
+
 class BareLoop:
     """The polling loop of ``serve --bare`` over the server's UDP sockets (see the module docstring).
 
     ``spin``: seconds without work before the loop sleeps in the kernel until the next datagram (``inf``:
-    never). The counters (:meth:`snapshot`) say how much of the wall time went into request work."""
+    never). ``commit``: polled in each pass while :attr:`Poller.active`. The counters (:meth:`snapshot`) say
+    how much of the wall time went into request work."""
 
     def __init__(self, sockets: list[UdpServerSocket], timers: TimerGrid, spin: float = FOREVER,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, commit: Poller | None = None) -> None:
         self.sockets = sockets
         self.timers = timers
         self.spin = spin
         self.clock = clock
+        self.commit = commit
         self._epoll = select.epoll()
         self._by_fd: dict[int, UdpServerSocket] = {}
         for sock in sockets:
@@ -81,6 +101,7 @@ class BareLoop:
         self.passes = 0
         self.turns = 0  # turns given to the event loop
         self.sleeps = 0  # times the spin limit put the loop to sleep
+        self.yields = 0  # idle passes that yielded the core to a disk sync
 
     def start(self) -> None:
         """Take the sockets and the timer grid over from the event loop and start polling."""
@@ -107,6 +128,7 @@ class BareLoop:
         timers = self.timers
         by_fd = self._by_fd
         spin = self.spin
+        commit = self.commit
         now = clock()
         turn_at = now + SLICE
         passes = 0
@@ -136,12 +158,22 @@ class BareLoop:
                 done = clock()
                 self.busy += done - now
                 now = self.idle_since = done
+            if commit is not None and commit.active:
+                if commit.poll():  # committed a batch, or sent the replies of one now on disk
+                    done = clock()
+                    self.busy += done - now
+                    now = self.idle_since = done
+                elif not ready and commit.flushing:
+                    os.sched_yield()  # the sync thread shares this core: let it run now, not after our slice
+                    self.yields += 1
+                    now = clock()
             if now >= turn_at:
                 self.passes += passes
                 self.turns += 1
                 self._loop.call_soon(self._run)
                 return
-            if now - self.idle_since > spin:  # with spin 0: once a pass found nothing
+            if now - self.idle_since > spin and (commit is None or not commit.active):
+                # with spin 0: once a pass found nothing (a commit under way keeps it polling)
                 self.passes += passes
                 self._sleep()
                 return
@@ -154,6 +186,12 @@ class BareLoop:
         self.timers.set_polled(False)
         for sock in self.sockets:
             sock.watch(self._wake)
+
+    def wake_soon(self) -> None:
+        """Start polling again at the event loop's next turn if the spin limit put the loop to sleep (work
+        came from the event loop's side: a commit due after a REGISTER over TCP)."""
+        if self.asleep and not self.closed:
+            self._loop.call_soon(self._wake)
 
     def _wake(self) -> None:
         if not self.asleep or self.closed:
@@ -190,5 +228,6 @@ class BareLoop:
             "passes": self.passes,
             "turns": self.turns,
             "sleeps": self.sleeps,
+            "yields": self.yields,
             "asleep": self.asleep,
         }

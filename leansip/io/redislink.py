@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from leansip.io.affinity import helper_thread
 from leansip.io.commit import BatchPump, Job
 from leansip.server.stores.redis import (
     RedisStore,
@@ -172,6 +173,7 @@ class RedisLink(BatchPump):
         return future.result(timeout=30)
 
     def _supervise(self) -> None:
+        helper_thread()
         delay = self.backoff
         while not self._stop.is_set():
             pubsub = None

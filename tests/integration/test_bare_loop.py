@@ -38,11 +38,30 @@ class _Core:
         return []
 
 
+class _Commits:
+    """A committer as the loop sees it (:class:`leansip.io.bareloop.Poller`): ``work`` steps to do, then a
+    sync under way for as long as the test says."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.flushing = False
+        self.work = 0
+        self.polls = 0
+
+    def poll(self) -> bool:
+        self.polls += 1
+        if self.work:
+            self.work -= 1
+            return True
+        return False
+
+
 class _Server:
     """A UDP socket served by a BareLoop, with the Runtime's timer wiring (fire: fired(), the core, re-arm)."""
 
-    def __init__(self, spin: float) -> None:
+    def __init__(self, spin: float, commit: _Commits | None = None) -> None:
         self.spin = spin
+        self.commit = commit
         self.core = _Core()
         self.udp: UdpServerSocket | None = None
         self.bare: BareLoop | None = None
@@ -52,7 +71,7 @@ class _Server:
         self.timers = TimerGrid(core, self._fire, 0.002)
         self.udp = await open_udp_server("127.0.0.1", 0, core.receive, self._dispatch)
         self.udp.timers = self.timers
-        self.bare = BareLoop([self.udp], self.timers, self.spin)
+        self.bare = BareLoop([self.udp], self.timers, self.spin, commit=self.commit)
         self.bare.start()
         return self
 
@@ -209,3 +228,32 @@ def test_closed_loop_stops_polling() -> None:
 
     bare = asyncio.run(main())
     assert bare.closed and not bare.running
+
+
+def test_a_commit_under_way_keeps_the_loop_awake_and_wake_soon_wakes_it() -> None:
+    """With a spin limit of 0: the loop sleeps while its committer has nothing to do; work that comes from the
+    event loop's side (``wake_soon``: a change queued by a TCP REGISTER, a retry timer) wakes it; while the
+    committer is active (a batch due, a sync running) it polls and does not sleep, yielding the core on idle
+    passes while a sync runs; once the committer is done it sleeps again."""
+    async def main() -> tuple[_Commits, BareLoop, list[int]]:
+        commits = _Commits()
+        async with _Server(0.0, commits) as server:
+            bare = server.bare
+            assert bare is not None
+            await _until(lambda: bare.asleep)
+            seen = [commits.polls]
+            commits.active, commits.flushing, commits.work = True, True, 3
+            bare.wake_soon()
+            await _until(lambda: commits.polls > 200)
+            assert not bare.asleep and bare.yields > 0  # awake all along: a sync runs
+            seen.append(bare.sleeps)
+            commits.active = commits.flushing = False  # the sync returned, nothing due
+            await _until(lambda: bare.asleep)
+            seen.append(bare.sleeps)
+            bare.wake_soon()  # asleep, nothing to do: wakes, finds nothing, sleeps again
+            await _until(lambda: bare.sleeps > seen[2])
+            return commits, bare, seen
+
+    commits, bare, seen = asyncio.run(main())
+    assert seen[0] == 0  # not polled while it was not active
+    assert commits.work == 0 and seen[2] == seen[1] + 1 and bare.asleep

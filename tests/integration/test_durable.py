@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sqlite3
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from leansip.io.commit import GroupCommitter
+from leansip.io.commit import GroupCommitter, PolledCommitter
+from leansip.io.diskflush import DiskFlush
 from leansip.server.location import Binding, LocationService
 from leansip.server.registrar import contact_key
 from leansip.server.stores.replica import Batch
 from leansip.server.stores.sqlite import SqliteStore
 from leansip.sip.send import Send
 from tests.conftest import free_tcp_port, free_udp_port, require_program
-from tests.integration.helpers import ServerProcess
+from tests.integration.helpers import SERVING, ServerProcess
 
 SIPP_REGISTER = Path(__file__).resolve().parents[2] / "bench" / "sipp" / "register.xml"
 NOW = 1_000_000.0
@@ -128,6 +131,156 @@ def test_held_replies_are_bounded(tmp_path: Path) -> None:
     store.close()
 
 
+#: a descriptor number that is never open: fdatasync(-1) fails with EBADF
+NOT_A_FD = -1
+
+
+class _SyncFailsOnce(DiskFlush):
+    """A real flush thread whose first sync is of a descriptor that is not open (the kernel says EBADF), as a
+    disk that fails once."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self.good_fd = fd
+        self.fd = NOT_A_FD
+
+    def start(self, cpus: frozenset[int] | None = None) -> None:
+        super().start(cpus)
+        self.fd = self.good_fd
+
+
+def _poll_until(committer: PolledCommitter, done: Callable[[], bool]) -> None:
+    """What the polling loop does: poll the committer, yielding while its sync runs, until ``done()``."""
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline, committer.state()
+        if not committer.poll() and committer.flushing:
+            os.sched_yield()
+
+
+def test_disk_flush_runs_fdatasync_on_a_thread_without_python(tmp_path: Path) -> None:
+    with open(tmp_path / "f", "wb") as fh:
+        fh.write(b"x" * 100)
+        fh.flush()
+        flush = DiskFlush(fh.fileno())
+        assert flush.poll() and flush.ok  # nothing running
+        flush.start(frozenset(os.sched_getaffinity(0)))
+        with pytest.raises(RuntimeError):
+            flush.start()  # one at a time
+        assert flush.wait() and not flush.running and flush.started == 1
+        flush.start()
+        while not flush.poll():
+            os.sched_yield()
+        assert flush.ok
+        flush.close()
+    bad = DiskFlush(NOT_A_FD)
+    bad.start()
+    assert bad.wait() is False and not bad.ok  # fdatasync's -1 (EBADF) comes back as a failure
+    bad.close()
+
+
+def test_polled_committer_commits_on_the_calling_thread_and_releases_after_the_sync(tmp_path: Path) -> None:
+    """serve --bare's committer: the polling loop's poll() commits at once (synchronous=NORMAL), starts the
+    WAL's sync, and releases the held replies in a later poll once the sync returned; a failed sync keeps them
+    held and the batch is retried; checkpoints run off the polling thread."""
+    db = tmp_path / "loc.db"
+    store = SqliteStore(db, now=NOW, durability="durable")
+    loc = LocationService(store, key=contact_key)
+    assert store.sync_by_caller()
+    assert store._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL: the WAL's sync is ours now
+
+    async def scenario() -> None:
+        sent: list[Send] = []
+        committer = PolledCommitter(store, sent.extend, retry=0.01, checkpoint_every=2,
+                                    flush=_SyncFailsOnce(store.wal_fd()))
+        assert not committer.active and not committer.poll()  # nothing to do
+        loc.put(_binding("alice"))
+        first = Send(b"alice", ("127.0.0.1", 9))
+        first.after_commit = loc.write_ticket()
+        assert committer.hold(first) and committer.active
+        assert committer.poll() and committer.flushing  # committed, its sync started
+        assert _stored(db) == {"alice"} and sent == []  # in the database, not yet on disk: still held
+        loc.put(_binding("bob"))  # joins the next batch, after this sync
+        second = Send(b"bob", ("127.0.0.1", 9))
+        second.after_commit = loc.write_ticket()
+        assert committer.hold(second)
+        _poll_until(committer, lambda: not committer.flushing)  # the first sync fails (EBADF)
+        assert sent == [] and committer.failures == 1 and committer.sync_failures == 1 and store.pending == 2
+        while len(sent) < 2:  # the retry (after `retry`) commits both and syncs them
+            await asyncio.sleep(0.005)
+            _poll_until(committer, lambda: not committer.active)
+        assert sent == [first, second] and committer.held == 0 and committer.batches == 1
+        assert not committer.active and not committer.hold(first)
+        await committer.close()  # waits for the checkpoint the two changes asked for
+        assert committer.checkpoints == 1 and committer.state()["writer"] == "polling loop"
+
+    asyncio.run(scenario())
+    assert _stored(db) == {"alice", "bob"}
+    store.close()
+
+
+def test_polled_committer_failed_commit_keeps_the_replies_and_retries(tmp_path: Path) -> None:
+    """A commit the database refuses (another connection holds the write lock: "database is locked") is the
+    thread committer's failure path: nothing sent, the changes pending again, retried after ``retry``."""
+    db = tmp_path / "loc.db"
+    store = SqliteStore(db, now=NOW, durability="durable")
+    loc = LocationService(store, key=contact_key)
+    store._db.execute("PRAGMA busy_timeout=0")  # fail at once instead of waiting 5 s for the lock
+    other = sqlite3.connect(db, isolation_level=None)
+
+    async def scenario() -> None:
+        sent: list[Send] = []
+        committer = PolledCommitter(store, sent.extend, retry=0.01)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held by another writer
+        loc.put(_binding("carol"))
+        reply = Send(b"carol", ("127.0.0.1", 9))
+        reply.after_commit = loc.write_ticket()
+        assert committer.hold(reply)
+        assert committer.poll()  # tried: refused
+        assert committer.failures == 1 and not committer.flushing and not committer.active
+        assert sent == [] and store.pending == 1 and committer.state()["failing"] is True
+        other.execute("ROLLBACK")
+        while not sent:  # the retry timer kicks it again
+            await asyncio.sleep(0.005)
+            _poll_until(committer, lambda: not committer.active)
+        assert sent == [reply] and committer.state()["failing"] is False and committer.batches == 1
+        await committer.close()
+
+    asyncio.run(scenario())
+    other.close()
+    assert _stored(db) == {"carol"}
+    store.close()
+
+
+def test_polled_committer_close_answers_every_held_reply(tmp_path: Path) -> None:
+    """Shutdown with a sync running and a change not yet committed: close() waits for the sync, commits the
+    rest itself (with its own sync), and sends both replies, in order."""
+    db = tmp_path / "loc.db"
+    store = SqliteStore(db, now=NOW, durability="durable")
+    loc = LocationService(store, key=contact_key)
+
+    async def scenario() -> None:
+        sent: list[Send] = []
+        committer = PolledCommitter(store, sent.extend)
+        replies = []
+        for user in ("dave", "erin"):
+            loc.put(_binding(user))
+            reply = Send(user.encode(), ("127.0.0.1", 9))
+            reply.after_commit = loc.write_ticket()
+            assert committer.hold(reply)
+            replies.append(reply)
+            if user == "dave":
+                assert committer.poll() and committer.flushing  # dave's sync runs; erin's change waits
+        assert committer.held == 2 and store.pending == 1
+        await committer.close()
+        assert sent == replies and committer.held == 0 and not committer.active
+        assert not committer.poll()  # closed: nothing more
+
+    asyncio.run(scenario())
+    assert _stored(db) == {"dave", "erin"}
+    store.close()
+
+
 def _acknowledged(message_log: Path) -> set[str]:
     """Users whose REGISTER got a 200 OK, from SIPp's ``-trace_msg`` log (the To of each received 200)."""
     text = message_log.read_text(errors="replace")
@@ -146,14 +299,18 @@ def _admin_bindings(admin_port: int) -> set[str]:
         return {b["aor"] for b in json.loads(resp.read())}
 
 
-def test_no_acknowledged_registration_is_lost_on_sigkill(tmp_path: Path,
+@pytest.mark.parametrize("serving", ["loop", "bare"])
+def test_no_acknowledged_registration_is_lost_on_sigkill(tmp_path: Path, serving: str,
                                                          record_property: pytest.RecordProperty) -> None:
+    """With the event loop (a writer thread commits) and with --bare (the polling loop commits, a thread
+    without Python syncs the WAL)."""
     sipp = require_program("sipp")
     total, rate, kill_after = 12000, 2000, 3000
     users = tmp_path / "users.csv"
     users.write_text("SEQUENTIAL\n" + "".join(f"d{i};x\n" for i in range(total)))
     db = tmp_path / "var" / "leansip.db"
-    args = ["--no-auth", "--mode", "registrar", "--stateless", "--location", "sqlite", "--db", str(db)]
+    args = ["--no-auth", "--mode", "registrar", "--stateless", "--location", "sqlite", "--db", str(db),
+            *SERVING[serving]]
     messages = tmp_path / "sipp.messages"
     server = ServerProcess(args, tmp_path, name="first").start()
     cmd = [sipp, f"127.0.0.1:{server.port}", "-sf", str(SIPP_REGISTER), "-inf", str(users), "-m", str(total),
@@ -184,10 +341,11 @@ def test_no_acknowledged_registration_is_lost_on_sigkill(tmp_path: Path,
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/status", timeout=10) as resp:
             store = json.loads(resp.read())["store"]
         assert store["durability"] == "durable" and store["held"] == 0, store
+        assert store["writer"] == ("polling loop" if serving == "bare" else "thread"), store
         assert again.alive()
     lost = acked - present
     record_property("acknowledged", len(acked))
     record_property("lost", len(lost))
-    print(f"\ndurable: {len(acked)} registrations acknowledged before SIGKILL, {len(lost)} lost, "
+    print(f"\ndurable ({serving}): {len(acked)} registrations acknowledged before SIGKILL, {len(lost)} lost, "
           f"{len(present)} present after restart")
     assert not lost, sorted(lost)[:20]

@@ -23,6 +23,17 @@ the point of holding the reply at all; group commit makes the price one fsync pe
 development VM, paid in the writer thread), not one per REGISTER.  A batch waits 2 ms before its commit starts
 (:data:`leansip.io.commit.COMMIT_GATHER`), so that at moderate rates an fsync serves several REGISTERs.
 
+Under ``serve --bare`` the polling thread commits the batches itself (:class:`leansip.io.commit.PolledCommitter`)
+and the WAL's sync is taken out of the commit: :meth:`SqliteStore.sync_by_caller` sets ``synchronous=NORMAL``,
+whose commit only writes the WAL (tens of microseconds, no sync), and the caller syncs the WAL file before it
+counts the batch as committed (``fdatasync`` on a thread with no Python in it, :mod:`leansip.io.diskflush`).
+That is ``FULL`` exactly: "With synchronous=FULL in WAL mode, an additional sync operation of the WAL file
+happens after each transaction commit" is the whole difference from ``NORMAL``
+(https://www.sqlite.org/pragma.html#pragma_synchronous); every other sync (the WAL header's when the WAL is
+reused, a checkpoint's) SQLite still does itself under ``NORMAL``.  The automatic checkpoint, which would run
+inside a commit on the polling thread (two syncs and the copy of about 1,000 pages), is turned off:
+:meth:`SqliteStore.checkpoint` runs it from a helper thread on a second connection.
+
 ``relaxed`` (the behaviour before durable became the default): replies go out at once; the server calls
 :meth:`flush` every ``flush_interval`` seconds (default 50 ms) on its event loop, with
 ``synchronous=NORMAL``.  A SIGKILL loses what changed in the last ``flush_interval`` seconds, an OS crash
@@ -36,12 +47,14 @@ back to ``source``/``received`` (or the UA re-registers over a new connection).
 
 Threads: the connection is opened with ``check_same_thread=False`` because :meth:`write_batch` runs in the
 group committer's writer thread; only one batch is written at a time and the loading (start-up) and
-``close`` happen when none is, so the connection is never used by two threads at once.
+``close`` happen when none is, so the connection is never used by two threads at once.  :meth:`checkpoint`
+has a connection of its own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -144,7 +157,7 @@ class SqliteStore(ReplicaStore):
     SQLite database, ``sqlite3.Error`` if the database is not usable.
     """
 
-    __slots__ = ("_db", "path", "flushes")
+    __slots__ = ("_db", "path", "flushes", "_wal_fd", "_checkpointer")
 
     def __init__(self, path: str | Path, *, now: float, durability: str = "relaxed",
                  flush_interval: float = 0.05) -> None:
@@ -158,6 +171,10 @@ class SqliteStore(ReplicaStore):
         check_database_file(path)
         #: Number of batches committed (for tests and metrics).
         self.flushes = 0
+        #: the WAL file, open for syncing it, once :meth:`sync_by_caller` handed its sync to the caller
+        self._wal_fd: int | None = None
+        #: the second connection :meth:`checkpoint` uses
+        self._checkpointer: sqlite3.Connection | None = None
         # Autocommit mode: we issue BEGIN/COMMIT ourselves so a batch is one transaction.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -209,9 +226,16 @@ class SqliteStore(ReplicaStore):
 
     # -- batches -------------------------------------------------------------------
     def write_batch(self, batch: Batch) -> None:
-        """Write one batch in one transaction (any thread; one batch at a time).  On a database error the
-        transaction is rolled back and the error propagates: the caller hands the batch to
-        :meth:`batch_failed` so the next batch retries it."""
+        """Write one batch in one transaction, durably (any thread; one batch at a time): the commit, and the
+        WAL's sync when it is the caller's (:meth:`sync_by_caller`).  On a database or disk error the error
+        propagates: the caller hands the batch to :meth:`batch_failed` so the next batch retries it."""
+        self.commit_batch(batch)
+        if self._wal_fd is not None:
+            os.fdatasync(self._wal_fd)
+
+    def commit_batch(self, batch: Batch) -> None:
+        """Write one batch in one transaction (rolled back on an error, which propagates).  Durable when it
+        returns unless the WAL's sync is the caller's: then only once the caller has synced :meth:`wal_fd`."""
         changes = batch.changes
         upserts = [_to_row(k, b) for (_, k), b in changes.items() if b is not None]
         deletes = [ak for ak, b in changes.items() if b is None]
@@ -228,6 +252,44 @@ class SqliteStore(ReplicaStore):
                 db.execute("ROLLBACK")
             raise
 
+    # -- the WAL's sync handed to the caller (serve --bare) ---------------------------------
+    def sync_by_caller(self) -> bool:
+        """From now on :meth:`commit_batch` does not sync the WAL (``synchronous=NORMAL``) and SQLite makes no
+        automatic checkpoints: the caller syncs :meth:`wal_fd` after each commit before it counts the batch
+        as committed, and calls :meth:`checkpoint` now and then (see the module docstring).  False (nothing
+        changed) for a database that is not a file in WAL mode (``:memory:``)."""
+        if self._wal_fd is not None:
+            return True
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            return False
+        try:
+            # SQLite made the WAL at the first statement in WAL mode (the schema's) and syncs its directory
+            # entry itself, with the file's first sync; it stays until the last connection closes
+            fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._wal_fd = fd
+        return True
+
+    def wal_fd(self) -> int:
+        """The WAL file's descriptor, for the caller's sync (only after :meth:`sync_by_caller`)."""
+        if self._wal_fd is None:
+            raise RuntimeError("the WAL's sync is SQLite's: call sync_by_caller() first")
+        return self._wal_fd
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL's committed pages into the database (``wal_checkpoint(PASSIVE)``: it never waits for
+        the writer, nor the writer for it), on a second connection, from any one thread at a time; SQLite
+        syncs the WAL before and the database after.  Returns (pages in the WAL, pages copied)."""
+        conn = self._checkpointer
+        if conn is None:
+            conn = self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        _busy, log_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(log_pages), int(copied)
+
     def batch_done(self, batch: Batch) -> None:
         """Committed: count it."""
         super().batch_done(batch)
@@ -238,5 +300,10 @@ class SqliteStore(ReplicaStore):
         try:
             self.flush()
         finally:
-            self._db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+            self._db.close()  # the last connection: SQLite checkpoints and removes the WAL
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
             self.memory.close()
