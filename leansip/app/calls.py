@@ -284,9 +284,9 @@ class CallsCollector:
             yield GaugeMetricFamily("leansip_cdr_pending", "records handed to the writer, not committed yet",
                                     value=writer.pending)
             yield CounterMetricFamily("leansip_cdr_errors", "failed CDR commits (retried)", value=writer.errors)
-            if tracker is not None:
-                yield CounterMetricFamily("leansip_cdr_dropped", "records dropped before the writer got them",
-                                          value=tracker.dropped_records)
+            yield CounterMetricFamily("leansip_cdr_dropped", "records dropped: before the writer got them, or past "
+                                      "its queue's bound while commits failed",
+                                      value=writer.dropped + (tracker.dropped_records if tracker is not None else 0))
         if self.calls.sets:
             up = GaugeMetricFamily("leansip_gateway_up", "1 when the gateway is up (probes), else 0",
                                    labels=["set", "gateway", "transport"])

@@ -97,6 +97,9 @@ PURGE_EVERY = 3600.0
 #: Most rows one JSON page returns, and one CSV download (narrow it by time for more: ?since=&until=).
 MAX_LIMIT = 10_000
 MAX_CSV = 100_000
+#: records waiting for the writer past which new ones are dropped (counted, logged once): the queue only grows
+#: while commits fail (a full disk, a locked or broken file); ~1 kB a record, so about 100 MB at the limit
+MAX_PENDING = 100_000
 #: ids run ahead of the start time only past 1,024 calls in a millisecond: this much slack (in ids) is plenty
 _ID_SLACK = 60_000 * 1024
 
@@ -177,12 +180,16 @@ class CdrWriter:
 
     ``retention_days`` (0: keep forever) is applied at start and every :data:`PURGE_EVERY` seconds. Counters
     (``written``, ``batches``, ``errors``, ``pending``) are read by the admin view; a database error is logged,
-    counted, and the batch retried with the next one (nothing is dropped while the queue lives).
+    counted, and the batch retried with the next one. While commits fail the queue grows; past ``max_pending``
+    records new ones are dropped (``dropped``, logged once until a commit succeeds again), so a dead disk costs
+    a bounded amount of memory.
     """
 
     def __init__(self, path: str | Path, *, retention_days: int = 0, clock: Any = time.time,
-                 open_ids: Iterable[int] = ()) -> None:
+                 open_ids: Iterable[int] = (), max_pending: int = MAX_PENDING) -> None:
         self.path = Path(path)
+        self.max_pending = max_pending
+        self.dropped = 0
         #: ids of the calls whose row is written without an end (their end is an UPDATE): the calls answered
         #: since the start, and ``open_ids``, those :func:`open_calls` gave back at the start
         self._open: set[int] = set(open_ids)
@@ -195,6 +202,7 @@ class CdrWriter:
         self._pending = 0
         self._thread_ns = 0
         self._failing = False
+        self._failing_logged = False
         self._queue: queue.SimpleQueue[list[Call] | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +221,13 @@ class CdrWriter:
         """Queue records to write (from the event loop: returns at once)."""
         if calls:
             with self._idle:
+                if self._pending + len(calls) > self.max_pending:
+                    if not self._failing_logged:  # once until a commit succeeds again
+                        log.error("event=cdr_dropped reason=queue_full pending=%d limit=%d", self._pending,
+                                  self.max_pending)
+                        self._failing_logged = True
+                    self.dropped += len(calls)
+                    return
                 self._pending += len(calls)
             self._queue.put(calls)
 
@@ -304,6 +319,7 @@ class CdrWriter:
         self.batches += 1
         with self._idle:
             self._pending -= len(batch)
+            self._failing_logged = False
             self._idle.notify_all()
         return True
 

@@ -179,6 +179,28 @@ def test_a_write_error_keeps_the_batch_for_the_next_one(db: Path) -> None:
     assert writer.errors >= 1 and query(db, CdrFilter())[1] == 2
 
 
+def test_while_commits_fail_the_queue_is_bounded_and_drops_are_counted(db: Path) -> None:
+    tracker = CallTracker()
+    writer = CdrWriter(db, clock=lambda: T0, max_pending=3)
+    blocker = sqlite3.connect(str(db), isolation_level=None)
+    blocker.execute("PRAGMA busy_timeout=0")
+    writer._db.execute("PRAGMA busy_timeout=0")
+    blocker.execute("BEGIN IMMEDIATE")
+    for n in range(1, 6):
+        _call(tracker, n, T0, end=T0 + 1)
+        writer.submit(tracker.drain())
+    assert not writer.wait_idle(timeout=0.5)
+    assert writer.pending == 3 and writer.dropped == 2
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert writer.wait_idle(timeout=10)
+    _call(tracker, 6, T0, end=T0 + 1)  # room again once the queue is written
+    writer.submit(tracker.drain())
+    assert writer.wait_idle(timeout=10)
+    writer.close()
+    assert writer.dropped == 2 and query(db, CdrFilter())[1] == 4
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("1714557600", T0), ("1714557600.5", T0 + 0.5), ("2024-05-01", T0 - 10 * 3600),
     ("2024-05-01T10:00", T0), ("2024-05-01T12:00+02:00", T0), ("90s", T0 + 1000 - 90), ("30m", T0 + 1000 - 1800),
