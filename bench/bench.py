@@ -210,8 +210,9 @@ class Server:
                 "--listen", f"udp:127.0.0.1:{self.port}", "--auth-algorithms", "MD5",
                 "--users", str(self.users), "--location", "memory", "--workers", "1",
                 # the default bound (100,000) makes a stateful proxy answer 503 above ~1,000 calls/s: each call
-                # leaves 3 transactions for 32 s (RFC 6026 Timers L and M, Timer J); Kamailio gets 2 GB of shm
-                "--max-transactions", "1000000",
+                # leaves 3 transactions for 32 s (RFC 6026 Timers L and M, Timer J); Kamailio gets 2 GB of shm,
+                # and so does leansip's transaction table (its default, 256 MiB, is ~1,000 calls/s too)
+                "--max-transactions", "1000000", "--max-transaction-memory", "2048",
                 "--fail-slow-after", "0", "--fail-block-after", "0",  # no brute-force guard: Kamailio has none
                 "--admin", admin, "--log-level", "error", "--db", str(self.out / "leansip.db"),
                 "--realm", "127.0.0.1", "--redis-url", f"redis://127.0.0.1:{PORT_BASE + 60}/0", *flags]

@@ -370,9 +370,10 @@ def main(outdir: Path, write_md: bool = True) -> int:
            f"{meta.get('leansip', '?')}, core {meta.get('core_build', 'pure Python (before mypyc)')}, "
            f"{meta.get('kamailio', '?')}, SIPp {meta.get('sipp_full', '?')}",
            "* Pinning: server on core 1 (`taskset -c 1`; Kamailio `-n 1 -m 2048 -M 16 -x tlsf`, leansip "
-           "`--workers 1 --location memory --max-transactions 1000000 --log-level error` (room for 32 s of "
-           "transactions at any rate its core can carry, as Kamailio's 2 GB of shared memory gives its tm; with "
-           "the default bound, 100,000, a stateful proxy answers 503 above ~1,000 calls/s), admin endpoint on a "
+           "`--workers 1 --location memory --max-transactions 1000000 --max-transaction-memory 2048 --log-level "
+           "error` (room for 32 s of transactions at any rate its core can carry, as Kamailio's 2 GB of shared "
+           "memory gives its tm; with the default bounds, 100,000 and 256 MiB, a stateful proxy answers 503 above "
+           "~1,000 calls/s), admin endpoint on a "
            "free loopback port for "
            "/api/timings when it exists; memory and profile runs `--admin off`), every SIPp and the latency probe on "
            "core 0. UDP on 127.0.0.1.",

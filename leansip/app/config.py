@@ -157,6 +157,7 @@ class Config:
     min_expires: int = 60
     max_expires: int = 86400
     max_transactions: int = 100000
+    max_transaction_memory: int = 256
     record_route: bool = True
     nonce_ttl: int = 300
     auth_algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
@@ -255,8 +256,8 @@ class Config:
                 f"need min_expires <= default_expires <= max_expires, got "
                 f"{self.min_expires} <= {self.default_expires} <= {self.max_expires}",
                 key="min_expires" if self.min_expires > self.default_expires else "max_expires")
-        for name in ("max_transactions", "nonce_ttl", "max_connections", "max_connections_per_ip",
-                     "workers", "block_seconds", "max_calls"):
+        for name in ("max_transactions", "max_transaction_memory", "nonce_ttl", "max_connections",
+                     "max_connections_per_ip", "workers", "block_seconds", "max_calls"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.workers > 1:
@@ -368,6 +369,8 @@ FIELDS: dict[str, FieldInfo] = {
     "min_expires": FieldInfo("int", "shorter registrations get 423 Interval Too Brief, seconds", "N"),
     "max_expires": FieldInfo("int", "longer registrations are cut to this, seconds", "N"),
     "max_transactions": FieldInfo("int", "open transactions before new requests get 503", "N"),
+    "max_transaction_memory": FieldInfo("int", "MiB the open transactions may keep (requests and responses held for "
+                                        "retransmission, estimated) before new requests get 503", "MIB"),
     "record_route": FieldInfo("bool", "add Record-Route so in-dialog requests pass through the proxy"),
     "nonce_ttl": FieldInfo("int", "digest nonce lifetime, seconds", "N"),
     "auth_algorithms": FieldInfo("strlist", "digest algorithms offered, in order, comma separated "

@@ -141,6 +141,7 @@ def build_core(config: Config, users: UserStore, now: float, handler: Handler | 
         # transactions end on whole seconds (2*T1 when T1 is short, for tests and LANs): see Timers.end_grid
         end_grid=min(1.0, 2 * config.t1),
         max_transactions=config.max_transactions,
+        max_transaction_bytes=config.max_transaction_memory << 20,
     )
     secret = _secret(config)
 

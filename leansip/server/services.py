@@ -56,6 +56,8 @@ class CoreSettings:
     #: Timers.end_grid of the stateful proxy's transactions (0: exact; the server runs with 1 s, see serve.py)
     end_grid: float = 0.0
     max_transactions: int = 100000
+    #: bytes the open transactions may keep (TransactionTable's max_bytes; 256 MiB by default)
+    max_transaction_bytes: int = 256 << 20
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
 
 

@@ -183,7 +183,8 @@ class StatefulRelay(StatelessRelay):
         super().__init__(services, handler)
         s = services.settings
         timers = Timers(t1=s.t1, t2=s.t2, t4=s.t4, end_grid=s.end_grid)
-        self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions)
+        self.table = TransactionTable(timers=timers, max_transactions=s.max_transactions,
+                                      max_bytes=s.max_transaction_bytes)
         self.contexts: dict[ServerTransaction, Context] = {}
         self.branch_of: dict[ClientTransaction, tuple[Context, Branch]] = {}
         #: Timer C (RFC 3261 16.6 step 11, 16.8) per INVITE branch in Proceeding: (branch, hard) by deadline

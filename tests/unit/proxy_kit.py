@@ -32,6 +32,7 @@ _counter = itertools.count(1)
 
 def make_core(*, mode: str = "proxy", stateful: bool = True, auth: bool = False,
               algorithms: tuple[str, ...] = ("SHA-256", "MD5"), max_transactions: int = 1000,
+              max_transaction_bytes: int = 256 << 20,
               limiter: FailureLimiter | None = None, users: dict[str, str] | None = None,
               handler: Handler | None = None) -> ServerCore:
     """A core wired like ``leansip.app.serve.build_core`` but with a memory store and a fixed secret."""
@@ -43,7 +44,7 @@ def make_core(*, mode: str = "proxy", stateful: bool = True, auth: bool = False,
         return None if record is None else record.ha1(algorithm, realm)
 
     settings = CoreSettings(mode=mode, stateful=stateful, auth=auth, realm="leansip",
-                            max_transactions=max_transactions)
+                            max_transactions=max_transactions, max_transaction_bytes=max_transaction_bytes)
     authenticator = DigestAuthenticator(SECRET, "leansip", 300, algorithms) if auth else None
     return ServerCore(settings, LocationService(open_store("memory"), key=contact_key),
                       ha1_lookup=ha1_lookup, user_exists=lambda name: store.get(name) is not None,

@@ -45,6 +45,7 @@ def test_defaults_match_the_product() -> None:
     assert c.admin == "127.0.0.1:8080" and c.admin_address == ("127.0.0.1", 8080)
     assert (c.t1, c.t2, c.t4) == (0.5, 4.0, 5.0)
     assert (c.max_transactions, c.max_connections, c.max_connections_per_ip) == (100000, 10000, 100)
+    assert c.max_transaction_memory == 256
     assert c.validate() is c
 
 
@@ -293,6 +294,7 @@ def test_validate_catches_wrong_python_types() -> None:
     ("bare_spin", "inf", math.inf),
     ("bare_spin", "0.002", 0.002),
     ("cpu", "1", 1),
+    ("max_transaction_memory", "2048", 2048),
 ])
 def test_convert_cli(name: str, text: str, expected: object) -> None:
     assert convert_cli(name, text) == expected

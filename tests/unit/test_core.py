@@ -571,3 +571,11 @@ def test_torture_message_with_auth_on(name: str, entry: dict[str, Any], path: Pa
     # a retransmission gets the same answer
     assert [s.data for s in auth_core.receive(data, ("127.0.0.1", 40000), "udp", NOW + 0.5)
             if s.data.startswith(b"SIP/2.0 ")] == [s.data for s in out if s.data.startswith(b"SIP/2.0 ")]
+
+
+def test_serve_gives_the_stateful_proxy_its_transaction_bounds() -> None:
+    config = Config(listen=[ListenSpec("udp", "127.0.0.1", 5060)], location="memory", admin=None, stateful=True,
+                    max_transactions=1234, max_transaction_memory=3)
+    core = build_core(config, load_users(DEMO_USERS_PATH), NOW)
+    table = core.proxy.table  # type: ignore[union-attr]
+    assert (table.max_transactions, table.max_bytes) == (1234, 3 << 20)

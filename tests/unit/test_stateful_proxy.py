@@ -362,6 +362,22 @@ def test_unknown_user_404_known_user_without_binding_480() -> None:
     assert requests(out) == []
 
 
+def test_503_past_the_bytes_the_transactions_may_keep() -> None:
+    # --max-transaction-memory: with room for exactly one INVITE's two transactions, the next INVITE gets 503
+    roomy = make_core()
+    registered(roomy, "bob", BOB1)
+    _invite(roomy)
+    one_call = roomy.proxy.table.held_bytes  # type: ignore[union-attr]
+    _, out = _invite(roomy, now=1.1)
+    assert len(requests(out, "INVITE")) == 1
+    core = make_core(max_transaction_bytes=one_call)
+    registered(core, "bob", BOB1)
+    _, out = _invite(core)
+    assert len(requests(out, "INVITE")) == 1
+    _, out = _invite(core, now=1.1)
+    assert _up(out) == [503] and requests(out) == []
+
+
 def test_503_with_retry_after_past_max_transactions() -> None:
     core = make_core(max_transactions=2)  # one INVITE = a server + a client transaction
     registered(core, "bob", BOB1)
