@@ -56,10 +56,19 @@ def run_sipp(server_port: int, scenario_path: Path, workdir: Path, args: list[st
     ``::1`` runs it over IPv6 loopback (SIPp writes ``[local_ip]`` in brackets then)."""
     stat = workdir / f"{name}.csv"
     errors = workdir / f"{name}.errors"
-    cmd = ["sipp", _target(host, server_port), "-sf", str(scenario_path), "-i", host,
-           "-p", str(free_udp_port(host)), "-nostdin", "-recv_timeout", "5000", "-timeout", str(int(timeout) - 5),
-           "-trace_stat", "-stf", str(stat), "-trace_err", "-error_file", str(errors), *args]
-    proc = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    for _attempt in range(3):
+        # the port was free when picked; another program (or, with -t t1, a TCP socket on the same number) may
+        # take it before SIPp binds it: SIPp then ends at once with "Unable to bind", having sent nothing
+        cmd = ["sipp", _target(host, server_port), "-sf", str(scenario_path), "-i", host,
+               "-p", str(free_udp_port(host)), "-nostdin", "-recv_timeout", "5000",
+               "-timeout", str(int(timeout) - 5),
+               "-trace_stat", "-stf", str(stat), "-trace_err", "-error_file", str(errors), *args]
+        proc = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        said = proc.stdout + proc.stderr + (errors.read_bytes() if errors.exists() else b"")
+        if proc.returncode == 0 or b"Unable to bind" not in said:
+            break
+        stat.unlink(missing_ok=True)
+        errors.unlink(missing_ok=True)
     stats: dict[str, str] = {}
     if stat.exists():
         rows = list(csv.reader(stat.read_text(errors="replace").splitlines(), delimiter=";"))
