@@ -37,7 +37,8 @@ from leansip.server.location import LocationService
 from leansip.server.registrar import contact_key
 from leansip.server.stores import open_store
 from leansip.server.users import UserRecord, UserStore
-from leansip.sip.digest import DigestAuthenticator, build_authorization
+from leansip.sip.digest import build_authorization
+from leansip.sip.digest_auth import DigestAuthenticator
 from leansip.sip.message import Request, Response, parse_message
 from leansip.sip.send import Send
 

@@ -53,7 +53,7 @@ from leansip.server.stores.replica import ReplicaStore
 from leansip.server.stores.sqlite import SqliteStore
 from leansip.server.timing import StepTimer
 from leansip.server.users import UserStore, load_users
-from leansip.sip.digest import DigestAuthenticator
+from leansip.sip.digest_auth import DigestAuthenticator
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
 

@@ -21,7 +21,7 @@ from leansip.io.udpbase import Handler, big_buffers, send_after_lookup
 from leansip.logevent import log_event
 from leansip.server.timing import StepTimer
 from leansip.sip.send import Send
-from leansip.sip.transaction import on_grid
+from leansip.sip.txstate import on_grid
 from leansip.sip.uri import is_ip_literal
 
 log: Final = logging.getLogger("leansip.io.udp")

@@ -42,7 +42,7 @@ from typing import Final
 
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import KIND_CALL_ID, KIND_FROM, KIND_TO, Request, Response
-from leansip.sip.transaction import DeadlineQueue
+from leansip.sip.txtable import DeadlineQueue
 from leansip.sip.uri import SipURI, TextBound, cache_text, digits_value, parse_name_addr
 
 __all__ = [

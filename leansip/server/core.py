@@ -35,7 +35,7 @@ from leansip.server.services import CoreSettings, Ha1Lookup, Services, response_
 from leansip.server.stateful import StatefulRelay
 from leansip.server.stats import Stats
 from leansip.server.timing import STEP_BUILD, STEP_LOCATION, StepTimer
-from leansip.sip.digest import DigestAuthenticator
+from leansip.sip.digest_auth import DigestAuthenticator
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
     KIND_PROXY_REQUIRE,
@@ -50,7 +50,8 @@ from leansip.sip.message import (
 )
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.transaction import ServerTransaction, State
+from leansip.sip.transaction import ServerTransaction
+from leansip.sip.txstate import State
 from leansip.sip.uri import SipURI, Via, format_params, remember_via, split_comma
 
 log = logging.getLogger("leansip.server")

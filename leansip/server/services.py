@@ -26,7 +26,9 @@ from leansip.server.registrar import RegistrarPolicy
 from leansip.server.routing import WILDCARD_HOSTS
 from leansip.server.stats import Stats
 from leansip.server.timing import STEP_AUTH, StepTimer
-from leansip.sip.digest import AuthKind, DigestAuthenticator, DigestError, parse_digest
+from leansip.sip.digest_auth import AuthKind, DigestAuthenticator
+from leansip.sip.digest_hash import DigestError
+from leansip.sip.digest_parse import parse_digest
 from leansip.sip.message import KIND_CALL_ID, KIND_ROUTE, Request, Response, make_response
 from leansip.sip.ratelimit import DecisionKind, FailureLimiter
 from leansip.sip.send import Send

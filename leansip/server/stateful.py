@@ -40,19 +40,15 @@ from leansip.sip.send import Send
 from leansip.sip.transaction import (
     Action,
     ClientTransaction,
-    DeadlineQueue,
     Deliver,
     InviteServerTransaction,
     ServerTransaction,
-    State,
     Terminated,
     Timeout,
-    Timers,
-    TooManyTransactions,
-    TransactionError,
-    TransactionTable,
     TransportError,
 )
+from leansip.sip.txstate import State, Timers, TransactionError
+from leansip.sip.txtable import DeadlineQueue, TooManyTransactions, TransactionTable
 
 
 @dataclass(slots=True, eq=False)

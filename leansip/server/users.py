@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from leansip.sip.digest import compute_ha1
+from leansip.sip.digest_hash import compute_ha1
 from leansip.sip.uri import cache_put
 
 __all__ = [

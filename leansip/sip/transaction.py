@@ -13,55 +13,93 @@ of *actions* for the caller to carry out:
 * :class:`TransportError` -- the transport could not send (RFC 3261 17.1.4, 17.2.4);
 * :class:`Terminated` -- the transaction is over and must be forgotten.
 
-The legal moves of the four machines (INVITE/non-INVITE, client/server) are one table, :data:`TRANSITIONS`,
-keyed by ``(kind, state, event)``; its value is the next state and what to do. Anything not in the table raises
-:class:`IllegalTransition` -- a bug in the TU (a provisional after a final, a second ``start()``) or a call on a
-terminated transaction. Events that come from the peer (responses, retransmitted requests, ACKs) are legal in
-every live state: the network may send anything, and what the RFC does not assign is absorbed.
+Each step looks its move up in the state table, :data:`~leansip.sip.txstate.TRANSITIONS` (in
+:mod:`leansip.sip.txstate`, with the states, events and :class:`~leansip.sip.txstate.Timers`); a move the table
+does not have raises :class:`~leansip.sip.txstate.IllegalTransition`.
 
 Timers: each transaction has at most two running at once, a retransmission timer (A, E or G) and an ending timer
 (B, D, F, H, I, J, K, L or M), kept as plain deadlines. :meth:`Transaction.get_timer` gives the earliest one and
 :meth:`Transaction.handle_timer` fires whatever is due. A zero-length ending timer (D, I, J, K over reliable
 transports) fires at once, so those transactions end inside the call that completed them.
 
-:class:`TransactionTable` owns the live transactions of one SIP element: it matches requests and responses to
-them (RFC 3261 17.1.3, 17.2.3, with the RFC 2543 fallback), keeps ONE heap of deadlines for all of them (stale
-entries are skipped when they surface; the heap is rebuilt when they outnumber the live ones) and drops
-transactions when they terminate. The I/O shell arms a single timer at :meth:`TransactionTable.next_deadline`
-and calls :meth:`TransactionTable.handle_timers` when it expires.
+:class:`~leansip.sip.txtable.TransactionTable` (in :mod:`leansip.sip.txtable`) owns the live transactions of one
+SIP element: it matches requests and responses to them, keeps one deadline queue for all of them and drops
+them when they terminate.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
-import math
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final
 
-from leansip.sip.message import Header, Request, Response, footprint, make_response
+from leansip.sip.message import Header, Request, Response, make_response
 from leansip.sip.send import Send
+from leansip.sip.txstate import (
+    _D_DELIVER,
+    _D_DELIVER_AND_ACK,
+    _D_NOTHING,
+    _D_REPORT_TRANSPORT_ERROR,
+    _D_RESEND_RESPONSE,
+    _D_RETRANSMIT_REQUEST,
+    _D_SEND_ACK,
+    _D_SEND_REQUEST,
+    _D_SEND_RESPONSE,
+    _D_TIMEOUT,
+    _E_RECV_1XX,
+    _E_RECV_2XX,
+    _E_RECV_ACK,
+    _E_RECV_FINAL,
+    _E_RECV_REQUEST,
+    _E_SEND_1XX,
+    _E_SEND_2XX,
+    _E_SEND_FINAL,
+    _E_START,
+    _E_TIMER_A,
+    _E_TIMER_B,
+    _E_TIMER_D,
+    _E_TIMER_E,
+    _E_TIMER_F,
+    _E_TIMER_G,
+    _E_TIMER_H,
+    _E_TIMER_I,
+    _E_TIMER_J,
+    _E_TIMER_K,
+    _E_TIMER_L,
+    _E_TIMER_M,
+    _E_TRANSPORT_ERROR,
+    _S_ACCEPTED,
+    _S_CALLING,
+    _S_COMPLETED,
+    _S_CONFIRMED,
+    _S_IDLE,
+    _S_PROCEEDING,
+    _S_TERMINATED,
+    _S_TRYING,
+    DEFAULT_TIMERS,
+    TRANSITIONS,
+    Do,
+    Event,
+    IllegalTransition,
+    Kind,
+    State,
+    Timers,
+    TransactionError,
+    on_grid,
+)
 from leansip.sip.uri import Via
+
+if TYPE_CHECKING:
+    from leansip.sip.txtable import TransactionTable
 
 __all__ = [
     "MAGIC_COOKIE",
     "RELIABLE_TRANSPORTS",
-    "Timers",
-    "on_grid",
-    "Kind",
-    "State",
-    "Event",
-    "Do",
-    "TRANSITIONS",
     "Send",
     "Deliver",
     "Timeout",
     "TransportError",
     "Terminated",
     "Action",
-    "TransactionError",
-    "IllegalTransition",
-    "TooManyTransactions",
     "Transaction",
     "ClientTransaction",
     "InviteClientTransaction",
@@ -74,332 +112,12 @@ __all__ = [
     "server_transaction",
     "response_destination",
     "server_key",
-    "TransactionTable",
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_ANSWERED_BYTES",
 ]
 
 MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 8.1.1.7: branches of RFC 3261 elements start with it
-#: what live transactions may keep, estimated (:func:`leansip.sip.message.footprint` of each request, the bytes
-#: of each response and request sent): past it, new transactions are refused (TooManyTransactions: a 503)
-DEFAULT_MAX_BYTES: Final = 256 << 20
-#: what answered server transactions (which only absorb retransmissions) may keep: past it the oldest end early
-DEFAULT_MAX_ANSWERED_BYTES: Final = 8 << 20
 #: an answered transaction's object, key tuple, timers and heap entry, besides the strings it keeps
 _ANSWERED_OVERHEAD: Final = 600
 RELIABLE_TRANSPORTS: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp", "tls-sctp"})
-
-
-# --------------------------------------------------------------------------- timers
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Timers:
-    """T1, T2, T4 and every timer derived from them (RFC 3261 table 4, RFC 6026 section 8.11).
-
-    The derived values are properties so a ``Timers(t1=...)`` for a high-latency link stays consistent. The
-    timers that are zero over reliable transports (D, I, J, K) are methods taking ``reliable``.
-    """
-
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-    #: the timers that end a transaction or time it out (B, D, F, H, I, J, K, L, M) fire on multiples of this
-    #: many seconds (0: exactly). They are waits, not deadlines: ending later only absorbs retransmissions a
-    #: little longer (or reports a timeout a little later), and a shared deadline lets one wake-up of the
-    #: server end every transaction due within it (each wake-up of an idle process costs about what a datagram
-    #: does; bench/analysis.md). Retransmission timers (A, E, G) stay exact.
-    end_grid: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.t1 <= self.t2) or self.t4 <= 0:
-            raise ValueError(f"need 0 < T1 <= T2 and T4 > 0, got {self.t1}, {self.t2}, {self.t4}")
-        if self.end_grid < 0:
-            raise ValueError(f"end_grid must not be negative, got {self.end_grid}")
-
-    @property
-    def a(self) -> float:
-        """INVITE request retransmit interval (unreliable only); doubles each time, uncapped."""
-        return self.t1
-
-    @property
-    def b(self) -> float:
-        """INVITE client transaction timeout in Calling."""
-        return 64 * self.t1
-
-    def d(self, reliable: bool) -> float:
-        """Wait for response retransmissions in Completed (INVITE client): at least 32 s over UDP.
-
-        Taken as ``max(32, 64*T1)`` so that a raised T1 still covers the server's Timer G/H window."""
-        return 0.0 if reliable else max(32.0, 64 * self.t1)
-
-    @property
-    def e(self) -> float:
-        """Non-INVITE request retransmit interval (unreliable only); doubles up to T2."""
-        return self.t1
-
-    @property
-    def f(self) -> float:
-        """Non-INVITE client transaction timeout."""
-        return 64 * self.t1
-
-    @property
-    def g(self) -> float:
-        """INVITE final-response retransmit interval (unreliable only); doubles up to T2."""
-        return self.t1
-
-    @property
-    def h(self) -> float:
-        """Wait for the ACK of a non-2xx final response (any transport)."""
-        return 64 * self.t1
-
-    def i(self, reliable: bool) -> float:
-        """Absorb ACK retransmissions in Confirmed."""
-        return 0.0 if reliable else self.t4
-
-    def j(self, reliable: bool) -> float:
-        """Absorb non-INVITE request retransmissions in Completed."""
-        return 0.0 if reliable else 64 * self.t1
-
-    def k(self, reliable: bool) -> float:
-        """Absorb response retransmissions in Completed (non-INVITE client)."""
-        return 0.0 if reliable else self.t4
-
-    @property
-    def l(self) -> float:  # noqa: E743 - the RFC's name
-        """RFC 6026 Timer L: INVITE server stays Accepted to absorb INVITE retransmissions after a 2xx."""
-        return 64 * self.t1
-
-    @property
-    def m(self) -> float:
-        """RFC 6026 Timer M: INVITE client stays Accepted to pass 2xx retransmissions (forks) to the TU."""
-        return 64 * self.t1
-
-
-DEFAULT_TIMERS: Final = Timers()
-
-
-def on_grid(at: float, step: float) -> float:
-    """The first multiple of ``step`` at or after ``at``: timers rounded up to a grid share a wake-up, and none
-    fires early (a float rounding that lands just below ``at`` moves to the next multiple)."""
-    rounded = math.ceil(at / step) * step
-    return rounded if rounded >= at else rounded + step
-
-
-# --------------------------------------------------------------------------- the table
-
-
-class Kind(enum.Enum):
-    INVITE_CLIENT = "INVITE client"
-    NON_INVITE_CLIENT = "non-INVITE client"
-    INVITE_SERVER = "INVITE server"
-    NON_INVITE_SERVER = "non-INVITE server"
-
-
-class State(enum.Enum):
-    # identity hash in C: members are looked up in TRANSITIONS on every step (Enum's own is Python code)
-    __hash__ = object.__hash__
-
-    IDLE = "Idle"  # a client transaction created but not yet started
-    CALLING = "Calling"
-    TRYING = "Trying"
-    PROCEEDING = "Proceeding"
-    COMPLETED = "Completed"
-    CONFIRMED = "Confirmed"
-    ACCEPTED = "Accepted"
-    TERMINATED = "Terminated"
-
-
-class Event(enum.Enum):
-    # identity hash in C: members are looked up in TRANSITIONS on every step (Enum's own is Python code)
-    __hash__ = object.__hash__
-
-    START = "start"
-    RECV_1XX = "1xx received"
-    RECV_2XX = "2xx received"
-    RECV_FINAL = "300-699 received"
-    SEND_1XX = "1xx from TU"
-    SEND_2XX = "2xx from TU"
-    SEND_FINAL = "300-699 from TU"
-    RECV_REQUEST = "request retransmission"
-    RECV_ACK = "ACK received"
-    TRANSPORT_ERROR = "transport error"
-    TIMER_A = "Timer A"
-    TIMER_B = "Timer B"
-    TIMER_D = "Timer D"
-    TIMER_E = "Timer E"
-    TIMER_F = "Timer F"
-    TIMER_G = "Timer G"
-    TIMER_H = "Timer H"
-    TIMER_I = "Timer I"
-    TIMER_J = "Timer J"
-    TIMER_K = "Timer K"
-    TIMER_L = "Timer L"
-    TIMER_M = "Timer M"
-
-
-class Do(enum.Enum):
-    """What a transition does besides changing state (entering a state arms its timers separately)."""
-
-    NOTHING = "nothing"
-    SEND_REQUEST = "send the request"
-    RETRANSMIT_REQUEST = "retransmit the request"
-    DELIVER = "pass the message to the TU"
-    DELIVER_AND_ACK = "pass the response to the TU and send the ACK"
-    SEND_ACK = "re-send the ACK"
-    SEND_RESPONSE = "send the TU's response"
-    RESEND_RESPONSE = "re-send the last response (if any)"
-    TIMEOUT = "report a timeout to the TU"
-    REPORT_TRANSPORT_ERROR = "report a transport error to the TU"
-
-
-# The members as module constants: compiled (mypyc) code loads these directly, where `State.X` is an attribute
-# lookup on the Enum class (through EnumType's Python-level hook) at every step of every transaction.
-_D_DELIVER: Final = Do.DELIVER
-_D_DELIVER_AND_ACK: Final = Do.DELIVER_AND_ACK
-_D_NOTHING: Final = Do.NOTHING
-_D_REPORT_TRANSPORT_ERROR: Final = Do.REPORT_TRANSPORT_ERROR
-_D_RESEND_RESPONSE: Final = Do.RESEND_RESPONSE
-_D_RETRANSMIT_REQUEST: Final = Do.RETRANSMIT_REQUEST
-_D_SEND_ACK: Final = Do.SEND_ACK
-_D_SEND_REQUEST: Final = Do.SEND_REQUEST
-_D_SEND_RESPONSE: Final = Do.SEND_RESPONSE
-_D_TIMEOUT: Final = Do.TIMEOUT
-_E_RECV_1XX: Final = Event.RECV_1XX
-_E_RECV_2XX: Final = Event.RECV_2XX
-_E_RECV_ACK: Final = Event.RECV_ACK
-_E_RECV_FINAL: Final = Event.RECV_FINAL
-_E_RECV_REQUEST: Final = Event.RECV_REQUEST
-_E_SEND_1XX: Final = Event.SEND_1XX
-_E_SEND_2XX: Final = Event.SEND_2XX
-_E_SEND_FINAL: Final = Event.SEND_FINAL
-_E_START: Final = Event.START
-_E_TIMER_A: Final = Event.TIMER_A
-_E_TIMER_B: Final = Event.TIMER_B
-_E_TIMER_D: Final = Event.TIMER_D
-_E_TIMER_E: Final = Event.TIMER_E
-_E_TIMER_F: Final = Event.TIMER_F
-_E_TIMER_G: Final = Event.TIMER_G
-_E_TIMER_H: Final = Event.TIMER_H
-_E_TIMER_I: Final = Event.TIMER_I
-_E_TIMER_J: Final = Event.TIMER_J
-_E_TIMER_K: Final = Event.TIMER_K
-_E_TIMER_L: Final = Event.TIMER_L
-_E_TIMER_M: Final = Event.TIMER_M
-_E_TRANSPORT_ERROR: Final = Event.TRANSPORT_ERROR
-_S_ACCEPTED: Final = State.ACCEPTED
-_S_CALLING: Final = State.CALLING
-_S_COMPLETED: Final = State.COMPLETED
-_S_CONFIRMED: Final = State.CONFIRMED
-_S_IDLE: Final = State.IDLE
-_S_PROCEEDING: Final = State.PROCEEDING
-_S_TERMINATED: Final = State.TERMINATED
-_S_TRYING: Final = State.TRYING
-_ALIVE: Final = (_S_IDLE, _S_CALLING, _S_TRYING, _S_PROCEEDING, _S_COMPLETED, _S_CONFIRMED, _S_ACCEPTED)
-
-TRANSITIONS: Final[dict[Kind, dict[tuple[State, Event], tuple[State, Do]]]] = {
-    # RFC 3261 17.1.1.2 figure 5, with RFC 6026 7.2 (2xx -> Accepted, Timer M) replacing "2xx -> Terminated".
-    Kind.INVITE_CLIENT: {
-        (_S_IDLE, _E_START): (_S_CALLING, _D_SEND_REQUEST),
-        (_S_CALLING, _E_TIMER_A): (_S_CALLING, _D_RETRANSMIT_REQUEST),
-        (_S_CALLING, _E_TIMER_B): (_S_TERMINATED, _D_TIMEOUT),
-        (_S_CALLING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
-        (_S_CALLING, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
-        (_S_CALLING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER_AND_ACK),
-        (_S_PROCEEDING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
-        (_S_PROCEEDING, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
-        (_S_PROCEEDING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER_AND_ACK),
-        (_S_COMPLETED, _E_RECV_1XX): (_S_COMPLETED, _D_NOTHING),
-        (_S_COMPLETED, _E_RECV_2XX): (_S_COMPLETED, _D_NOTHING),
-        (_S_COMPLETED, _E_RECV_FINAL): (_S_COMPLETED, _D_SEND_ACK),
-        (_S_COMPLETED, _E_TIMER_D): (_S_TERMINATED, _D_NOTHING),
-        (_S_ACCEPTED, _E_RECV_1XX): (_S_ACCEPTED, _D_NOTHING),
-        (_S_ACCEPTED, _E_RECV_2XX): (_S_ACCEPTED, _D_DELIVER),
-        (_S_ACCEPTED, _E_RECV_FINAL): (_S_ACCEPTED, _D_NOTHING),
-        (_S_ACCEPTED, _E_TIMER_M): (_S_TERMINATED, _D_NOTHING),
-    },
-    # RFC 3261 17.1.2.2 figure 6.
-    Kind.NON_INVITE_CLIENT: {
-        (_S_IDLE, _E_START): (_S_TRYING, _D_SEND_REQUEST),
-        (_S_TRYING, _E_TIMER_E): (_S_TRYING, _D_RETRANSMIT_REQUEST),
-        (_S_TRYING, _E_TIMER_F): (_S_TERMINATED, _D_TIMEOUT),
-        (_S_TRYING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
-        (_S_TRYING, _E_RECV_2XX): (_S_COMPLETED, _D_DELIVER),
-        (_S_TRYING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER),
-        (_S_PROCEEDING, _E_TIMER_E): (_S_PROCEEDING, _D_RETRANSMIT_REQUEST),
-        (_S_PROCEEDING, _E_TIMER_F): (_S_TERMINATED, _D_TIMEOUT),
-        (_S_PROCEEDING, _E_RECV_1XX): (_S_PROCEEDING, _D_DELIVER),
-        (_S_PROCEEDING, _E_RECV_2XX): (_S_COMPLETED, _D_DELIVER),
-        (_S_PROCEEDING, _E_RECV_FINAL): (_S_COMPLETED, _D_DELIVER),
-        (_S_COMPLETED, _E_RECV_1XX): (_S_COMPLETED, _D_NOTHING),
-        (_S_COMPLETED, _E_RECV_2XX): (_S_COMPLETED, _D_NOTHING),
-        (_S_COMPLETED, _E_RECV_FINAL): (_S_COMPLETED, _D_NOTHING),
-        (_S_COMPLETED, _E_TIMER_K): (_S_TERMINATED, _D_NOTHING),
-    },
-    # RFC 3261 17.2.1 figure 7, with RFC 6026 7.1 (2xx -> Accepted, Timer L).
-    Kind.INVITE_SERVER: {
-        (_S_PROCEEDING, _E_RECV_REQUEST): (_S_PROCEEDING, _D_RESEND_RESPONSE),
-        (_S_PROCEEDING, _E_RECV_ACK): (_S_PROCEEDING, _D_NOTHING),
-        (_S_PROCEEDING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
-        (_S_PROCEEDING, _E_SEND_2XX): (_S_ACCEPTED, _D_SEND_RESPONSE),
-        (_S_PROCEEDING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
-        (_S_COMPLETED, _E_RECV_REQUEST): (_S_COMPLETED, _D_RESEND_RESPONSE),
-        (_S_COMPLETED, _E_TIMER_G): (_S_COMPLETED, _D_RESEND_RESPONSE),
-        (_S_COMPLETED, _E_RECV_ACK): (_S_CONFIRMED, _D_NOTHING),
-        (_S_COMPLETED, _E_TIMER_H): (_S_TERMINATED, _D_TIMEOUT),
-        (_S_CONFIRMED, _E_RECV_REQUEST): (_S_CONFIRMED, _D_NOTHING),
-        (_S_CONFIRMED, _E_RECV_ACK): (_S_CONFIRMED, _D_NOTHING),
-        (_S_CONFIRMED, _E_TIMER_I): (_S_TERMINATED, _D_NOTHING),
-        (_S_ACCEPTED, _E_RECV_REQUEST): (_S_ACCEPTED, _D_NOTHING),
-        (_S_ACCEPTED, _E_RECV_ACK): (_S_ACCEPTED, _D_DELIVER),
-        (_S_ACCEPTED, _E_SEND_2XX): (_S_ACCEPTED, _D_SEND_RESPONSE),
-        (_S_ACCEPTED, _E_TIMER_L): (_S_TERMINATED, _D_NOTHING),
-    },
-    # RFC 3261 17.2.2 figure 8.
-    Kind.NON_INVITE_SERVER: {
-        (_S_TRYING, _E_RECV_REQUEST): (_S_TRYING, _D_NOTHING),
-        (_S_TRYING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
-        (_S_TRYING, _E_SEND_2XX): (_S_COMPLETED, _D_SEND_RESPONSE),
-        (_S_TRYING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
-        (_S_PROCEEDING, _E_RECV_REQUEST): (_S_PROCEEDING, _D_RESEND_RESPONSE),
-        (_S_PROCEEDING, _E_SEND_1XX): (_S_PROCEEDING, _D_SEND_RESPONSE),
-        (_S_PROCEEDING, _E_SEND_2XX): (_S_COMPLETED, _D_SEND_RESPONSE),
-        (_S_PROCEEDING, _E_SEND_FINAL): (_S_COMPLETED, _D_SEND_RESPONSE),
-        (_S_COMPLETED, _E_RECV_REQUEST): (_S_COMPLETED, _D_RESEND_RESPONSE),
-        (_S_COMPLETED, _E_TIMER_J): (_S_TERMINATED, _D_NOTHING),
-    },
-}
-# RFC 3261 17.1.4 / 17.2.4: a transport failure ends any live transaction.
-for _kind, _table in TRANSITIONS.items():
-    for _state in _ALIVE:
-        if any(state is _state for state, _ in _table):
-            _table[(_state, _E_TRANSPORT_ERROR)] = (_S_TERMINATED, _D_REPORT_TRANSPORT_ERROR)
-del _kind, _table, _state
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class TransactionError(Exception):
-    """Misuse of the transaction layer by the TU (never caused by a peer's bytes alone)."""
-
-
-class IllegalTransition(TransactionError):
-    """The event is not allowed in the transaction's current state (see :data:`TRANSITIONS`)."""
-
-    def __init__(self, kind: Kind, state: State, event: Event) -> None:
-        super().__init__(f"{kind.value} transaction: {event.value!r} is illegal in state {state.value}")
-        self.kind = kind
-        self.state = state
-        self.event = event
-
-
-class TooManyTransactions(TransactionError):
-    """The table is full; the server should answer 503 with a Retry-After (RFC 3261 21.5.4) statelessly."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"transaction table full ({limit} live transactions)")
-        self.limit = limit
 
 
 # --------------------------------------------------------------------------- actions
@@ -1044,377 +762,3 @@ def server_key(request: Request) -> tuple[tuple[str, ...], bool]:
         method,
     ), True
 
-
-# --------------------------------------------------------------------------- the table
-
-
-_Entry = TypeVar("_Entry")
-
-
-class DeadlineQueue(Generic[_Entry]):
-    """Entries by deadline: a heap of the distinct deadlines and, per deadline, its entries in the order added.
-
-    What a heap of ``(deadline, seq, entry)`` tuples gave, for less: every comparison in that heap was a tuple
-    comparison (a float compare for equality, then another, then the seq), ~4,500 instructions a pop at a few
-    thousand live entries; here the heap holds floats, and the timers that end transactions share a deadline
-    (``Timers.end_grid``), so a second's worth of them is one heap entry and a list. Entries of one deadline
-    come out in the order they were added (which is seq order). Stale entries are the owner's to recognise.
-    """
-
-    __slots__ = ("_times", "_lists", "_count", "earliest", "front", "front_start")
-
-    def __init__(self) -> None:
-        #: the deadlines after the earliest (a heap) and their entries; the earliest is kept apart, below, since
-        #: the I/O shell asks for it after every datagram (a float attribute: no dict lookup, no tuple, no box)
-        self._times: list[float] = []
-        self._lists: dict[float, list[_Entry]] = {}
-        self._count = 0  # entries held, stale ones included
-        #: the earliest deadline (inf when empty), its entries in the order added, and how many of those at the
-        #: start the owner has dropped as stale (:meth:`drop_front`); read them, don't change them
-        self.earliest = math.inf
-        self.front: list[_Entry] = []
-        self.front_start = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, at: float, entry: _Entry) -> None:
-        """Add ``entry`` at deadline ``at``, a finite time (inf marks the empty queue; NaN compares with nothing)."""
-        if not at < math.inf:
-            raise ValueError(f"deadline must be finite, got {at!r}")
-        self._count += 1
-        earliest = self.earliest
-        if at == earliest:
-            self.front.append(entry)
-            return
-        if at < earliest:
-            if earliest != math.inf:  # the old earliest goes back among the others
-                front = self.front
-                if self.front_start:
-                    del front[:self.front_start]
-                self._lists[earliest] = front
-                heapq.heappush(self._times, earliest)
-            self.earliest = at
-            self.front = [entry]
-            self.front_start = 0
-            return
-        entries = self._lists.get(at)
-        if entries is None:
-            self._lists[at] = [entry]
-            heapq.heappush(self._times, at)
-        else:
-            entries.append(entry)
-
-    def first(self) -> tuple[float, list[_Entry]] | None:
-        """The earliest deadline and its entries not dropped yet (a copy), or None when empty: for reading in
-        tests; the hot path reads :attr:`earliest`, :attr:`front` and :attr:`front_start`."""
-        if self.earliest == math.inf:
-            return None
-        return self.earliest, self.front[self.front_start:]
-
-    def drop_front(self, n: int) -> None:
-        """Forget the next ``n`` entries of the earliest deadline (stale ones)."""
-        self._count -= n
-        start = self.front_start + n
-        if start < len(self.front):
-            self.front_start = start
-        else:
-            self._next_front()
-
-    def _next_front(self) -> None:
-        """The earliest deadline is done with: the next one (if any) takes its place."""
-        times = self._times
-        if times:
-            at = heapq.heappop(times)
-            self.earliest = at
-            self.front = self._lists.pop(at)
-        else:
-            self.earliest = math.inf
-            self.front = []
-        self.front_start = 0
-
-    def pop_due(self, now: float) -> list[_Entry] | None:
-        """The entries of the earliest deadline if it is at or before ``now`` (removed), else None."""
-        if self.earliest > now:
-            return None
-        entries = self.front
-        if self.front_start:
-            entries = entries[self.front_start:]
-        self._count -= len(entries)
-        self._next_front()
-        return entries
-
-
-_HeapEntry = tuple[int, Transaction]
-
-
-class TransactionTable:
-    """All live transactions of one SIP element: matching, one deadline heap, bounds in count and in bytes.
-
-    Feed it every parsed request (:meth:`receive_request`) and response (:meth:`receive_response`); create
-    client transactions with :meth:`create_client` and call their ``start(now)``. Calls made directly on a
-    transaction it owns (``send_response``, ``start``, ``transport_error``) update the heap and drop the
-    transaction once terminated. Re-arm the I/O timer at :meth:`next_deadline` after every call and call
-    :meth:`handle_timers` when it expires.
-
-    Bounds (a peer's requests make the server transactions, so each is a bound on what a peer can make us
-    hold): at most ``max_transactions`` live, and at most ``max_bytes`` estimated bytes kept by all of them
-    (``held_bytes``: each request's :func:`~leansip.sip.message.footprint`, each response and request sent) --
-    past either, creating one raises :class:`TooManyTransactions` (the TU answers 503). Answered transactions
-    (:meth:`ServerTransaction.keep_response_only`) keep only their response and key, and together at most
-    ``max_answered_bytes`` (``answered_bytes``): past it the oldest end early (``ended_early`` counts them).
-    """
-
-    def __init__(self, *, timers: Timers = DEFAULT_TIMERS, max_transactions: int = 100_000,
-                 max_bytes: int = DEFAULT_MAX_BYTES, max_answered_bytes: int = DEFAULT_MAX_ANSWERED_BYTES) -> None:
-        if max_transactions < 1:
-            raise ValueError("max_transactions must be positive")
-        if max_bytes < 1 or max_answered_bytes < 1:
-            raise ValueError("byte bounds must be positive")
-        self.timers = timers
-        self.max_transactions = max_transactions
-        self.max_bytes = max_bytes
-        self.max_answered_bytes = max_answered_bytes
-        self.held_bytes = 0
-        self.answered_bytes = 0
-        self.ended_early = 0
-        self._clients: dict[tuple[str, ...], ClientTransaction] = {}
-        self._servers: dict[tuple[str, ...], ServerTransaction] = {}
-        #: (seq, transaction) by deadline: an entry is live while its seq is the transaction's _heap_seq
-        self._heap: DeadlineQueue[_HeapEntry] = DeadlineQueue()
-        self._seq = 0
-
-    def __len__(self) -> int:
-        return len(self._clients) + len(self._servers)
-
-    # ------------------------------------------------------------------ creation
-    def _check_room(self) -> None:
-        if len(self._clients) + len(self._servers) >= self.max_transactions or self.held_bytes >= self.max_bytes:
-            raise TooManyTransactions(self.max_transactions)
-
-    def _answered(self, txn: ServerTransaction, held: int) -> None:
-        """``txn`` keeps only its response now, ``held`` bytes: move it to the answered sum, and end the oldest
-        answered transactions when that sum passes its bound (down to three quarters of it, so this runs once
-        per many answers, not for each)."""
-        self.held_bytes += held - txn.held
-        txn.held = held
-        self.answered_bytes += held
-        if self.answered_bytes > self.max_answered_bytes:
-            self._end_oldest_answered(self.max_answered_bytes * 3 // 4)
-
-    def _end_oldest_answered(self, target: int) -> None:
-        # the server dict is in creation order: the oldest answered ones are nearest its start (live ones in
-        # between, waiting for their callees, are stepped over)
-        victims: list[ServerTransaction] = []
-        left = self.answered_bytes
-        for txn in self._servers.values():
-            if txn.answered:
-                victims.append(txn)
-                left -= txn.held
-                if left <= target:
-                    break
-        for txn in victims:
-            self._end_early(txn)
-
-    def _end_early(self, txn: ServerTransaction) -> None:
-        """Forget an answered transaction before its timer ends it (its TU has nothing for it: no event)."""
-        txn.state = _S_TERMINATED
-        self.discard(txn)  # its heap entry is stale now, skipped when it surfaces
-        # its heap entry holds the object until its deadline comes round: not what it kept
-        txn.last_response = None
-        txn.request = Request(txn.request.method, "")
-        self.ended_early += 1
-
-    def create_client(
-        self,
-        request: Request,
-        dest: tuple[str, int],
-        transport: str = "udp",
-        *,
-        data: bytes | None = None,
-    ) -> ClientTransaction:
-        """A new client transaction owned by this table; call its ``start(now)``. Raises
-        :class:`TooManyTransactions` when full and :class:`TransactionError` for an ACK or a branch+method
-        already in use (the TU must make branches unique, RFC 3261 8.1.1.7)."""
-        self._check_room()
-        txn = client_transaction(request, dest, transport, timers=self.timers, data=data)
-        if txn.key in self._clients:
-            raise TransactionError(f"client transaction {txn.key} exists")
-        txn._owner = self
-        self._clients[txn.key] = txn
-        # the bytes it sends, and its lines (most shared with the request it was copied from, counted there)
-        txn.held = len(txn.data) + _ANSWERED_OVERHEAD + 160 * len(request.headers)
-        self.held_bytes += txn.held
-        return txn
-
-    def create_server(
-        self,
-        request: Request,
-        source: tuple[str, int],
-        transport: str = "udp",
-        *,
-        dest: tuple[str, int] | None = None,
-    ) -> ServerTransaction:
-        """A new server transaction for ``request`` (normally :meth:`receive_request` does this). Raises
-        :class:`TooManyTransactions` when full, :class:`TransactionError` for an ACK or an existing key."""
-        self._check_room()
-        txn = server_transaction(request, source, transport, dest=dest, timers=self.timers)
-        if txn.key in self._servers:
-            raise TransactionError("server transaction exists; match the request first")
-        txn._owner = self
-        self._servers[txn.key] = txn
-        txn.held = footprint(request)
-        self.held_bytes += txn.held
-        return txn
-
-    # ------------------------------------------------------------------ matching
-    def match_request(self, request: Request) -> ServerTransaction | None:
-        """The server transaction ``request`` belongs to (RFC 3261 17.2.3), or None."""
-        key, legacy = server_key(request)
-        txn = self._servers.get(key)
-        if txn is None or not legacy:
-            return txn
-        # RFC 2543: the To tag must match the INVITE's, or for an ACK the one of the response sent.
-        want = txn.response_to_tag if request.method == "ACK" else txn.request.to_tag
-        return txn if request.to_tag == want else None
-
-    def match_response(self, response: Response) -> ClientTransaction | None:
-        """The client transaction of ``response``: top Via branch and CSeq method (RFC 3261 17.1.3)."""
-        branch = response.branch
-        if branch is None:
-            return None
-        return self._clients.get((branch, response.cseq[1]))
-
-    def client(self, branch: str, method: str) -> ClientTransaction | None:
-        """The live client transaction with this branch and method (e.g. to report a transport error)."""
-        return self._clients.get((branch, method))
-
-    def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
-        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2): the CANCEL's key with method
-        INVITE; in the RFC 2543 fallback the To tag is not compared (the CANCEL was built before it existed)."""
-        key, _legacy = server_key(cancel)
-        txn = self._servers.get(key[:-1] + ("INVITE",))
-        if isinstance(txn, InviteServerTransaction):
-            return txn
-        return None
-
-    # ------------------------------------------------------------------ events
-    def receive_request(
-        self,
-        request: Request,
-        source: tuple[str, int],
-        transport: str,
-        now: float,
-        *,
-        send_trying: bool = False,
-    ) -> list[Action]:
-        """Route a parsed, validated request.
-
-        A retransmission (or an ACK for a non-2xx) goes to its transaction. An unmatched ACK is the ACK of a
-        2xx, which belongs to the TU: ``Deliver(transaction=None)``. Anything else creates a server
-        transaction and is delivered with it; with ``send_trying`` an INVITE is also answered 100 Trying at
-        once (what a proxy does, RFC 3261 16.2). Raises :class:`TooManyTransactions` when full -- answer 503
-        statelessly."""
-        txn = self.match_request(request)
-        if txn is not None:
-            return txn.receive_request(request, now)
-        if request.method == "ACK":
-            return [Deliver(message=request, transaction=None)]
-        txn = self.create_server(request, source, transport)
-        out: list[Action] = [Deliver(message=request, transaction=txn)]
-        if send_trying and isinstance(txn, InviteServerTransaction):
-            out.extend(txn.send_trying(now))
-        return out
-
-    def receive_response(self, response: Response, now: float) -> list[Action]:
-        """Route a parsed, validated response to its client transaction; a stray one (no match, e.g. a 2xx
-        retransmission after Timer M) is ``Deliver(transaction=None)`` for the core to forward statelessly."""
-        txn = self.match_response(response)
-        if txn is None or txn.state is _S_IDLE:
-            return [Deliver(message=response, transaction=None)]
-        return txn.receive_response(response, now)
-
-    # ------------------------------------------------------------------ timers
-    def next_deadline(self) -> float | None:
-        """When :meth:`handle_timers` next has work, or None: arm the one I/O timer for it."""
-        heap = self._heap
-        while True:
-            at = heap.earliest
-            if at == math.inf:
-                return None
-            entries = heap.front
-            n = len(entries)
-            start = heap.front_start
-            i = start
-            while i < n:
-                seq, txn = entries[i]
-                if seq == txn._heap_seq:
-                    break
-                i += 1
-            if i > start:
-                heap.drop_front(i - start)  # stale: rescheduled or terminated since; not looked at again
-            if i < n:
-                return at
-
-    def handle_timers(self, now: float) -> list[Action]:
-        """Fire every timer due at ``now`` in deadline order; returns the actions of all transactions."""
-        heap = self._heap
-        out: list[Action] = []
-        while True:
-            entries = heap.pop_due(now)
-            if entries is None:
-                return out
-            for seq, txn in entries:
-                if seq != txn._heap_seq:
-                    continue
-                txn._heap_seq = -1
-                txn._heap_at = None
-                out.extend(txn.handle_timer(now))  # re-schedules itself through _changed
-
-    def _changed(self, txn: Transaction) -> None:
-        """Called by an owned transaction after every entry point: drop it once terminated, else keep exactly
-        one valid heap entry at its next deadline.
-
-        Older entries go stale and stay in the heap until their time comes (then :meth:`next_deadline` or
-        :meth:`handle_timers` drops them): no deadline is further than 64*T1 away, so that bounds them. The heap
-        is never rebuilt: a rebuild is O(n) in one go (17 ms at 60,000 transactions, pure Python), a pause for
-        every message behind it."""
-        terminated = txn.state is _S_TERMINATED
-        at = None if terminated else txn.get_timer()
-        if at != txn._heap_at:
-            if at is None:
-                txn._heap_seq = -1
-                txn._heap_at = None
-            else:
-                self._seq += 1
-                txn._heap_seq = self._seq
-                txn._heap_at = at
-                self._heap.add(at, (self._seq, txn))
-        if terminated:
-            self._release(txn)
-
-    def _release(self, txn: Transaction) -> None:
-        """``txn`` leaves the table: nothing matches it any more, and what it kept leaves the byte sums."""
-        table: dict[tuple[str, ...], ClientTransaction] | dict[tuple[str, ...], ServerTransaction]
-        table = self._clients if isinstance(txn, ClientTransaction) else self._servers
-        if table.get(txn.key) is txn:
-            del table[txn.key]
-        txn._owner = None
-        self.held_bytes -= txn.held
-        if txn.answered:
-            self.answered_bytes -= txn.held
-        txn.held = 0
-
-    def discard(self, txn: Transaction) -> None:
-        """Forget a live transaction without ending it on the wire: its TU no longer wants it (a proxy that made
-        a server transaction for a request, then relayed that request statelessly or dropped it). Its timers
-        stop, nothing matches it any more and what it kept leaves the byte sums."""
-        txn._heap_seq = -1
-        txn._heap_at = None
-        txn._retx_at = None
-        txn._end_at = None
-        self._release(txn)
-
-    def transactions(self) -> list[Transaction]:
-        """A snapshot of the live transactions (for status pages and tests)."""
-        return [*self._clients.values(), *self._servers.values()]

@@ -20,7 +20,7 @@ application, in the order they happened; every call event carries its call's Cal
 nothing.
 
 Retransmissions and timeouts of requests come from :mod:`leansip.sip.transaction` (one
-:class:`~leansip.sip.transaction.TransactionTable`); the UA adds only what section 13 leaves to the TU:
+:class:`~leansip.sip.txtable.TransactionTable`); the UA adds only what section 13 leaves to the TU:
 re-sending our 2xx to an INVITE until its ACK arrives (13.3.1.4), the ACK of a 2xx, which is end-to-end and
 built here with a new branch (13.2.2.4) -- for every 2xx: a second fork that answers too is ACKed and hung up
 with a BYE at once --, and the retry of a re-INVITE refused with 491 after the random wait of 14.1.
@@ -44,7 +44,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from leansip.media.dtmf import DTMF_PLAIN, DTMF_RELAY, parse_info_body
-from leansip.sip.digest import DigestError, build_authorization, choose_challenge, parse_digest
+from leansip.sip.digest import build_authorization, choose_challenge
+from leansip.sip.digest_hash import DigestError
+from leansip.sip.digest_parse import parse_digest
 from leansip.sip.errors import SipParseError
 from leansip.sip.message import (
     REASONS,
@@ -58,19 +60,16 @@ from leansip.sip.message import (
 )
 from leansip.sip.send import Send
 from leansip.sip.transaction import (
-    DEFAULT_TIMERS,
     ClientTransaction,
     Deliver,
     InviteServerTransaction,
     ServerTransaction,
     Terminated,
     Timeout,
-    Timers,
-    TooManyTransactions,
-    TransactionError,
-    TransactionTable,
     TransportError,
 )
+from leansip.sip.txstate import DEFAULT_TIMERS, Timers, TransactionError
+from leansip.sip.txtable import TooManyTransactions, TransactionTable
 from leansip.sip.uri import SipURI, parse_uri
 from leansip.ua.dialog import (
     MAX_FORWARDS,

@@ -32,7 +32,8 @@ from leansip.app.serve import build_core
 from leansip.server.core import ServerCore
 from leansip.server.users import load_users
 from leansip.sip import uri as uri_mod
-from leansip.sip.digest import _ISSUED_MAX, build_authorization, choose_challenge
+from leansip.sip.digest import build_authorization, choose_challenge
+from leansip.sip.digest_auth import _ISSUED_MAX
 from leansip.sip.message import Request, Response, make_response, parse_message
 from leansip.sip.send import Send
 

@@ -7,7 +7,8 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leansip.sip.digest import DigestError, _fast_digest, _parse_digest, parse_digest
+from leansip.sip.digest_hash import DigestError
+from leansip.sip.digest_parse import _fast_digest, _parse_digest, parse_digest
 
 TOKEN = st.text(alphabet="abcXYZ019-._~!%*+`'|^#$&", min_size=1, max_size=8)
 QUOTED = st.text(alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x2FF) | st.sampled_from(',="'),
@@ -69,7 +70,7 @@ def test_what_clients_send_takes_the_fast_path() -> None:
 def test_the_fast_path_gate_sends_escapes_controls_and_non_ascii_to_the_full_parser() -> None:
     """What the gate lets through never holds a backslash, a control character other than HTAB, or a non-ASCII
     character, and the results agree either way."""
-    from leansip.sip.digest import _plain
+    from leansip.sip.digest_parse import _plain
 
     ordinary = 'Digest username="bob", realm="a.example", nonce="x", uri="sip:a", response="0", qop=auth'
     assert _plain(ordinary) and _plain(ordinary.replace("bob", "~!#$%&'()*+,-./:;<=>?@[]^_`{|}"))
@@ -84,7 +85,7 @@ def test_the_fast_path_gate_sends_escapes_controls_and_non_ascii_to_the_full_par
 @settings(max_examples=300)
 @given(st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=40))
 def test_the_gate_is_the_character_class_it_stands_for(text: str) -> None:
-    from leansip.sip.digest import _plain
+    from leansip.sip.digest_parse import _plain
 
     assert _plain(text) == all((0x20 <= ord(c) <= 0x7E or c == "\t") and c != "\\" for c in text)
 
@@ -94,7 +95,7 @@ def test_the_gate_is_the_character_class_it_stands_for(text: str) -> None:
 def test_base64url_helpers_match_the_base64_module(data: bytes) -> None:
     import base64
 
-    from leansip.sip.digest import _b64, _unb64
+    from leansip.sip.digest_auth import _b64, _unb64
 
     text = _b64(data)
     assert text == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -107,7 +108,7 @@ def test_base64url_helpers_match_the_base64_module(data: bytes) -> None:
     st.text(alphabet="ABQgwz09-_+/=!. \n", min_size=46, max_size=50))),
     st.integers(0, 49), st.sampled_from("AQgwBRhxEIcosk48+/=-_ !"))
 def test_the_canonical_check_is_encoding_again_and_comparing(text: str, at: int, char: str) -> None:
-    from leansip.sip.digest import _b64, _canonical_b64, _unb64
+    from leansip.sip.digest_auth import _b64, _canonical_b64, _unb64
 
     for candidate in (text, text[:at] + char + text[at + 1:]):
         try:
@@ -120,7 +121,7 @@ def test_the_canonical_check_is_encoding_again_and_comparing(text: str, at: int,
 
 
 def test_a_respelt_nonce_is_refused() -> None:
-    from leansip.sip.digest import DigestAuthenticator
+    from leansip.sip.digest_auth import DigestAuthenticator
 
     auth = DigestAuthenticator(b"0123456789abcdef-secret", "example.com")
     nonce = auth.make_nonce(1000.0, "MD5")
@@ -145,7 +146,7 @@ def test_the_shape_table_refuses_two_names_of_one_shape() -> None:
     """A name is recognised by its first character and length; one added later must not shadow another."""
     import pytest
 
-    from leansip.sip.digest import _USUAL_PARAMS, _known_param, _params_by_shape
+    from leansip.sip.digest_parse import _USUAL_PARAMS, _known_param, _params_by_shape
 
     with pytest.raises(ValueError, match="userhash"):
         _params_by_shape(("username", "userhash"))
@@ -158,7 +159,7 @@ def test_the_shape_table_refuses_two_names_of_one_shape() -> None:
 
 
 def test_the_ha2_cache_gives_the_hash_and_stays_bounded() -> None:
-    from leansip.sip.digest import _HA2_CACHE, _HA2_CACHE_SIZE, _h, _ha2
+    from leansip.sip.digest_hash import _HA2_CACHE, _HA2_CACHE_SIZE, _h, _ha2
 
     for i in range(_HA2_CACHE_SIZE + 10):
         a2 = f"REGISTER:sip:host{i}.example"

@@ -26,18 +26,12 @@ from leansip.server.replycache import ReplyCache
 from leansip.server.stats import MAX_LABEL, Stats
 from leansip.sip import message as message_mod
 from leansip.sip import uri as uri_mod
-from leansip.sip.digest import (
-    _HA2_CACHE,
-    _HA2_CACHE_SIZE,
-    _HA2_KEY_MAX,
-    _ISSUED_MAX,
-    DigestAuthenticator,
-    _ha2,
-)
+from leansip.sip.digest_auth import _ISSUED_MAX, DigestAuthenticator
+from leansip.sip.digest_hash import _HA2_CACHE, _HA2_CACHE_SIZE, _HA2_KEY_MAX, _ha2
 from leansip.sip.message import Request, Response, footprint, make_response, parse_message
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
-from leansip.sip.transaction import TooManyTransactions, TransactionTable
+from leansip.sip.txtable import TooManyTransactions, TransactionTable
 from tests.unit.proxy_kit import ALICE, BOB1, as_request, as_response, make_core, request, response_to
 
 NOW = 1_000_000.0

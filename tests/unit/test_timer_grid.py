@@ -15,7 +15,7 @@ from collections.abc import Callable
 from leansip.app.config import Config
 from leansip.app.serve import Runtime
 from leansip.io.udpserver import TimerGrid
-from leansip.sip.transaction import on_grid
+from leansip.sip.txstate import on_grid
 
 START = 1_700_000_000.0  # a wall-clock-sized time, as the core sees (time.time())
 

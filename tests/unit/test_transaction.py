@@ -8,28 +8,22 @@ from hypothesis import strategies as st
 
 from leansip.sip.message import Request, Response, make_response, parse_message
 from leansip.sip.transaction import (
-    TRANSITIONS,
     Deliver,
-    IllegalTransition,
     InviteClientTransaction,
     InviteServerTransaction,
-    Kind,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     Send,
-    State,
     Terminated,
     Timeout,
-    Timers,
-    TooManyTransactions,
-    TransactionError,
-    TransactionTable,
     TransportError,
     client_transaction,
     response_destination,
     server_key,
     server_transaction,
 )
+from leansip.sip.txstate import TRANSITIONS, IllegalTransition, Kind, State, Timers, TransactionError
+from leansip.sip.txtable import TooManyTransactions, TransactionTable
 
 DEST = ("192.0.2.10", 5060)
 SRC = ("198.51.100.7", 5062)
@@ -766,7 +760,7 @@ def test_random_server_sequences_only_raise_illegal_transition(method, transport
 
 
 def test_deadline_queue_gives_entries_in_deadline_then_insertion_order() -> None:
-    from leansip.sip.transaction import DeadlineQueue
+    from leansip.sip.txtable import DeadlineQueue
 
     q: DeadlineQueue[str] = DeadlineQueue()
     for at, name in ((2.0, "b1"), (1.0, "a1"), (2.0, "b2"), (1.5, "x"), (1.0, "a2")):
@@ -783,7 +777,7 @@ def test_deadline_queue_gives_entries_in_deadline_then_insertion_order() -> None
 
 
 def test_deadline_queue_an_earlier_deadline_after_stale_entries_were_dropped() -> None:
-    from leansip.sip.transaction import DeadlineQueue
+    from leansip.sip.txtable import DeadlineQueue
 
     q: DeadlineQueue[str] = DeadlineQueue()
     q.add(2.0, "b1")
@@ -808,7 +802,7 @@ def test_deadline_queue_pops_what_a_heap_of_tuples_pops(ops: list[tuple[float, s
     stale one), and pops at rising times."""
     import heapq
 
-    from leansip.sip.transaction import DeadlineQueue
+    from leansip.sip.txtable import DeadlineQueue
 
     q: DeadlineQueue[int] = DeadlineQueue()
     ref: list[tuple[float, int]] = []
