@@ -24,7 +24,8 @@ from leansip.server.handler import ResponseContext
 from leansip.server.registrar import _CONTACT_KEYS, _CONTACT_KEYS_BOUND, RegistrarPolicy, contact_key
 from leansip.server.replycache import ReplyCache
 from leansip.server.stats import MAX_LABEL, Stats
-from leansip.sip import message as message_mod
+from leansip.sip import message_headers as headers_mod
+from leansip.sip import message_parse as parse_mod
 from leansip.sip import uri as uri_mod
 from leansip.sip.digest_auth import _ISSUED_MAX, DigestAuthenticator
 from leansip.sip.digest_hash import _HA2_CACHE, _HA2_CACHE_SIZE, _HA2_KEY_MAX, _ha2
@@ -146,7 +147,7 @@ def test_uri_caches_full_of_long_keys_stay_within_their_bytes(name: str, cache: 
 
 
 def test_header_name_caches_keep_no_long_name_and_stop_at_their_size() -> None:
-    names = message_mod._NAME_CACHE
+    names = parse_mod._NAME_CACHE
     before = dict(names)
     try:
         data = b"OPTIONS sip:a@b SIP/2.0\r\n" + b"".join(
@@ -156,13 +157,13 @@ def test_header_name_caches_keep_no_long_name_and_stop_at_their_size() -> None:
         except Exception:  # noqa: BLE001 - only the caches are looked at
             pass
         assert len(names) <= 4096
-        assert all(len(k) <= message_mod._NAME_KEY_MAX for k in names)
+        assert all(len(k) <= headers_mod._NAME_KEY_MAX for k in names)
         for i in range(3000):
-            message_mod.display_name(f"x-{'d' * 100}-{i}")
-            message_mod._header_key(f"X-{'k' * 100}-{i}")
-        assert len(message_mod._DISPLAY_CACHE) <= 1024 and len(message_mod._KEY_CACHE) <= 1024
-        assert all(len(k) <= message_mod._NAME_KEY_MAX for k in message_mod._DISPLAY_CACHE)
-        assert all(len(k) <= message_mod._NAME_KEY_MAX for k in message_mod._KEY_CACHE)
+            headers_mod.display_name(f"x-{'d' * 100}-{i}")
+            headers_mod._header_key(f"X-{'k' * 100}-{i}")
+        assert len(headers_mod._DISPLAY_CACHE) <= 1024 and len(headers_mod._KEY_CACHE) <= 1024
+        assert all(len(k) <= headers_mod._NAME_KEY_MAX for k in headers_mod._DISPLAY_CACHE)
+        assert all(len(k) <= headers_mod._NAME_KEY_MAX for k in headers_mod._KEY_CACHE)
     finally:
         names.clear()
         names.update(before)

@@ -730,7 +730,7 @@ def test_golden_errors(name: str) -> None:
 def test_messages_larger_than_the_head_window(line_end: str) -> None:
     """Past 64 KiB only the start is searched for the end of the header section (a large body is not decoded
     to be skipped); the result is the same, and a header section that ends beyond the window is still found."""
-    from leansip.sip.message import _HEAD_WINDOW
+    from leansip.sip.message_parse import _HEAD_WINDOW
 
     head = ["MESSAGE sip:bob@example.com SIP/2.0", "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
             "From: <sip:alice@example.com>;tag=1", "To: <sip:bob@example.com>", "Call-ID: big", "CSeq: 1 MESSAGE",
