@@ -34,13 +34,15 @@ subscription, NOTIFY with message/sipfrag; RFC 5589's call flows): :meth:`refer`
 reported to the transferor in NOTIFYs. INFO carrying DTMF (application/dtmf-relay) becomes
 :class:`DtmfReceived`. Each call's life is the table :data:`CALL_TRANSITIONS`; a move not in it raises
 :class:`UaError`.
+
+Layout: this module is the transaction user itself (:class:`UserAgent`, its configuration :class:`UaConfig`) and
+the public home of the names it exported before; the events it reports are in :mod:`leansip.ua.events`, the call
+state table and the :class:`Call` record in :mod:`leansip.ua.callstate`.
 """
 
 from __future__ import annotations
 
-import enum
 import random
-from collections import deque
 from dataclasses import dataclass, field
 
 from leansip.media.dtmf import DTMF_PLAIN, DTMF_RELAY, parse_info_body
@@ -71,9 +73,9 @@ from leansip.sip.transaction import (
 from leansip.sip.txstate import DEFAULT_TIMERS, Timers, TransactionError
 from leansip.sip.txtable import TooManyTransactions, TransactionTable
 from leansip.sip.uri import SipURI, parse_uri
+from leansip.ua.callstate import CALL_TRANSITIONS, Call, CallState, UaError, _ReferIn
 from leansip.ua.dialog import (
     MAX_FORWARDS,
-    Dialog,
     DialogError,
     dialog_as_uac,
     dialog_as_uas,
@@ -82,10 +84,27 @@ from leansip.ua.dialog import (
     new_tag,
     uri_destination,
 )
+from leansip.ua.events import (
+    CallEnded,
+    CallEstablished,
+    CallUpdated,
+    CallUpdateFailed,
+    DtmfReceived,
+    IncomingCall,
+    OfferReceived,
+    OptionsResult,
+    Output,
+    Registered,
+    RegistrationFailed,
+    Ringing,
+    TransferProgress,
+    TransferRequested,
+    UaEvent,
+    Unregistered,
+)
 from leansip.ua.refer import (
     SIPFRAG,
     ReferError,
-    ReferTarget,
     ReplacesId,
     parse_refer_to,
     parse_replaces,
@@ -132,195 +151,6 @@ KEEP_ENDED = 8
 REFER_EXPIRES = 60
 #: INFO requests (DTMF digits) waiting for the previous one's answer, per call
 MAX_QUEUED_INFO = 64
-
-
-class UaError(Exception):
-    """A command that is illegal now (our caller's mistake, never the peer's)."""
-
-
-# --------------------------------------------------------------------------- events
-
-
-def _check_status(status: int | None) -> None:
-    if status is not None and not 100 <= status <= 699:
-        raise ValueError(f"status {status} out of range")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Registered:
-    """The registrar accepted our binding for ``expires`` seconds (a refresh is already scheduled)."""
-
-    expires: int
-
-    def __post_init__(self) -> None:
-        if self.expires <= 0:
-            raise ValueError("Registered needs a positive expiry")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegistrationFailed:
-    """REGISTER failed: ``status`` is the final response (408 for a timeout, 401/407 for bad credentials)."""
-
-    status: int
-    reason: str
-
-    def __post_init__(self) -> None:
-        _check_status(self.status)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Unregistered:
-    """Our binding was removed (REGISTER with expires=0 answered 2xx)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IncomingCall:
-    """An INVITE arrived and we sent 180 Ringing: call :meth:`UserAgent.answer` or :meth:`UserAgent.reject`.
-    ``replaces`` is the call this one takes the place of (an attended transfer's INVITE with Replaces, RFC 3891):
-    answer it at once; the old call is hung up when the new one is confirmed."""
-
-    call_id: str
-    caller: str
-    remote_sdp: bytes
-    replaces: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ringing:
-    """A provisional response above 100 to our INVITE (180 Ringing, 183 Session Progress)."""
-
-    call_id: str
-    status: int
-
-    def __post_init__(self) -> None:
-        if not 101 <= self.status <= 199:
-            raise ValueError("Ringing is for 101-199")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallEstablished:
-    """The call is up (UAC: 2xx received and ACKed; UAS: our 2xx was ACKed). ``remote_sdp`` is the peer's
-    offer (UAS) or answer (UAC)."""
-
-    call_id: str
-    remote_sdp: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OfferReceived:
-    """A re-INVITE arrived with a new offer (hold, resume, new address): answer it with
-    :meth:`UserAgent.answer` (or refuse with :meth:`UserAgent.reject`, e.g. 488)."""
-
-    call_id: str
-    remote_sdp: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallUpdated:
-    """A re-INVITE completed: ``remote_sdp`` is the peer's current description."""
-
-    call_id: str
-    remote_sdp: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallUpdateFailed:
-    """Our re-INVITE was refused; the call continues with the old session (RFC 3261 14.1)."""
-
-    call_id: str
-    status: int
-
-    def __post_init__(self) -> None:
-        _check_status(self.status)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallEnded:
-    """The call is over. ``reason``: rejected, cancelled, timeout, local hangup, remote hangup, no ACK,
-    replaced, failed. ``status`` is the SIP status that ended it, when there was one."""
-
-    call_id: str
-    reason: str
-    status: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_status(self.status)
-        if not self.reason:
-            raise ValueError("CallEnded needs a reason")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DtmfReceived:
-    """The peer sent a digit: ``via`` is ``rfc4733`` (an RTP telephone-event, reported by the phone's media) or
-    ``info`` (a SIP INFO with application/dtmf-relay or application/dtmf)."""
-
-    call_id: str
-    digit: str
-    duration_ms: int = 0
-    via: str = "rfc4733"
-
-    def __post_init__(self) -> None:
-        if len(self.digit) != 1 or self.digit not in "0123456789*#ABCD":
-            raise ValueError(f"not a DTMF digit: {self.digit!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransferRequested:
-    """The peer asked us to transfer (a REFER, already answered 202 with a first NOTIFY "100 Trying"): call
-    ``target`` with :meth:`UserAgent.invite` ``(..., transfer_of=call_id)`` -- its progress is reported to the
-    transferor for us -- or refuse with :meth:`UserAgent.decline_transfer`. ``replaces`` is set for an attended
-    transfer (the INVITE carries it)."""
-
-    call_id: str
-    target: str
-    referred_by: str | None = None
-    replaces: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransferProgress:
-    """How our transfer (REFER) goes: ``status`` is the REFER's own answer (202, or a refusal) or the status the
-    transferee reported in a NOTIFY (100, 180, 200, 486 ...). ``final``: nothing more will come; the transfer
-    succeeded when the final status is 2xx (then hang up our call with the transferee, RFC 5589)."""
-
-    call_id: str
-    status: int
-    reason: str = ""
-    final: bool = False
-
-    def __post_init__(self) -> None:
-        _check_status(self.status)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.final and 200 <= self.status < 300
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OptionsResult:
-    """Final response (or 408) to our OPTIONS: a keep-alive or capability probe."""
-
-    status: int
-    allow: str | None = None
-
-
-UaEvent = (
-    Registered
-    | RegistrationFailed
-    | Unregistered
-    | IncomingCall
-    | Ringing
-    | CallEstablished
-    | OfferReceived
-    | CallUpdated
-    | CallUpdateFailed
-    | CallEnded
-    | OptionsResult
-    | DtmfReceived
-    | TransferRequested
-    | TransferProgress
-)
-Output = Send | UaEvent
 
 
 def _check_sip_uri(text: str, what: str) -> None:
@@ -378,129 +208,6 @@ class UaConfig:
         return f"sip:{self.user}@{host}:{port}{suffix}"
 
 
-# --------------------------------------------------------------------------- the call state table
-
-
-class CallState(enum.Enum):
-    IDLE = "idle"
-    CALLING = "calling"  # INVITE sent, nothing above 100 yet
-    EARLY = "early"  # a 1xx came back
-    CANCELLING = "cancelling"  # cancel() was called; CANCEL sent once a provisional arrived (9.1)
-    INCOMING = "incoming"  # INVITE received, 180 sent, waiting for answer()/reject()
-    ANSWERED = "answered"  # our 2xx sent, waiting for the ACK (13.3.1.4)
-    CONFIRMED = "confirmed"  # the call is up
-    TERMINATING = "terminating"  # BYE sent
-    ENDED = "ended"
-
-
-_C = CallState
-
-#: (state, trigger) -> next state. Triggers are what the UA core observed or was told.
-CALL_TRANSITIONS: dict[tuple[CallState, str], CallState] = {
-    (_C.IDLE, "invite"): _C.CALLING,
-    (_C.IDLE, "incoming"): _C.INCOMING,
-    (_C.CALLING, "1xx"): _C.EARLY,
-    (_C.EARLY, "1xx"): _C.EARLY,
-    (_C.CANCELLING, "1xx"): _C.CANCELLING,
-    (_C.CALLING, "2xx"): _C.CONFIRMED,
-    (_C.EARLY, "2xx"): _C.CONFIRMED,
-    (_C.CANCELLING, "2xx"): _C.TERMINATING,  # CANCEL lost the race: ACK, then BYE (15)
-    (_C.CALLING, "final"): _C.ENDED,
-    (_C.EARLY, "final"): _C.ENDED,
-    (_C.CANCELLING, "final"): _C.ENDED,
-    (_C.CALLING, "cancel"): _C.CANCELLING,
-    (_C.EARLY, "cancel"): _C.CANCELLING,
-    (_C.INCOMING, "answer"): _C.ANSWERED,
-    (_C.INCOMING, "reject"): _C.ENDED,
-    (_C.INCOMING, "cancelled"): _C.ENDED,
-    (_C.INCOMING, "remote_bye"): _C.ENDED,
-    (_C.ANSWERED, "ack"): _C.CONFIRMED,
-    (_C.ANSWERED, "no_ack"): _C.TERMINATING,
-    (_C.ANSWERED, "remote_bye"): _C.ENDED,
-    (_C.CONFIRMED, "bye"): _C.TERMINATING,
-    (_C.CONFIRMED, "remote_bye"): _C.ENDED,
-    (_C.TERMINATING, "remote_bye"): _C.ENDED,
-    (_C.TERMINATING, "bye_done"): _C.ENDED,
-}
-
-
-@dataclass(slots=True)
-class Call:
-    """One call and everything the UA remembers about it. Read-only for applications."""
-
-    role: str  # "uac" or "uas"
-    call_id: str
-    local_tag: str
-    state: CallState = CallState.IDLE
-    invite: Request | None = None
-    invite_txn: ClientTransaction | ServerTransaction | None = None
-    target: str = ""
-    dialog: Dialog | None = None
-    local_sdp: bytes = b""
-    remote_sdp: bytes = b""
-    got_provisional: bool = False
-    cancel_sent: bool = False
-    bye_pending: bool = False  # bye() while waiting for the ACK of our 2xx (15: wait for it)
-    auth_tries: dict[tuple[str, str], int] = field(default_factory=dict)
-    # end-to-end ACK of the last 2xx we received (re-sent when the 2xx is retransmitted)
-    ack: bytes | None = None
-    ack_cseq: int = 0
-    # our last 2xx to an INVITE (initial or re-INVITE) until its ACK arrives
-    ok: bytes | None = None
-    ok_dest: tuple[str, int] = ("", 0)
-    ok_cseq: int = 0
-    ok_retx_at: float | None = None
-    ok_interval: float = 0.0
-    ok_give_up: float = 0.0
-    give_up_at: float | None = None  # CANCEL sent and no final response yet
-    # re-INVITE in progress: ("in", server txn) waiting for answer(), or ("out", client txn)
-    reinvite_in: ServerTransaction | None = None
-    reinvite_out: ClientTransaction | None = None
-    reinvite_sdp: bytes = b""
-    # 14.1: our re-INVITE got 491 (glare): sent again at this time
-    reinvite_retry_at: float | None = None
-    glare_retries: int = 0
-    glare_sdp: bytes = b""  # the offer to send again (reinvite_sdp is reused by the peer's re-INVITE meanwhile)
-    # 13.2.2.4: remote tag -> ACK (and where it goes) of another 2xx to our INVITE: a fork we hung up at once
-    forks: dict[str, tuple[bytes, tuple[str, int]]] = field(default_factory=dict)
-    # the call that replaced this one (RFC 3891); its end was reported then
-    replaced_by: str | None = None
-    # headers our INVITE carries besides the usual ones (Referred-By, Replaces for a transfer)
-    extra_headers: list[tuple[str, str]] = field(default_factory=list)
-    # RFC 3891: the call this one replaces (UAS: BYE it once we are confirmed; UAC: our INVITE carried Replaces)
-    replaces: str | None = None
-    # RFC 3515 transferee: this call was made for the REFER received in call ``refer_of``
-    refer_of: str | None = None
-    # RFC 3515 notifier side: the REFER we accepted in this call, while its subscription lasts
-    refer_in: _ReferIn | None = None
-    # RFC 3515 transferor side: our REFER in this call is pending or its subscription is active
-    refer_out: bool = False
-    # INFO requests wait for the previous one's answer (RFC 6086 4.2.1): (body, content type) still to send
-    info_queue: deque[tuple[bytes, str]] = field(default_factory=deque)
-    info_pending: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.state not in (CallState.IDLE, CallState.ENDED)
-
-    def move(self, trigger: str) -> CallState:
-        """Apply ``trigger`` after :data:`CALL_TRANSITIONS`; raises :class:`UaError` if it is illegal now."""
-        try:
-            new = CALL_TRANSITIONS[(self.state, trigger)]
-        except KeyError:
-            raise UaError(f"{trigger!r} is illegal in call state {self.state.value}") from None
-        self.state = new
-        return new
-
-
-@dataclass(slots=True)
-class _ReferIn:
-    """A REFER we accepted: what to call, and whether its implicit subscription still runs (RFC 3515 2.4.4)."""
-
-    target: ReferTarget
-    referred_by: str | None
-    event: str  # the Event header of our NOTIFYs: "refer", or "refer;id=N" after the dialog's first REFER
-    active: bool = True
 
 
 @dataclass(slots=True)
