@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leansip.app.calls import CallsRuntime
 from leansip.app.config import Config, ListenSpec
@@ -37,7 +38,6 @@ from leansip.io import affinity, diskflush
 from leansip.io.bareloop import BareLoop
 from leansip.io.commit import GroupCommitter, PolledCommitter
 from leansip.io.netif import interface_addresses
-from leansip.io.redislink import RedisLink
 from leansip.io.udpserver import TimerGrid, UdpServerSocket, open_udp_server
 from leansip.routes import Routes, RouteScriptError, load_routes
 from leansip.server.calls import CallTracker
@@ -48,7 +48,6 @@ from leansip.server.location import LocationService
 from leansip.server.registrar import RegistrarPolicy, contact_key
 from leansip.server.routing import WILDCARD_HOSTS
 from leansip.server.stores import LocationStore, open_store
-from leansip.server.stores.redis import RedisStore
 from leansip.server.stores.replica import ReplicaStore
 from leansip.server.stores.sqlite import SqliteStore
 from leansip.server.timing import StepTimer
@@ -56,6 +55,9 @@ from leansip.server.users import UserStore, load_users
 from leansip.sip.digest_auth import DigestAuthenticator
 from leansip.sip.ratelimit import FailureLimiter
 from leansip.sip.send import Send
+
+if TYPE_CHECKING:
+    from leansip.io.redislink import RedisLink
 
 log = logging.getLogger("leansip.serve")
 
@@ -299,7 +301,12 @@ class Runtime:
         store = self.core.location.store
         if isinstance(store, ReplicaStore) and store.durable and self.committer is None:
             self.committer = self._committer(store)
-        if isinstance(store, RedisStore) and self.redis is None:
+        if self.config.location == "redis" and self.redis is None:
+            # imported here: the redis client library is 10 MB of a server's memory that uses no Redis
+            from leansip.io.redislink import RedisLink
+            from leansip.server.stores.redis import RedisStore
+
+            assert isinstance(store, RedisStore)
             self.redis = RedisLink(store)
             self.redis.start()
         addresses: list[str] = []

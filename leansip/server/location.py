@@ -31,7 +31,7 @@ registrar may pass its own function as ``LocationService(key=...)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from leansip.server.stores import LocationStore
@@ -56,7 +56,7 @@ TRANSPORTS: Final = frozenset({"udp", "tcp", "tls", "ws", "wss", "sctp"})
 _NO_PATH: Final[list[str]] = []
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class Binding:
     """One contact registered for an address-of-record (RFC 3261 10.3).
 
@@ -67,7 +67,8 @@ class Binding:
     to reach a UA behind NAT or over a connection-oriented transport (RFC 5626,
     RFC 3327).  ``call_id``/``cseq`` let the registrar reject out-of-order
     REGISTERs (RFC 3261 10.3 step 7).  Keyword-only so that adding a field never
-    shifts another one.
+    shifts another one.  Compared by identity (``eq=False``): a stored binding is one record, and the
+    memory store's expiry buckets key on it.
     """
 
     aor: str
@@ -85,6 +86,9 @@ class Binding:
     path: list[str]
     received: str | None
     conn_id: str | None
+    #: the contact's comparison key, set by the memory store that holds the binding (not part of the record:
+    #: the store derives it from ``contact``; kept here so an AOR with one binding is that binding alone)
+    key: str = field(default="", init=False, repr=False)
 
     # explicit __init__: mypyc compiles it (a generated dataclass __init__ stays interpreted)
     # (required keywords first: mypyc's signature text rejects a required one after a defaulted one)
@@ -107,6 +111,7 @@ class Binding:
         self.path = _NO_PATH if path is None else path
         self.received = received
         self.conn_id = conn_id
+        self.key = ""
 
     def expires_in(self, now: float) -> int:
         """Seconds left, rounded down and never negative: what a 200 OK's

@@ -208,7 +208,7 @@ class Registrar:
                     expires_at=now + expires,
                     call_id=call_id,
                     cseq=cseq,
-                    source=source,
+                    source=(_shared(source[0]), source[1]),  # one host string for its bindings
                     transport=transport,
                     user_agent=user_agent,
                     registered_at=now,
@@ -250,7 +250,7 @@ class Registrar:
 
 _USER_AGENT_MAX: Final = 256
 _SHARED_TEXT: Final[dict[str, str]] = {}
-#: 4,096 values of at most 256 characters
+#: 4,096 values of at most 256 characters: User-Agents and source hosts (the same few for many bindings)
 _SHARED_BOUND: Final = TextBound(4096, 1 << 20)
 
 

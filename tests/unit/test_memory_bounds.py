@@ -447,6 +447,72 @@ def test_trimmer_gives_the_heap_back_after_a_large_drop_only() -> None:
     assert not MemoryTrimmer(None, after_freed=1).tick(0)  # no malloc_trim here (not glibc): nothing to do
 
 
+def test_memory_trimmer_trims_when_the_rss_grows_during_a_flood() -> None:
+    """The held bytes stay at their bounds during a flood; the heap's freed pages are what grows (issue 23)."""
+    calls: list[int] = []
+    rss = [100 * MIB]
+    clock = [0.0]
+    trimmer = MemoryTrimmer(lambda pad: calls.append(pad) or 1, after_freed=8 * MIB, after_growth=16 * MIB,
+                            interval=10.0, rss=lambda: rss[0], free=lambda: 0, clock=lambda: clock[0])
+
+    def tick(grow: int, held: int = 5 * MIB) -> bool:
+        rss[0] += grow
+        clock[0] += 1.0
+        return trimmer.tick(held)
+
+    assert not tick(0)  # the first reading is the base
+    assert not any(tick(3 * MIB) for _ in range(5))  # 15 MiB more: not yet
+    assert tick(2 * MIB) and calls == [0]  # 17 MiB: trimmed; the next growth counts from the RSS after it
+    rss[0] = 90 * MIB  # the trim gave pages back
+    assert not tick(0) and not tick(15 * MIB)
+    assert not tick(2 * MIB)  # 17 MiB above the RSS after the trim, but only 3 s since it
+    assert not any(tick(0) for _ in range(6))  # 9 s since the trim
+    assert tick(0) and calls == [0, 0]  # 10 s
+    rss[0] = 60 * MIB  # freed (a flood ended): the lowest RSS since the trim is the base for the next one
+    clock[0] += 60.0
+    assert not tick(0) and not tick(15 * MIB) and tick(2 * MIB)
+    assert not MemoryTrimmer(None, rss=lambda: 0, free=lambda: 0).tick(0)  # nothing to read: only the held bytes
+
+
+def test_memory_trimmer_trims_when_the_heap_frees_while_the_rss_stays() -> None:
+    """Live data freed during a flood (nonces expiring, say) leaves free pages without the RSS growing."""
+    calls: list[int] = []
+    free = [1 * MIB]
+    clock = [0.0]
+    trimmer = MemoryTrimmer(lambda pad: calls.append(pad) or 1, after_growth=4 * MIB, interval=10.0,
+                            rss=lambda: 100 * MIB, free=lambda: free[0], clock=lambda: clock[0])
+    for grow in (0, 1, 1, 1):
+        free[0] += grow * MIB
+        clock[0] += 5.0
+        assert not trimmer.tick(0)
+    free[0] += 1 * MIB
+    clock[0] += 5.0
+    assert trimmer.tick(0) and calls == [0]  # 4 MiB more free: trimmed (the free bytes stay: glibc counts them)
+    clock[0] += 10.0
+    assert not trimmer.tick(0)  # measured from the free bytes after the trim: nothing new
+    free[0] -= 2 * MIB  # reused by new data
+    clock[0] += 10.0
+    assert not trimmer.tick(0)
+    free[0] += 4 * MIB  # freed again: 4 MiB above the lowest since the trim
+    clock[0] += 10.0
+    assert trimmer.tick(0) and calls == [0, 0]
+
+
+def test_the_heap_free_bytes_are_read_on_glibc() -> None:
+    import platform
+
+    from leansip.app.memtrim import _libc_free_bytes
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallinfo2 is glibc's")
+    free = _libc_free_bytes()
+    junk = [bytes(20000) for _ in range(500)]
+    kept = junk[1::2]  # every other chunk stays: the freed ones are holes, not the top of the heap
+    before = free()
+    del junk
+    assert free() >= before + 250 * 20000 // 2 and len(kept) == 250
+
+
 def test_the_real_malloc_trim_is_found_on_glibc() -> None:
     import platform
 

@@ -282,7 +282,7 @@ def test_ha1_lookup_remembers_known_users_and_forgets_on_every_change(tmp_path: 
     assert store.ha1_lookup("alice", realm, "SHA-256") == hashlib.sha256(b"alice:example.org:a").hexdigest()
     assert store.ha1_lookup("alice", realm, "SHA-1") is None
     assert store.ha1_lookup("mallory", realm, "MD5") is None
-    assert ("mallory", realm, "MD5") not in store._ha1  # a guesser's names are not kept
+    assert ("mallory", realm, "MD5") not in store.remembered()  # a guesser's names are not kept
     assert store.exists("alice") and not store.exists("mallory")
     # every way the users change: a new password, a removal, a reload of the file, bench users
     store.add(UserRecord("alice", password="b"), replace=True)
@@ -300,8 +300,8 @@ def test_ha1_memo_starts_over_when_full() -> None:
     store = UserStore((UserRecord(f"u{i}", password="p") for i in range(5)), ha1_memo=3)
     for i in range(5):
         assert store.ha1_lookup(f"u{i}", "r", "MD5") == hashlib.md5(f"u{i}:r:p".encode()).hexdigest()
-        assert len(store._ha1) <= 3
-    assert ("u4", "r", "MD5") in store._ha1
+        assert len(store.remembered()) <= 3
+    assert ("u4", "r", "MD5") in store.remembered()
 
 
 def test_store_rejects_duplicates() -> None:

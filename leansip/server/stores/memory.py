@@ -1,10 +1,17 @@
 """In-memory binding store: the hot path of every lookup.
 
-Layout: ``{aor: {contact_key: Binding}}`` for O(1) reads, plus expiry buckets, one per second: the bucket
-``ceil(expires_at)`` maps ``(aor, contact_key)`` to the binding, and a min-heap holds the seconds that have a
+Layout: ``{aor: entry}`` for O(1) reads, where the entry of an AOR with one binding (nearly every AOR: a phone
+registers one contact) is that binding (its contact key in ``binding.key``) and that of an AOR with several is
+a dict ``{contact_key: binding}``; plus expiry buckets, one per second: the bucket ``ceil(expires_at)`` maps each
+binding that expires within that second to its contact key, and a min-heap holds the seconds that have a
 bucket. A refresh moves the binding from its old bucket to its new one, O(1); :meth:`MemoryStore.expire` pops
 the buckets that are due (and looks into the current second's bucket for what is due within it), so its work is
 proportional to what expires, never a scan of the store, and no operation ever rebuilds an index.
+
+Why: the store's own structures were most of a registered user's memory (issue 23's soak holds 100,000): a
+dict per AOR is 184 bytes, and a bucket keyed by the binding itself (bindings compare by identity) needs no
+``(aor, key)`` tuple, another 72. A contact key equal to the contact (the common case) is kept as the
+contact's own string, not a second copy.
 
 (The store used to keep one heap entry per put and rebuild the heap when stale entries outnumbered live
 ones: amortized O(1), but the rebuild stalled the server 23 ms at 10,000 bindings and 158 ms at 100,000,
@@ -18,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 if TYPE_CHECKING:
     from leansip.server.location import Binding
@@ -28,6 +35,9 @@ __all__ = ["MemoryStore"]
 _EMPTY: Final[tuple[Binding, ...]] = ()
 _LAST_SECOND: Final = 10**15  # expiries past this (or infinite) share one bucket: math.ceil(inf) raises
 
+#: an AOR's entry: its binding when it has one, {contact key: binding} when it has several
+_Entry: TypeAlias = "Binding | dict[str, Binding]"
+
 
 def _second(expires_at: float) -> int:
     """The expiry bucket of a binding: the first whole second at or after it expires."""
@@ -35,7 +45,7 @@ def _second(expires_at: float) -> int:
 
 
 class MemoryStore:
-    """Dict-of-dicts bindings with per-second expiry buckets.
+    """Bindings by AOR with per-second expiry buckets.
 
     ``heap_ops`` counts pushes and pops of bucket seconds; tests use it to check that expiry work is
     proportional to what expires.
@@ -44,10 +54,10 @@ class MemoryStore:
     __slots__ = ("_by_aor", "_buckets", "_seconds", "_count", "heap_ops", "flush_interval")
 
     def __init__(self) -> None:
-        self._by_aor: dict[str, dict[str, Binding]] = {}
-        #: second -> {(aor, contact_key): binding} of the bindings that expire within it; an emptied bucket
-        #: stays until its second is popped, so each second enters ``_seconds`` once
-        self._buckets: dict[int, dict[tuple[str, ...], Binding]] = {}
+        self._by_aor: dict[str, _Entry] = {}
+        #: second -> {binding: contact key} of the bindings that expire within it; an emptied bucket stays until
+        #: its second is popped, so each second enters ``_seconds`` once
+        self._buckets: dict[int, dict[Binding, str]] = {}
         self._seconds: list[int] = []
         self._count = 0
         self.heap_ops = 0
@@ -56,13 +66,21 @@ class MemoryStore:
     # -- reads ---------------------------------------------------------------
     def get(self, aor: str, key: str) -> Binding | None:
         """O(1); the stored binding or ``None``."""
-        d = self._by_aor.get(aor)
-        return None if d is None else d.get(key)
+        entry = self._by_aor.get(aor)
+        if entry is None:
+            return None
+        if isinstance(entry, dict):
+            return entry.get(key)
+        return entry if entry.key == key else None
 
     def lookup(self, aor: str) -> Iterable[Binding]:
-        """A live view of the AOR's bindings (no copy); do not hold it across writes."""
-        d = self._by_aor.get(aor)
-        return _EMPTY if d is None else d.values()
+        """The AOR's bindings: a live view when it has several (no copy); do not hold it across writes."""
+        entry = self._by_aor.get(aor)
+        if entry is None:
+            return _EMPTY
+        if isinstance(entry, dict):
+            return entry.values()
+        return (entry,)
 
     def count(self) -> int:
         """Number of stored bindings, O(1)."""
@@ -74,53 +92,77 @@ class MemoryStore:
 
     def bindings(self) -> Iterable[tuple[str, Binding]]:
         """Every ``(contact_key, binding)``, for stores that persist a snapshot."""
-        for d in self._by_aor.values():
-            yield from d.items()
+        for entry in self._by_aor.values():
+            if isinstance(entry, dict):
+                yield from entry.items()
+            else:
+                yield entry.key, entry
 
     # -- writes --------------------------------------------------------------
     def put(self, binding: Binding, key: str) -> None:
         """Insert or replace; O(1) (O(log n) in the number of distinct expiry seconds for a new second)."""
         aor = binding.aor
-        d = self._by_aor.get(aor)
-        if d is None:
-            d = self._by_aor[aor] = {}
-        old = d.get(key)
-        # one bucket key for the old bucket and the new one; typed as a tuple of any length, mypyc keeps it one
-        # boxed tuple (a tuple[str, str] is a C struct, boxed into a new tuple at every dict operation)
-        pair: tuple[str, ...] = (aor, key)
+        if key == binding.contact:
+            key = binding.contact  # one string for both (a contact is usually its own key)
+        binding.key = key
+        by_aor = self._by_aor
+        entry = by_aor.get(aor)
+        old: Binding | None = None
+        if entry is None:
+            by_aor[aor] = binding
+        elif isinstance(entry, dict):
+            old = entry.get(key)
+            entry[key] = binding
+        elif entry.key == key:
+            old = entry
+            by_aor[aor] = binding
+        else:
+            by_aor[aor] = {entry.key: entry, key: binding}
         if old is None:
             self._count += 1
         else:
-            self._unindex(pair, old)
-        d[key] = binding
-        self._index(pair, binding)
+            self._unindex(old)
+        self._index(binding, key)
 
-    def _index(self, pair: tuple[str, ...], binding: Binding) -> None:
+    def _index(self, binding: Binding, key: str) -> None:
         second = _second(binding.expires_at)
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = {}
             heapq.heappush(self._seconds, second)
             self.heap_ops += 1
-        bucket[pair] = binding
+        bucket[binding] = key
 
-    def _unindex(self, pair: tuple[str, ...], binding: Binding) -> None:
+    def _unindex(self, binding: Binding) -> None:
         bucket = self._buckets.get(_second(binding.expires_at))
-        if bucket is not None and bucket.get(pair) is binding:
-            del bucket[pair]
+        if bucket is not None and binding in bucket:
+            del bucket[binding]
         # else: mutated in place since it was indexed; expire() finds it stale in its old bucket
 
-    def remove(self, aor: str, key: str) -> Binding | None:
-        """Delete one binding, O(1); its heap entry goes stale."""
-        d = self._by_aor.get(aor)
-        if d is None:
+    def _drop(self, aor: str, key: str) -> Binding | None:
+        """Take the binding of ``(aor, key)`` out of the AOR table (not out of its bucket)."""
+        by_aor = self._by_aor
+        entry = by_aor.get(aor)
+        if entry is None:
             return None
-        b = d.pop(key, None)
+        if isinstance(entry, dict):
+            b = entry.pop(key, None)
+            if b is not None and len(entry) == 1:
+                by_aor[aor] = next(iter(entry.values()))  # back to the binding alone
+        else:
+            if entry.key != key:
+                return None
+            del by_aor[aor]
+            b = entry
         if b is not None:
             self._count -= 1
-            self._unindex((aor, key), b)
-            if not d:
-                del self._by_aor[aor]
+        return b
+
+    def remove(self, aor: str, key: str) -> Binding | None:
+        """Delete one binding, O(1)."""
+        b = self._drop(aor, key)
+        if b is not None:
+            self._unindex(b)
         return b
 
     def remove_all(self, aor: str) -> list[Binding]:
@@ -129,12 +171,13 @@ class MemoryStore:
 
     def pop_aor(self, aor: str) -> dict[str, Binding]:
         """Delete every binding of ``aor`` and return them by contact key."""
-        d = self._by_aor.pop(aor, None)
-        if d is None:
+        entry = self._by_aor.pop(aor, None)
+        if entry is None:
             return {}
+        d = entry if isinstance(entry, dict) else {entry.key: entry}
         self._count -= len(d)
-        for key, b in d.items():
-            self._unindex((aor, key), b)
+        for b in d.values():
+            self._unindex(b)
         return d
 
     def expire(self, now: float) -> list[Binding]:
@@ -150,30 +193,26 @@ class MemoryStore:
             bucket = self._buckets.pop(heapq.heappop(seconds), None)
             self.heap_ops += 1
             if bucket:
-                for (aor, key), b in bucket.items():
-                    self._reap(aor, key, b, now, out)
+                for b, key in bucket.items():
+                    self._reap(key, b, now, out)
         # the second now is in: what expired within it so far (its bucket is popped once the second is over)
         current = self._buckets.get(_second(now))
         if current:
-            due = [(k, b) for k, b in current.items() if b.expires_at <= now]
-            for (aor, key), b in due:
-                del current[(aor, key)]
-                self._reap(aor, key, b, now, out)
+            due = [(b, key) for b, key in current.items() if b.expires_at <= now]
+            for b, key in due:
+                del current[b]
+                self._reap(key, b, now, out)
         return out
 
-    def _reap(self, aor: str, key: str, b: Binding, now: float, out: list[tuple[str, Binding]]) -> None:
-        d = self._by_aor.get(aor)
-        if d is None or d.get(key) is not b:
+    def _reap(self, key: str, b: Binding, now: float, out: list[tuple[str, Binding]]) -> None:
+        if self.get(b.aor, key) is not b:
             return  # stale: refreshed or removed after it was indexed here
         if b.expires_at > now:
             # mutated in place after put (documented as unsupported, but never lose a binding over it):
             # index it again at its real expiry
-            self._index((aor, key), b)
+            self._index(b, key)
             return
-        del d[key]
-        self._count -= 1
-        if not d:
-            del self._by_aor[aor]
+        self._drop(b.aor, key)
         out.append((key, b))
 
     def next_expiry(self) -> float | None:
