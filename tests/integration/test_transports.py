@@ -409,10 +409,10 @@ def answer(request: bytes, status: str = "200 OK") -> bytes:
     return b"SIP/2.0 " + status.encode() + b"\r\n" + b"\r\n".join(keep) + b"\r\nContent-Length: 0\r\n\r\n"
 
 
-def final_response(sock: socket.socket) -> bytes:
-    reply = read_message(sock, 3)
+def final_response(sock: socket.socket, timeout: float = 3.0) -> bytes:
+    reply = read_message(sock, timeout)
     while reply.startswith(b"SIP/2.0 1"):
-        reply = read_message(sock, 3)
+        reply = read_message(sock, timeout)
     return reply
 
 
